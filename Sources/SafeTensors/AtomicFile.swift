@@ -1,0 +1,162 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file being written in place of `destination`: bytes go to a temporary file in the same
+/// folder, and only `commit()` makes them visible, by fsync then rename then fsync of the folder.
+/// If the writer is dropped or `abandon()` is called first, the temporary file is removed and the
+/// destination is untouched — old contents or nothing, never a partial file.
+public final class AtomicFile {
+    /// The path that `commit()` will create or replace.
+    public let destination: String
+    /// The temporary path the bytes are written to.
+    public let temporaryPath: String
+    private var fd: Int32
+    private var buffer: UnsafeMutableRawPointer
+    private var buffered = 0
+    private let bufferCapacity = 4 << 20
+    /// Bytes written so far (buffered included).
+    public private(set) var bytesWritten = 0
+    private var finished = false
+
+    /// Creates the temporary file beside `destination` (exclusively; mode 0644 less the umask).
+    public init(destination: String) throws(SafeTensorsError) {
+        self.destination = destination
+        let folder = AtomicFile.folder(of: destination)
+        let name = destination.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? destination
+        var attempt = 0
+        var created: Int32 = -1
+        var path = ""
+        while created < 0 {
+            path = (folder == "." && !destination.hasPrefix("./") ? "" : folder + "/") + ".\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if created < 0 {
+                let code = errno
+                attempt += 1
+                if code != EEXIST || attempt > 16 {
+                    throw .io(file: destination, operation: "create a temporary file in '\(folder)'", message: errnoMessage(code))
+                }
+            }
+        }
+        fd = created
+        temporaryPath = path
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 4096)
+    }
+
+    deinit {
+        if !finished { abandon() }
+        buffer.deallocate()
+    }
+
+    /// Reserves `size` bytes on disk up front, so a full disk is reported before any work.
+    public func preallocate(_ size: Int) throws(SafeTensorsError) {
+        guard size > 0 else { return }
+        let result = posix_fallocate(fd, 0, off_t(size))
+        if result == ENOSPC || result == EFBIG || result == EDQUOT {
+            throw .io(file: destination, operation: "reserve \(size) bytes", message: errnoMessage(result) + " (not enough disk space)")
+        }
+        // Other failures (e.g. a filesystem without fallocate) are not fatal: the writes will tell.
+    }
+
+    /// Appends bytes.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        if buffered + bytes.count <= bufferCapacity {
+            (buffer + buffered).copyMemory(from: src, byteCount: bytes.count)
+            buffered += bytes.count
+        } else {
+            try flush()
+            if bytes.count >= bufferCapacity / 2 {
+                try writeAll(src, bytes.count)
+            } else {
+                buffer.copyMemory(from: src, byteCount: bytes.count)
+                buffered = bytes.count
+            }
+        }
+        bytesWritten += bytes.count
+    }
+
+    /// Appends bytes from an array.
+    public func write(_ bytes: [UInt8]) throws(SafeTensorsError) {
+        try bytes.withUnsafeBytes { raw in Result { () throws(SafeTensorsError) in try write(raw) } }.get()
+    }
+
+    /// Lends `body` a writable region of `count` bytes (up to the buffer capacity) that becomes
+    /// part of the file when `body` returns; avoids a copy for converted data.
+    public func withWritableRegion(count: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(SafeTensorsError) {
+        precondition(count <= bufferCapacity, "region larger than the write buffer")
+        if buffered + count > bufferCapacity { try flush() }
+        body(UnsafeMutableRawBufferPointer(start: buffer + buffered, count: count))
+        buffered += count
+        bytesWritten += count
+    }
+
+    /// The largest region `withWritableRegion` can lend.
+    public var regionCapacity: Int { bufferCapacity }
+
+    private func flush() throws(SafeTensorsError) {
+        if buffered > 0 { try writeAll(buffer, buffered) }
+        buffered = 0
+    }
+
+    private func writeAll(_ pointer: UnsafeRawPointer, _ count: Int) throws(SafeTensorsError) {
+        var done = 0
+        while done < count {
+            let n = Glibc.write(fd, pointer + done, count - done)
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                let hint = code == ENOSPC || code == EDQUOT ? " (not enough disk space)" : ""
+                throw .io(file: destination, operation: "write", message: errnoMessage(code) + hint)
+            }
+            done += n
+        }
+    }
+
+    /// Flushes, fsyncs, renames over the destination and fsyncs the folder.
+    public func commit() throws(SafeTensorsError) {
+        precondition(!finished, "commit called twice")
+        do throws(SafeTensorsError) {
+            try flush()
+            // The reservation may exceed what was written (it never should); trim to the truth.
+            if ftruncate(fd, off_t(bytesWritten)) != 0 {
+                throw .io(file: destination, operation: "truncate", message: errnoMessage())
+            }
+            if fsync(fd) != 0 { throw .io(file: destination, operation: "fsync", message: errnoMessage()) }
+            let closed = close(fd)
+            fd = -1
+            if closed != 0 { throw .io(file: destination, operation: "close", message: errnoMessage()) }
+            if rename(temporaryPath, destination) != 0 {
+                throw .io(file: destination, operation: "rename into place", message: errnoMessage())
+            }
+            finished = true
+            AtomicFile.syncFolder(AtomicFile.folder(of: destination))
+        } catch {
+            abandon()
+            throw error
+        }
+    }
+
+    /// Discards the temporary file; the destination is untouched.
+    public func abandon() {
+        guard !finished else { return }
+        finished = true
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(temporaryPath)
+    }
+
+    /// The folder part of a path ("." when there is none).
+    static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let folder = String(path[..<slash])
+        return folder.isEmpty ? "/" : folder
+    }
+
+    /// fsync of a folder, so a rename in it is durable. Best effort.
+    static func syncFolder(_ folder: String) {
+        let dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
+    }
+}

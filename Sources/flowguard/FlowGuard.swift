@@ -1,0 +1,66 @@
+import ArgumentParser
+import SafeTensors
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `flowguard` command: a thin tree of subcommands, each a call into the libraries.
+@main
+struct FlowGuard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flowguard",
+        abstract: "Inspect, verify and convert diffusion-transformer checkpoints (SD3.5, FLUX).",
+        discussion: """
+        Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error.
+        """,
+        subcommands: [Inspect.self, Verify.self]
+    )
+
+    /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let exit as ExitCode {
+            Glibc.exit(exit.rawValue)
+        } catch let failure as CommandFailure {
+            if !failure.message.isEmpty { printError(failure.message) }
+            Glibc.exit(1)
+        } catch let error as SafeTensorsError {
+            printError("error: \(error.description)")
+            Glibc.exit(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            if code == .validationFailure {
+                printError(fullMessage(for: error))
+                printError("Run 'flowguard --help' for usage.")
+                Glibc.exit(2)
+            }
+            printError("error: \(error)")
+            Glibc.exit(1)
+        }
+    }
+}
+
+/// A failure whose details were already reported (or are in `message`): exit status 1.
+struct CommandFailure: Error {
+    var message: String = ""
+}
+
+/// Writes a line to standard error.
+func printError(_ text: String) {
+    var line = Array((text + "\n").utf8)
+    // Write(2) on descriptor 2 directly: no shared C stream state is touched.
+    line.withUnsafeMutableBytes { raw in
+        var done = 0
+        while done < raw.count {
+            let n = Glibc.write(2, raw.baseAddress! + done, raw.count - done)
+            if n <= 0 { break }
+            done += n
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import SafeTensors
+
+/// `flowguard inspect`: header-only listing of checkpoints, shard sets and adapters.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the tensors, dtypes, parameter counts and metadata of safetensors files.",
+        discussion: """
+        Reads only the header (the file is memory-mapped; no tensor data is touched).
+        FILE may be a .safetensors file, a *.safetensors.index.json shard index, or a folder
+        holding one of them (a diffusers model folder).
+
+        Examples:
+          flowguard inspect model.safetensors
+          flowguard inspect --group transformer/
+          flowguard inspect --json a.safetensors b.safetensors | jq '.files[0].tensor_count'
+        """
+    )
+
+    @Argument(help: "Files, shard indexes or model folders to inspect.")
+    var files: [String]
+
+    @Flag(help: "Print machine-readable JSON instead of tables.")
+    var json = false
+
+    @Flag(help: "Collapse layer numbers: one line per parameter pattern (transformer_blocks.#.attn.to_q.weight ×24).")
+    var group = false
+
+    func run() throws {
+        var reports: [JSONValue] = []
+        var failed = false
+        for path in files {
+            let collection: TensorCollection
+            do { collection = try TensorCollection(path: path) } catch {
+                printError("error: \(error.description)")
+                failed = true
+                continue
+            }
+            if json {
+                reports.append(InspectReport.json(collection, grouped: group))
+            } else {
+                print(InspectReport.text(collection, grouped: group), terminator: "")
+            }
+        }
+        if json { print(JSONValue.object([("files", .array(reports))]).compactText) }
+        if failed { throw CommandFailure() }
+    }
+}
