@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "flowguard", targets: ["flowguard"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Checkpoints", targets: ["Checkpoints"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,13 +20,15 @@ let package = Package(
 
         .target(name: "SafeTensors", dependencies: ["CJSONC"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors",
+            "SafeTensors", "Checkpoints",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]
