@@ -1,3 +1,4 @@
+import SafeTensors
 /// Everything that can go wrong while recognising a checkpoint, deriving its configuration or
 /// planning a conversion. Each case carries the tensor keys involved; `description` is the sentence
 /// a user reads.
@@ -73,26 +74,18 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
     }
 }
 
-/// A key in double quotes, with control characters escaped so that a hostile name cannot
-/// rewrite the terminal.
+/// A key in double quotes, escaped with the project's one display escaping (control and
+/// bidirectional-override characters) so that a hostile name cannot rewrite the terminal.
 func quoted(_ key: String) -> String {
-    var out = "\""
-    for scalar in key.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        case "\r": out += "\\r"
-        default:
-            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
-                out += "\\u{" + String(scalar.value, radix: 16) + "}"
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
+    "\"" + escapeForDisplay(key).replacingQuotes() + "\""
+}
+
+private extension String {
+    func replacingQuotes() -> String {
+        var out = ""
+        for c in self { if c == "\"" { out += "\\\"" } else { out.append(c) } }
+        return out
     }
-    return out + "\""
 }
 
 /// At most five quoted keys, followed by "and N more" when the total is larger.

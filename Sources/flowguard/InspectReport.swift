@@ -1,3 +1,4 @@
+import Checkpoints
 import SafeTensors
 
 /// Renders what `inspect` shows: tables for people, JSON for scripts.
@@ -17,6 +18,7 @@ enum InspectReport {
         let headerBytes = collection.files.reduce(0) { $0 + $1.header.dataStart }
         out += "  \(formatCount(infos.count)) tensors, \(formatCount(infos.reduce(0) { $0 + $1.elementCount })) parameters, "
         out += "\(formatBytes(collection.dataBytes)) of data, header \(formatCount(headerBytes)) bytes\n"
+        out += architectureText(infos)
         let totalParams = max(1, infos.reduce(0) { $0 + $1.elementCount })
         out += "  parameters by dtype:\n"
         for (dtype, count) in parametersByDType(infos) {
@@ -56,6 +58,28 @@ enum InspectReport {
         return out
     }
 
+    /// The detected architecture and derived diffusers config, or why none was recognised.
+    static func architectureText(_ infos: [TensorInfo]) -> String {
+        do {
+            let detected = try Architecture.detect(infos)
+            var out = "  architecture: \(detected.architecture.summary), \(detected.layout.rawValue) layout"
+            if detected.prefix != .none { out += ", key prefix '\(detected.prefix.rawValue)'" }
+            out += "\n  diffusers config: \(detected.architecture.diffusersConfigJSON().split(separator: "\n").map { $0.trimmingPrefix(while: { $0 == " " }) }.joined(separator: " "))\n"
+            for note in detected.architecture.notes { out += "    note: \(note)\n" }
+            return out
+        } catch {
+            return "  architecture: not recognised (\(String(describing: error)))\n"
+        }
+    }
+
+    static func architectureJSON(_ infos: [TensorInfo]) -> JSONValue {
+        guard let detected = try? Architecture.detect(infos) else { return .null }
+        let config = (try? JSONValue.parse(Array(detected.architecture.diffusersConfigJSON().utf8))) ?? .null
+        return .object([("name", .string(detected.architecture.name)), ("layout", .string(detected.layout.rawValue)),
+                        ("prefix", .string(detected.prefix.rawValue)), ("diffusers_config", config),
+                        ("notes", .array(detected.architecture.notes.map { .string($0) }))])
+    }
+
     static func json(_ collection: TensorCollection, grouped: Bool) -> JSONValue {
         let infos = collection.infos
         var members: [(key: String, value: JSONValue)] = [
@@ -63,6 +87,7 @@ enum InspectReport {
             ("tensor_count", .int(Int64(infos.count))),
             ("parameter_count", .int(Int64(infos.reduce(0) { $0 + $1.elementCount }))),
             ("data_bytes", .int(Int64(collection.dataBytes))),
+            ("architecture", architectureJSON(infos)),
             ("parameters_by_dtype", .object(parametersByDType(infos).map { ($0.0.rawValue, .int(Int64($0.1))) })),
             ("metadata", collection.metadata.map { .object($0.map { ($0.key, .string($0.value)) }) } ?? .null),
             ("files", .array(collection.files.map { file in

@@ -113,6 +113,6 @@ import Testing
 
     @Test func controlCharactersAreEscaped() {
         let e = CheckpointError.shapeMismatch(tensor: "a\u{1B}[2Jb\n", expected: [1], actual: [2], architecture: "X")
-        #expect(e.description == "Tensor \"a\\u{1b}[2Jb\\n\" has shape [2] but X expects [1].")
+        #expect(e.description == "Tensor \"a\\u{1B}[2Jb\\n\" has shape [2] but X expects [1].")
     }
 }

@@ -33,6 +33,7 @@ import TestSupport
         #expect(result.stdout == """
         \(path)
           3 tensors, 11 parameters, 28 B of data, header 280 bytes
+          architecture: not recognised (The tensors are not an SD3 or FLUX transformer in either layout; 3 unmapped keys: "norm\\u{1B}[31m.weight", "blocks.0.attn.to_q.weight", "blocks.1.attn.to_q.weight".)
           parameters by dtype:
             BF16                        8   72.7%
             F32                         3   27.3%
