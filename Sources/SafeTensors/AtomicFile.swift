@@ -53,6 +53,14 @@ public final class AtomicFile {
     /// Reserves `size` bytes on disk up front, so a full disk is reported before any work.
     public func preallocate(_ size: Int) throws(SafeTensorsError) {
         guard size > 0 else { return }
+        var fs = statvfs()
+        if fstatvfs(fd, &fs) == 0 {
+            let available = Int(clamping: UInt64(fs.f_bavail) &* UInt64(fs.f_frsize))
+            if available < size {
+                throw .io(file: destination, operation: "reserve \(size) bytes",
+                          message: "not enough disk space: the output needs \(size) bytes, the folder's filesystem has \(available) available")
+            }
+        }
         let result = posix_fallocate(fd, 0, off_t(size))
         if result == ENOSPC || result == EFBIG || result == EDQUOT {
             throw .io(file: destination, operation: "reserve \(size) bytes", message: errnoMessage(result) + " (not enough disk space)")

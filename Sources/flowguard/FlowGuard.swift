@@ -18,6 +18,8 @@ struct FlowGuard: ParsableCommand {
 
     /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.
     static func main() {
+        // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
+        signal(SIGXFSZ, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()

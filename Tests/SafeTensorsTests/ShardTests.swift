@@ -133,3 +133,31 @@ import TestSupport
         }
     }
 }
+
+/// Writing into a filesystem that is too small fails up front with a clear message and leaves
+/// nothing behind. Uses a 1 MiB tmpfs, which needs root (as CI runs); elsewhere the test is
+/// skipped with the reason recorded.
+@Suite struct DiskFullTests {
+    @Test func notEnoughDiskSpaceIsReportedAndNothingIsLeft() throws {
+        let dir = TemporaryDirectory()
+        let mountPoint = dir.file("small-fs")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard let mount = which("mount"), let umount = which("umount"),
+              try runProcess(mount, ["-t", "tmpfs", "-o", "size=1M", "tmpfs", mountPoint]).status == 0 else {
+            withKnownIssue("mounting a tmpfs needs root; the disk-full path is not exercised here") { throw PeerUnavailable(reason: "no tmpfs") }
+            return
+        }
+        defer { _ = try? runProcess(umount, [mountPoint]) }
+        let specs = [TensorSpec(name: "big", dtype: .f32, shape: [1024, 1024])]   // 4 MiB > 1 MiB
+        do {
+            try SafeTensorsWriter.write(to: mountPoint + "/out.safetensors", specs: specs) { sink in
+                try sink.write(floats: [Float](repeating: 1, count: 1024 * 1024))
+            }
+            Issue.record("a 4 MiB file fitted in a 1 MiB filesystem")
+        } catch let error as SafeTensorsError {
+            #expect(error.description.contains("not enough disk space"), "\(error)")
+            #expect(error.description.hasPrefix(mountPoint + "/out.safetensors"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mountPoint).isEmpty)
+    }
+}
