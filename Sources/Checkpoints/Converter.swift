@@ -1,0 +1,213 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SafeTensors
+
+/// What a finished conversion wrote.
+public struct ConversionResult: Sendable {
+    /// The architecture converted (`sd3.5-medium`, `flux-dev`, or a custom name).
+    public var architecture: String
+    /// Layout of the source keys.
+    public var sourceLayout: KeyLayout
+    /// Layout of the output keys.
+    public var targetLayout: KeyLayout
+    /// Number of tensors written.
+    public var tensorsWritten: Int
+    /// Bytes of tensor data written (headers excluded).
+    public var dataBytes: Int
+    /// Size of every output file together (headers, index and config.json included).
+    public var fileBytes: Int
+    /// Values clamped, NaNs replaced or without a code while narrowing the dtype.
+    public var report: ConversionReport
+    /// Values that exceeded the output dtype's range and were clamped to its largest finite value.
+    public var saturated: Int { report.saturated }
+    /// Number of output tensors of each dtype.
+    public var tensorsByDType: [DType: Int]
+    /// Every file written: the `.safetensors` file(s), then the index and `config.json` if any.
+    public var outputPaths: [String]
+    /// Wall-clock seconds the conversion took.
+    public var elapsedSeconds: Double
+}
+
+/// Executes a `ConversionPlan` against a checkpoint, streaming: each output tensor is the
+/// concatenation of row slices of source tensors, and each slice is a contiguous byte range of a
+/// mapped source file, copied (or converted to the requested dtype) through the writer's bounded
+/// buffers. No tensor is ever loaded whole into memory. Every output file appears atomically, and
+/// a failed conversion leaves nothing behind.
+public struct Converter: @unchecked Sendable {
+    // @unchecked: TensorCollection is immutable after init.
+
+    /// The checkpoint read.
+    public let source: TensorCollection
+    /// What is written: output names, shapes and the source slices of each.
+    public let plan: ConversionPlan
+    /// The dtype floating-point tensors are written in; nil keeps each tensor's own.
+    public let dtype: DType?
+
+    /// Detects the architecture and layout of `source` and plans its conversion to `layout`.
+    /// `prefix` chooses the key prefix of an original-layout output (see `ConversionPlan`);
+    /// `dtype`, when given, must be a floating-point kind. Throws `CheckpointError` when the
+    /// tensors are not a known transformer.
+    public init(source: TensorCollection, to layout: KeyLayout, prefix: KeyPrefix? = nil, dtype: DType? = nil) throws {
+        if let dtype, !FloatCodec.canEncode(dtype) {
+            throw SafeTensorsError.conversion(file: source.path, tensor: "*", reason: "cannot write tensors as \(dtype.rawValue): not a floating-point dtype")
+        }
+        let detected = try Architecture.detect(source.infos)
+        self.init(source: source, plan: ConversionPlan(source: detected, to: layout, prefix: prefix), dtype: dtype)
+    }
+
+    /// A converter for a plan made beforehand.
+    public init(source: TensorCollection, plan: ConversionPlan, dtype: DType? = nil) {
+        self.source = source
+        self.plan = plan
+        self.dtype = dtype
+    }
+
+    /// Whether `write(to:)` produces a folder for `path`: when it ends with `/` or is an existing
+    /// folder, when shards are asked for, or for a diffusers output not named `*.safetensors`.
+    public static func writesFolder(_ path: String, layout: KeyLayout, shardSize: Int?) -> Bool {
+        path.hasSuffix("/") || Converter.isFolder(path) || shardSize != nil
+            || (layout == .diffusers && !path.hasSuffix(".safetensors"))
+    }
+
+    /// Base name of the weight files in a folder output (diffusers' name).
+    public static let folderBaseName = "diffusion_pytorch_model"
+
+    /// The output description of each planned tensor, in plan order.
+    public func outputSpecs() throws -> [TensorSpec] {
+        try plan.outputs.map { planned in
+            TensorSpec(name: planned.name, dtype: try outputDType(of: planned), shape: planned.shape)
+        }
+    }
+
+    /// The `__metadata__` written: the source's, with `format: pt` added when absent.
+    public var outputMetadata: [String: String] {
+        var metadata: [String: String] = [:]
+        for (key, value) in source.metadata ?? [] { metadata[key] = value }
+        if metadata["format"] == nil { metadata["format"] = "pt" }
+        return metadata
+    }
+
+    /// Writes the converted checkpoint to `path`: a single `.safetensors` file, or (see
+    /// `writesFolder`) a folder holding `diffusion_pytorch_model.safetensors` or its shards and
+    /// index, plus `config.json` when the output is in the diffusers layout. `shardSize` limits
+    /// each shard's size in bytes. `progress(bytesDone, bytesTotal)` reports tensor data written.
+    /// Refuses to overwrite the input; on any failure nothing new is left at `path`.
+    @discardableResult
+    public func write(to path: String, shardSize: Int? = nil,
+                      progress: ((Int, Int) -> Void)? = nil) throws -> ConversionResult {
+        let start = Converter.monotonicSeconds()
+        if let shardSize, shardSize <= 0 {
+            throw SafeTensorsError.io(file: path, operation: "plan shards", message: "the shard size must be positive")
+        }
+        let specs = try outputSpecs()
+        let byName = Dictionary(uniqueKeysWithValues: plan.outputs.map { ($0.name, $0) })
+        let total = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
+        var done = 0
+        var report = ConversionReport()
+        let produce: (TensorSink) throws -> Void = { sink in
+            guard let planned = byName[sink.info.name] else {
+                throw SafeTensorsError.tensorNotFound(file: path, tensor: sink.info.name)
+            }
+            try self.stream(planned, into: sink, report: &report) { bytes in
+                done += bytes
+                progress?(done, total)
+            }
+        }
+        let paths: [String]
+        if Converter.writesFolder(path, layout: plan.targetLayout, shardSize: shardSize) {
+            paths = try writeFolder(path, specs: specs, shardSize: shardSize ?? Int.max, produce: produce)
+        } else {
+            try refuseOverwritingSource(path)
+            try SafeTensorsWriter.write(to: path, specs: specs, metadata: outputMetadata, produce: produce)
+            paths = [path]
+        }
+        var byDType: [DType: Int] = [:]
+        for spec in specs { byDType[spec.dtype, default: 0] += 1 }
+        return ConversionResult(
+            architecture: plan.architecture.name, sourceLayout: plan.sourceLayout, targetLayout: plan.targetLayout,
+            tensorsWritten: specs.count, dataBytes: total, fileBytes: paths.reduce(0) { $0 + Converter.fileSize($1) },
+            report: report, tensorsByDType: byDType, outputPaths: paths,
+            elapsedSeconds: Converter.monotonicSeconds() - start)
+    }
+
+    /// The dtype an output tensor is written in: the requested one for floating-point sources,
+    /// the source's own otherwise.
+    func outputDType(of planned: PlannedTensor) throws -> DType {
+        guard let first = planned.pieces.first, let entry = source.entry(first.source) else {
+            throw SafeTensorsError.tensorNotFound(file: source.path, tensor: planned.pieces.first?.source ?? planned.name)
+        }
+        let own = entry.info.dtype
+        guard let dtype, own.isFloatingPoint else { return own }
+        return dtype
+    }
+
+    /// Copies or converts the pieces of `planned` into `sink`, one contiguous source byte range
+    /// per piece. `advanced(n)` is told of every `n` output bytes written.
+    func stream(_ planned: PlannedTensor, into sink: TensorSink, report: inout ConversionReport,
+                advanced: (Int) -> Void) throws {
+        let rowElements = planned.shape.dropFirst().reduce(1, *)
+        for piece in planned.pieces {
+            guard let entry = source.entry(piece.source) else {
+                throw SafeTensorsError.tensorNotFound(file: source.path, tensor: piece.source)
+            }
+            let info = entry.info
+            let sourceRowElements = info.shape.dropFirst().reduce(1, *)
+            let sourceRows = info.shape.first ?? 1
+            guard sourceRowElements == rowElements, piece.rows.lowerBound >= 0, piece.rows.upperBound <= sourceRows,
+                  let rowBytes = info.dtype.byteCount(elements: rowElements) else {
+                throw SafeTensorsError.conversion(
+                    file: entry.file.path, tensor: info.name,
+                    reason: "rows \(piece.rows) of shape \(info.shape) do not fit output '\(planned.name)' of shape \(planned.shape)")
+            }
+            let begin = entry.file.fileOffset(of: info) + piece.rows.lowerBound * rowBytes
+            let range = begin..<(begin + piece.rows.count * rowBytes)
+            let before = sink.written
+            entry.file.advise(.sequential, fileRange: range)
+            try entry.file.withBytes(fileRange: range) { (raw: UnsafeRawBufferPointer) throws(SafeTensorsError) in
+                if info.dtype == sink.info.dtype {
+                    try sink.write(raw)
+                } else {
+                    report.merge(try sink.write(converting: raw, from: info.dtype, count: piece.rows.count * rowElements))
+                }
+            }
+            entry.file.advise(.dontNeed, fileRange: range)
+            advanced(sink.written - before)
+        }
+    }
+}
+
+extension Converter {
+    /// Seconds on the monotonic clock.
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Whether `path` names an existing folder (following links).
+    static func isFolder(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// The size of the file at `path`, 0 when it cannot be read.
+    static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    /// Device and inode of `path`, nil when it does not exist.
+    static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// The C library's message for `code`.
+    static func systemMessage(_ code: Int32) -> String {
+        String(cString: strerror(code))
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Checkpoints
+import SafeTensors
+
+/// `flowguard convert`: rewrite a transformer checkpoint in the other key layout, another dtype
+/// or other shards, streamed and atomically.
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an SD3.5 or FLUX transformer checkpoint between the original and diffusers layouts.",
+        discussion: """
+        IN is a .safetensors file, a *.safetensors.index.json, or a diffusers model folder. The
+        architecture and its configuration are detected from the tensor names and shapes; fused
+        q/k/v projections are split or fused and modulation halves swapped as the layouts require.
+        Converting to the same layout rewrites the file (useful with --dtype or --shard-size).
+
+        OUT is written as a single .safetensors file, or as a diffusers-style folder
+        (diffusion_pytorch_model.safetensors, or its shards and index, plus config.json for the
+        diffusers layout) when OUT ends with '/', is an existing folder, --shard-size is given, or
+        the layout is diffusers and OUT does not end in .safetensors.
+
+        Streamed: memory use does not grow with the checkpoint's size. The output appears only
+        when complete; on failure nothing is left behind. The input is never overwritten.
+
+        --dtype converts floating-point tensors (rounding to nearest even; F8_E4M3 saturates at
+        ±448 and the count is reported); other tensors keep their dtype. Sizes for --shard-size
+        are bytes or a number with a unit: 5GB, 500MB, 1.5G (powers of 1000), 2GiB (powers of 1024).
+
+        Examples:
+          flowguard convert sd3.5_medium.safetensors sd35-diffusers/ --layout diffusers
+          flowguard convert flux1-dev.safetensors transformer --layout diffusers --dtype bf16 --shard-size 5GB
+          flowguard convert transformer/ flux1-dev-fp8.safetensors --layout original --dtype f8_e4m3 --prefix comfy
+        """
+    )
+
+    @Argument(help: "Checkpoint to convert: a .safetensors file, a shard index or a model folder.")
+    var input: String
+
+    @Argument(help: "Output .safetensors file or folder.")
+    var output: String
+
+    @Option(help: "Key layout of the output: diffusers or original.")
+    var layout: String
+
+    @Option(help: "Dtype of floating-point tensors in the output: bf16, fp16, fp32 or f8_e4m3 (default: unchanged).")
+    var dtype: String?
+
+    @Option(help: "Write shards of at most this size (e.g. 5GB) plus an index, in a folder.")
+    var shardSize: String?
+
+    @Option(help: "Key prefix of an original-layout output: sai (model.diffusion_model.), comfy (diffusion_model.) or none.")
+    var prefix: String?
+
+    @Flag(help: "Print one JSON object describing what was written.")
+    var json = false
+
+    func validate() throws {
+        _ = try parsed()
+    }
+
+    /// The options in library types, or a usage error.
+    private func parsed() throws -> (layout: KeyLayout, dtype: DType?, shardSize: Int?, prefix: KeyPrefix?) {
+        guard let layout = KeyLayout(rawValue: layout.lowercased()) else {
+            throw ValidationError("--layout must be 'diffusers' or 'original', not '\(self.layout)'.")
+        }
+        var dtype: DType? = nil
+        if let text = self.dtype {
+            guard let d = DType(userSpelling: text), [.bf16, .f16, .f32, .f8e4m3].contains(d) else {
+                throw ValidationError("--dtype must be bf16, fp16, fp32 or f8_e4m3, not '\(text)'.")
+            }
+            dtype = d
+        }
+        var shardSize: Int? = nil
+        if let text = self.shardSize {
+            guard let size = Converter.parseByteSize(text) else {
+                throw ValidationError("--shard-size must be a positive size such as 5GB, 500MB, 1.5G or 1048576, not '\(text)'.")
+            }
+            shardSize = size
+        }
+        var prefix: KeyPrefix? = nil
+        if let text = self.prefix {
+            switch text.lowercased() {
+            case "sai": prefix = .sai
+            case "comfy": prefix = .comfy
+            case "none": prefix = KeyPrefix.none
+            default: throw ValidationError("--prefix must be sai, comfy or none, not '\(text)'.")
+            }
+            if layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
+        }
+        return (layout, dtype, shardSize, prefix)
+    }
+
+    func run() throws {
+        let options = try parsed()
+        let source = try TensorCollection(path: input)
+        let converter = try Converter(source: source, to: options.layout, prefix: options.prefix, dtype: options.dtype)
+        let outputBytes = try converter.outputSpecs().reduce(0) { $0 + ($1.byteCount ?? 0) }
+        let progress = Progress(label: "converting \(input)", total: outputBytes)
+        let result = try converter.write(to: output, shardSize: options.shardSize) { done, _ in progress.update(done) }
+        progress.finish()
+        if json {
+            print(Convert.json(result, input: input, output: output).compactText)
+        } else {
+            print(Convert.summary(result, input: input, output: output))
+        }
+    }
+
+    /// The one-line summary printed on success.
+    static func summary(_ r: ConversionResult, input: String, output: String) -> String {
+        let dtypes = r.tensorsByDType.sorted { $0.key.alignmentRank > $1.key.alignmentRank }
+            .map { "\($0.value) \($0.key.rawValue)" }.joined(separator: ", ")
+        var line = "converted \(input) (\(r.architecture), \(r.sourceLayout.rawValue)) to \(output) "
+            + "(\(r.targetLayout.rawValue)): \(r.tensorsWritten) tensors (\(dtypes)), \(r.dataBytes) bytes of data"
+        if r.outputPaths.count > 1 { line += ", \(r.outputPaths.count) files" }
+        if r.report.saturated > 0 { line += ", \(r.report.saturated) values saturated" }
+        if r.report.nanReplaced > 0 { line += ", \(r.report.nanReplaced) NaNs replaced" }
+        if r.report.unrepresentable > 0 { line += ", \(r.report.unrepresentable) values unrepresentable" }
+        let centis = Int((r.elapsedSeconds * 100).rounded())
+        return line + ", \(centis / 100).\(centis % 100 < 10 ? "0" : "")\(centis % 100) s"
+    }
+
+    /// The `--json` object.
+    static func json(_ r: ConversionResult, input: String, output: String) -> JSONValue {
+        let dtypes = r.tensorsByDType.sorted { $0.key.alignmentRank > $1.key.alignmentRank }
+            .map { (key: $0.key.rawValue, value: JSONValue.int(Int64($0.value))) }
+        return .object([
+            ("input", .string(input)),
+            ("output", .string(output)),
+            ("architecture", .string(r.architecture)),
+            ("source_layout", .string(r.sourceLayout.rawValue)),
+            ("target_layout", .string(r.targetLayout.rawValue)),
+            ("tensors", .int(Int64(r.tensorsWritten))),
+            ("tensors_by_dtype", .object(dtypes)),
+            ("data_bytes", .int(Int64(r.dataBytes))),
+            ("file_bytes", .int(Int64(r.fileBytes))),
+            ("saturated", .int(Int64(r.report.saturated))),
+            ("nan_replaced", .int(Int64(r.report.nanReplaced))),
+            ("unrepresentable", .int(Int64(r.report.unrepresentable))),
+            ("files", .array(r.outputPaths.map { .string($0) })),
+            ("elapsed_seconds", .double(r.elapsedSeconds)),
+        ])
+    }
+}

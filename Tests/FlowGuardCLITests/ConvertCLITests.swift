@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+import SafeTensors
+import TestSupport
+
+/// Whether the built `flowguard` lists `convert` among its subcommands.
+let convertIsRegistered: Bool = {
+    guard let help = try? runProcess(CLITests.binary, ["--help"]) else { return false }
+    return help.stdout.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix("convert ") }
+}()
+
+/// End-to-end runs of `flowguard convert` on the fixtures. They need `Convert.self` in the
+/// subcommands of `FlowGuard`, and are skipped until the binary knows the command.
+@Suite(.enabled(if: convertIsRegistered, "flowguard does not list the convert subcommand yet"))
+struct ConvertCLITests {
+    let dir = TemporaryDirectory()
+
+    func flowguard(_ arguments: String...) throws -> ProcessResult {
+        try runProcess(CLITests.binary, arguments)
+    }
+
+    /// Tensor name → bytes of a checkpoint (file, index or folder).
+    func tensors(_ path: String) throws -> [String: [UInt8]] {
+        let collection = try TensorCollection(path: path)
+        var out: [String: [UInt8]] = [:]
+        for e in collection.entries { out[e.info.name] = e.file.withBytes(of: e.info) { Array($0) } }
+        return out
+    }
+
+    @Test func convertsToADiffusersFolder() throws {
+        let input = Repository.path("fixtures/sd35_tiny/original.safetensors")
+        let out = dir.file("transformer")
+        let result = try flowguard("convert", input, out, "--layout", "diffusers")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.isEmpty)
+        #expect(result.stdout.hasPrefix("converted \(input) (SD3-style, original) to \(out) (diffusers): 127 tensors (127 F32), 564224 bytes of data, 2 files, "))
+        #expect(result.stdout.hasSuffix(" s\n"))
+        #expect(try tensors(out) == tensors(Repository.path("fixtures/sd35_tiny/diffusers")))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["config.json", "diffusion_pytorch_model.safetensors"])
+    }
+
+    @Test func jsonSummaryWithDtypeAndShards() throws {
+        let input = Repository.path("fixtures/flux_tiny/diffusers")
+        let out = dir.file("flux-orig")
+        let result = try flowguard("convert", input, out, "--layout", "original", "--dtype", "bf16",
+                                   "--shard-size", "100KB", "--prefix", "comfy", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect(json["source_layout"] as? String == "diffusers")
+        #expect(json["target_layout"] as? String == "original")
+        #expect(json["tensors"] as? Int == 92)
+        #expect(json["tensors_by_dtype"] as? [String: Int] == ["BF16": 92])
+        #expect(json["saturated"] as? Int == 0)
+        let files = json["files"] as! [String]
+        #expect(files.count > 2 && files.last == out + "/diffusion_pytorch_model.safetensors.index.json")
+        let written = try TensorCollection(path: out)
+        #expect(written.entries.allSatisfy { $0.info.dtype == .bf16 && $0.info.name.hasPrefix("diffusion_model.") })
+        #expect(json["data_bytes"] as? Int == written.dataBytes)
+    }
+
+    @Test func usageErrorsExitWithTwo() throws {
+        let input = Repository.path("fixtures/flux_tiny/original.safetensors")
+        for arguments in [["convert", input, dir.file("o.safetensors")],
+                          ["convert", input, dir.file("o.safetensors"), "--layout", "sideways"],
+                          ["convert", input, dir.file("o.safetensors"), "--layout", "diffusers", "--dtype", "int8"],
+                          ["convert", input, dir.file("o.safetensors"), "--layout", "diffusers", "--shard-size", "5XB"],
+                          ["convert", input, dir.file("o.safetensors"), "--layout", "original", "--prefix", "kohya"]] {
+            let result = try runProcess(CLITests.binary, arguments)
+            #expect(result.status == 2, "\(arguments)")
+            #expect(result.stdout.isEmpty)
+        }
+        let help = try flowguard("convert", "--help")
+        #expect(help.status == 0 && help.stdout.contains("Examples:"))
+        #expect(dir.listing().isEmpty)
+    }
+
+    @Test func badInputsExitWithOneAndLeaveNothing() throws {
+        let input = dir.file("model.safetensors")
+        try FileManager.default.copyItem(atPath: Repository.path("fixtures/flux_tiny/original.safetensors"), toPath: input)
+        // Input == output.
+        var result = try flowguard("convert", input, input, "--layout", "original", "--dtype", "bf16")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("it is the input file"))
+        // A folder that cannot exist (under a regular file).
+        result = try flowguard("convert", input, input + "/out.safetensors", "--layout", "diffusers")
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("error: \(input)/out.safetensors: "))
+        // Not a transformer.
+        let random = dir.file("random.safetensors")
+        try SafeTensorsWriter.write(to: random, tensors: [(TensorSpec(name: "random.weight", dtype: .f32, shape: [1]), [0, 0, 0, 0])])
+        result = try flowguard("convert", random, dir.file("out"), "--layout", "diffusers")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("random.weight"))
+        #expect(dir.listing() == ["model.safetensors", "random.safetensors"])
+    }
+}
