@@ -1,3 +1,8 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension SafeTensorsFile {
     /// Reads every byte of the data buffer front to back and returns a cheap 64-bit checksum
     /// (wrapping sum of little-endian 64-bit words, tail bytes added singly). It proves every
@@ -6,18 +11,25 @@ extension SafeTensorsFile {
     /// between chunks.
     public func scanData(chunkBytes: Int = 64 << 20, progress: ((Int, Int) -> Void)? = nil) -> UInt64 {
         let range = header.dataStart..<fileSize
-        var sum: UInt64 = 0
-        var position = range.lowerBound
-        advise(.sequential, fileRange: range)
-        while position < range.upperBound {
-            let end = min(range.upperBound, position + chunkBytes)
-            // Fault the next chunk in one call while this one is summed.
-            if end < range.upperBound { advise(.willNeed, fileRange: end..<min(range.upperBound, end + chunkBytes)) }
-            advise(.populate, fileRange: position..<end)
-            sum &+= withBytes(fileRange: position..<end) { Self.wordSum($0) }
-            position = end
-            progress?(position - range.lowerBound, range.count)
+        let chunks = stride(from: range.lowerBound, to: range.upperBound, by: chunkBytes).map {
+            $0..<min(range.upperBound, $0 + chunkBytes)
         }
+        advise(.sequential, fileRange: range)
+        // A second thread reads a few chunks ahead with large pread calls (as dd does), so the
+        // disk streams at full speed while this thread sums pages that are already cached.
+        // Consumed chunks are dropped from the mapping: a file larger than memory then costs
+        // page-cache reclaim only, not the unmapping of our own pages.
+        let prefetcher = ChunkPrefetcher(path: path, chunks: chunks, window: 3)
+        var sum: UInt64 = 0
+        for (i, chunk) in chunks.enumerated() {
+            prefetcher?.waitFor(i)
+            advise(.populate, fileRange: chunk)
+            sum &+= withBytes(fileRange: chunk) { Self.wordSum($0) }
+            advise(.dontNeed, fileRange: chunk)
+            prefetcher?.consumed(i)
+            progress?(chunk.upperBound - range.lowerBound, range.count)
+        }
+        prefetcher?.finish()
         return sum
     }
 
@@ -39,5 +51,59 @@ extension SafeTensorsFile {
         while i < words { sum &+= UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)); i += 1 }
         for j in (words * 8)..<bytes.count { sum &+= UInt64(bytes[j]) }
         return sum
+    }
+}
+
+/// Reads chunks of a file into the page cache ahead of a consumer, at most `window` chunks
+/// ahead, on a background thread.
+final class ChunkPrefetcher: @unchecked Sendable {
+    // @unchecked: `fd` and `chunks` are immutable; coordination is through the semaphores.
+    private let fd: Int32
+    private let chunks: [Range<Int>]
+    private let ready: [DispatchSemaphore]
+    private let slots: DispatchSemaphore
+    private let done = DispatchSemaphore(value: 0)
+    private let stopFlag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+
+    init?(path: String, chunks: [Range<Int>], window: Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0, !chunks.isEmpty else {
+            if fd >= 0 { close(fd) }
+            return nil
+        }
+        self.fd = fd
+        self.chunks = chunks
+        ready = chunks.map { _ in DispatchSemaphore(value: 0) }
+        slots = DispatchSemaphore(value: window)
+        stopFlag.initialize(to: 0)
+        let thread = DispatchQueue(label: "flowguard.prefetch")
+        thread.async { self.run() }
+    }
+
+    private func run() {
+        let bufferSize = 16 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 4096)
+        defer { buffer.deallocate(); done.signal() }
+        for (i, chunk) in chunks.enumerated() {
+            slots.wait()
+            var position = chunk.lowerBound
+            while position < chunk.upperBound, stopFlag.pointee == 0 {
+                let n = pread(fd, buffer, min(bufferSize, chunk.upperBound - position), off_t(position))
+                if n <= 0 { break }   // errors surface in the consumer's own read
+                position += n
+            }
+            ready[i].signal()
+        }
+    }
+
+    func waitFor(_ index: Int) { ready[index].wait() }
+    func consumed(_ index: Int) { slots.signal() }
+
+    func finish() {
+        stopFlag.pointee = 1
+        for _ in 0..<chunks.count { slots.signal() }
+        done.wait()
+        close(fd)
+        stopFlag.deallocate()
     }
 }
