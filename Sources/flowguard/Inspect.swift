@@ -26,6 +26,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Collapse layer numbers: one line per parameter pattern (transformer_blocks.#.attn.to_q.weight ×24).")
     var group = false
 
+    @Flag(help: "Also read every value (streamed): min, max, mean, std and NaN/Inf counts per tensor, and NaN/Inf totals.")
+    var stats = false
+
     func run() throws {
         var reports: [JSONValue] = []
         var failed = false
@@ -36,7 +39,11 @@ struct Inspect: ParsableCommand {
                 failed = true
                 continue
             }
-            if json {
+            if stats {
+                let values = StatsReport.compute(collection)
+                if json { reports.append(StatsReport.json(collection, values, grouped: group)) }
+                else { print(StatsReport.text(collection, values, grouped: group), terminator: "") }
+            } else if json {
                 reports.append(InspectReport.json(collection, grouped: group))
             } else {
                 print(InspectReport.text(collection, grouped: group), terminator: "")
