@@ -166,14 +166,24 @@ public struct Converter: @unchecked Sendable {
             let range = begin..<(begin + piece.rows.count * rowBytes)
             let before = sink.written
             entry.file.advise(.sequential, fileRange: range)
-            try entry.file.withBytes(fileRange: range) { (raw: UnsafeRawBufferPointer) throws(SafeTensorsError) in
-                if info.dtype == sink.info.dtype {
-                    try sink.write(raw)
-                } else {
-                    report.merge(try sink.write(converting: raw, from: info.dtype, count: piece.rows.count * rowElements))
+            if info.dtype == sink.info.dtype {
+                // Same dtype: a kernel-side copy of the byte range (as cp does).
+                try sink.copy(from: entry.file, fileRange: range)
+            } else {
+                // Converted in steps of whole rows (≥ 1 row, ~64 MiB), each dropped from the
+                // mapping once written, so a 450 MB tensor never sits in memory whole.
+                let stepRows = max(1, (64 << 20) / max(rowBytes, 1))
+                var row = 0
+                while row < piece.rows.count {
+                    let rows = min(stepRows, piece.rows.count - row)
+                    let stepRange = (range.lowerBound + row * rowBytes)..<(range.lowerBound + (row + rows) * rowBytes)
+                    try entry.file.withBytes(fileRange: stepRange) { (raw: UnsafeRawBufferPointer) throws(SafeTensorsError) in
+                        report.merge(try sink.write(converting: raw, from: info.dtype, count: rows * rowElements))
+                    }
+                    entry.file.advise(.dontNeed, fileRange: stepRange)
+                    row += rows
                 }
             }
-            entry.file.advise(.dontNeed, fileRange: range)
             advanced(sink.written - before)
         }
     }

@@ -104,6 +104,31 @@ public final class AtomicFile {
     /// The largest region `withWritableRegion` can lend.
     public var regionCapacity: Int { bufferCapacity }
 
+    /// Appends `count` bytes of another open file, starting at `offset`, copied by the kernel
+    /// (`copy_file_range`) without passing through this process's memory. Returns false, having
+    /// written nothing, when the kernel cannot do it for these files; the caller then copies.
+    public func appendKernelCopy(from source: Int32, offset: Int, count: Int) throws(SafeTensorsError) -> Bool {
+        guard count > 0 else { return true }
+        guard let copyFileRange = KernelCopy.function else { return false }
+        try flush()
+        var inOffset = Int64(offset)
+        var done = 0
+        while done < count {
+            let n = copyFileRange(source, &inOffset, fd, nil, count - done, 0)
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if done == 0 && (code == ENOSYS || code == EXDEV || code == EINVAL || code == EOPNOTSUPP || code == EBADF) { return false }
+                let hint = code == ENOSPC || code == EDQUOT ? " (not enough disk space)" : ""
+                throw .io(file: destination, operation: "copy", message: errnoMessage(code) + hint)
+            }
+            if n == 0 { throw .io(file: destination, operation: "copy", message: "source ended early") }
+            done += n
+        }
+        bytesWritten += count
+        return true
+    }
+
     private func flush() throws(SafeTensorsError) {
         if buffered > 0 { try writeAll(buffer, buffered) }
         buffered = 0
@@ -167,4 +192,15 @@ public final class AtomicFile {
         let dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
     }
+}
+
+/// glibc's `copy_file_range`, looked up at run time: the Glibc module does not export it.
+enum KernelCopy {
+    typealias Function = @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32) -> Int
+    /// The function, or nil on a C library without it.
+    static let function: Function? = {
+        // RTLD_DEFAULT is the null handle on glibc.
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "copy_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: Function.self)
+    }()
 }

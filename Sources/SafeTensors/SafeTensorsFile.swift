@@ -19,6 +19,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Size of the file in bytes.
     public let fileSize: Int
     private let base: UnsafeRawPointer?
+    /// The open descriptor, kept for kernel-side copies (`copy_file_range`).
+    let descriptor: Int32
 
     /// Opens, maps and validates `path`. Throws a `SafeTensorsError` naming the file (and tensor
     /// and byte offset where it applies) if it is not a valid safetensors file.
@@ -26,7 +28,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io(file: path, operation: "open", message: errnoMessage()) }
-        defer { close(fd) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io(file: path, operation: "stat", message: errnoMessage()) }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
@@ -46,10 +49,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw error
         }
         base = pointer
+        descriptor = fd
+        keepOpen = true
     }
 
     deinit {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), fileSize) }
+        close(descriptor)
     }
 
     /// The tensors in data order.

@@ -102,6 +102,27 @@ public final class TensorSink {
         written += bytes.count
     }
 
+    /// Appends bytes `range` (absolute offsets) of a mapped file: copied by the kernel when it
+    /// can, otherwise through the mapping in 64 MiB steps whose pages are dropped behind, so the
+    /// process never holds more than one step of the source however large the tensor.
+    public func copy(from source: SafeTensorsFile, fileRange range: Range<Int>) throws(SafeTensorsError) {
+        guard range.count <= remaining else {
+            throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + range.count)
+        }
+        if try file.appendKernelCopy(from: source.descriptor, offset: range.lowerBound, count: range.count) {
+            written += range.count
+            return
+        }
+        let step = 64 << 20
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let end = min(range.upperBound, position + step)
+            try source.withBytes(fileRange: position..<end) { (raw) throws(SafeTensorsError) in try write(raw) }
+            source.advise(.dontNeed, fileRange: position..<end)
+            position = end
+        }
+    }
+
     /// Appends raw bytes from an array.
     public func write(_ bytes: [UInt8]) throws(SafeTensorsError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(SafeTensorsError) in try write(raw) } }.get()
