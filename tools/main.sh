@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the bundled default: installs what is missing, builds flowguard (release),
-# then inspects and verifies the bundled SD3.5-style fixture checkpoints.
+# then inspects, verifies, converts (original -> diffusers, bf16) and diffs the bundled fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
@@ -10,3 +10,7 @@ set -x
 "$bin" inspect --group fixtures/sd35_tiny/original.safetensors
 "$bin" inspect fixtures/sd35_tiny/diffusers_sharded
 "$bin" verify --read-data fixtures/sd35_tiny/original.safetensors fixtures/sd35_tiny/diffusers_sharded fixtures/flux_tiny/diffusers
+out=$(mktemp -d)
+"$bin" convert fixtures/sd35_tiny/original.safetensors "$out/sd35_tiny_diffusers" --layout diffusers --dtype bf16
+"$bin" diff --map-layouts --tolerance 0.01 fixtures/sd35_tiny/original.safetensors "$out/sd35_tiny_diffusers"
+rm -rf "$out"

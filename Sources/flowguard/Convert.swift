@@ -8,22 +8,13 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert an SD3.5 or FLUX transformer checkpoint between the original and diffusers layouts.",
         discussion: """
-        IN is a .safetensors file, a *.safetensors.index.json, or a diffusers model folder. The
-        architecture and its configuration are detected from the tensor names and shapes; fused
-        q/k/v projections are split or fused and modulation halves swapped as the layouts require.
-        Converting to the same layout rewrites the file (useful with --dtype or --shard-size).
+        IN is a .safetensors file, a *.safetensors.index.json, or a diffusers model folder. The architecture and its configuration are detected from the tensor names and shapes; fused q/k/v projections are split or fused and modulation halves swapped as the layouts require. Converting to the same layout rewrites the file (useful with --dtype or --shard-size).
 
-        OUT is written as a single .safetensors file, or as a diffusers-style folder
-        (diffusion_pytorch_model.safetensors, or its shards and index, plus config.json for the
-        diffusers layout) when OUT ends with '/', is an existing folder, --shard-size is given, or
-        the layout is diffusers and OUT does not end in .safetensors.
+        OUT is written as a single .safetensors file, or as a diffusers-style folder (diffusion_pytorch_model.safetensors, or its shards and index, plus config.json for the diffusers layout) when OUT ends with '/', is an existing folder, --shard-size is given, or the layout is diffusers and OUT does not end in .safetensors.
 
-        Streamed: memory use does not grow with the checkpoint's size. The output appears only
-        when complete; on failure nothing is left behind. The input is never overwritten.
+        Streamed: memory use does not grow with the checkpoint's size. The output appears only when complete; on failure nothing is left behind. The input is never overwritten.
 
-        --dtype converts floating-point tensors (rounding to nearest even; F8_E4M3 saturates at
-        ±448 and the count is reported); other tensors keep their dtype. Sizes for --shard-size
-        are bytes or a number with a unit: 5GB, 500MB, 1.5G (powers of 1000), 2GiB (powers of 1024).
+        --dtype converts floating-point tensors (rounding to nearest even; F8_E4M3 saturates at ±448 and the count is reported); other tensors keep their dtype. Sizes for --shard-size are bytes or a number with a unit: 5GB, 500MB, 1.5G (powers of 1000), 2GiB (powers of 1024).
 
         Examples:
           flowguard convert sd3.5_medium.safetensors sd35-diffusers/ --layout diffusers

@@ -7,24 +7,13 @@ struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compare two checkpoints tensor by tensor: missing, shape, dtype and value differences.",
         discussion: """
-        A and B are .safetensors files, shard indexes or model folders. For every tensor present
-        in both with the same shape, the bytes are compared (identical or not) and, if they are not
-        identical, the values (across dtypes: a BF16 tensor and an F32 tensor holding the same
-        numbers are equal): max |a-b|, max |a-b|/max(|a|,|b|) and the RMS difference. Values are
-        read in bounded chunks through the memory map, so memory stays small for any file size.
+        A and B are .safetensors files, shard indexes or model folders. For every tensor present in both with the same shape, the bytes are compared (identical or not) and, if they are not identical, the values (across dtypes: a BF16 tensor and an F32 tensor holding the same numbers are equal): max |a-b|, max |a-b|/max(|a|,|b|) and the RMS difference. Values are read in bounded chunks through the memory map, so memory stays small for any file size.
 
-        --map-layouts compares checkpoints in different key layouts (an original single file
-        against a diffusers folder): B's tensors are converted to A's layout on the fly (fused
-        q/k/v rows, swapped modulation halves) before comparing. Both must be recognised
-        SD3/FLUX transformers.
+        --map-layouts compares checkpoints in different key layouts (an original single file against a diffusers folder): B's tensors are converted to A's layout on the fly (fused q/k/v rows, swapped modulation halves) before comparing. Both must be recognised SD3/FLUX transformers.
 
-        --tolerance T counts values as equal when every |a-b| <= T (default 0: exactly equal;
-        NaNs must sit in the same places).
+        --tolerance T counts values as equal when every |a-b| <= T (default 0: exactly equal; NaNs must sit in the same places).
 
-        Exit status, like cmp(1) and diff(1): 0 when nothing differs beyond the tolerance,
-        1 when the checkpoints differ. Bad input (a missing or invalid file, an unrecognised
-        layout with --map-layouts) also exits 1, with the message on standard error and nothing
-        on standard output; usage errors exit 2.
+        Exit status, like cmp(1) and diff(1): 0 when nothing differs beyond the tolerance, 1 when the checkpoints differ. Bad input (a missing or invalid file, an unrecognised layout with --map-layouts) also exits 1, with the message on standard error and nothing on standard output; usage errors exit 2.
 
         Examples:
           flowguard diff a.safetensors b.safetensors

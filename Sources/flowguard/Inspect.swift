@@ -6,9 +6,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the tensors, dtypes, parameter counts and metadata of safetensors files.",
         discussion: """
-        Reads only the header (the file is memory-mapped; no tensor data is touched).
-        FILE may be a .safetensors file, a *.safetensors.index.json shard index, or a folder
-        holding one of them (a diffusers model folder).
+        Reads only the header (the file is memory-mapped; no tensor data is touched). FILE may be a .safetensors file, a *.safetensors.index.json shard index, or a folder holding one of them (a diffusers model folder).
 
         Examples:
           flowguard inspect model.safetensors

@@ -7,17 +7,9 @@ struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a synthetic checkpoint: a real model's tensor names and shapes, random values.",
         discussion: """
-        The names and shapes are exactly those of the published transformer (SD3.5 Medium: 665
-        original / 909 diffusers tensors; FLUX.1-dev: 780 / 1160). Values are seeded random
-        numbers with standard deviation --scale (approximately normal, or uniform), generated and
-        written in bounded memory at about disk speed, so a 24 GB FLUX file needs no download.
-        The same seed gives the same values in both layouts (diff --map-layouts finds them identical).
+        The names and shapes are exactly those of the published transformer (SD3.5 Medium: 665 original / 909 diffusers tensors; FLUX.1-dev: 780 / 1160). Values are seeded random numbers with standard deviation --scale (approximately normal, or uniform), generated and written in bounded memory at about disk speed, so a 24 GB FLUX file needs no download. The same seed gives the same values in both layouts (diff --map-layouts finds them identical).
 
-        --layout original writes OUT as one .safetensors file (SD3 keys under
-        model.diffusion_model.). --layout diffusers writes OUT as a folder holding
-        diffusion_pytorch_model.safetensors (shards of at most 10 GB plus an index when larger)
-        and config.json. --like FILE copies the architecture of an existing checkpoint instead of
-        naming a --variant (handy for small test models).
+        --layout original writes OUT as one .safetensors file (SD3 keys under model.diffusion_model.). --layout diffusers writes OUT as a folder holding diffusion_pytorch_model.safetensors (shards of at most 10 GB plus an index when larger) and config.json. --like FILE copies the architecture of an existing checkpoint instead of naming a --variant (handy for small test models).
 
         Variants: sd3.5-medium, sd3.5-large, sd3-medium, flux-dev, flux-schnell, flux-fill, flux-depth.
 

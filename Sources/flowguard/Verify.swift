@@ -6,13 +6,9 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check that files are valid safetensors and that shard indexes match their shards.",
         discussion: """
-        Validates every header exactly as the reference reader does (and rejects duplicate
-        tensor names). For a *.safetensors.index.json (or a folder holding one) every shard is
-        validated and cross-checked against the index: missing or extra tensors, tensors in the
-        wrong shard, a wrong total_size, shard names that leave the folder.
+        Validates every header exactly as the reference reader does (and rejects duplicate tensor names). For a *.safetensors.index.json (or a folder holding one) every shard is validated and cross-checked against the index: missing or extra tensors, tensors in the wrong shard, a wrong total_size, shard names that leave the folder.
 
-        Exit status 0 when every file is valid; 1 otherwise, with one line per problem naming the
-        file, the tensor and the byte offset.
+        Exit status 0 when every file is valid; 1 otherwise, with one line per problem naming the file, the tensor and the byte offset.
 
         Examples:
           flowguard verify model.safetensors
