@@ -3,15 +3,7 @@ import Testing
 import SafeTensors
 import TestSupport
 
-/// Whether the built `flowguard` lists `convert` among its subcommands.
-let convertIsRegistered: Bool = {
-    guard let help = try? runProcess(CLITests.binary, ["--help"]) else { return false }
-    return help.stdout.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix("convert ") }
-}()
-
-/// End-to-end runs of `flowguard convert` on the fixtures. They need `Convert.self` in the
-/// subcommands of `FlowGuard`, and are skipped until the binary knows the command.
-@Suite(.enabled(if: convertIsRegistered, "flowguard does not list the convert subcommand yet"))
+@Suite
 struct ConvertCLITests {
     let dir = TemporaryDirectory()
 
@@ -92,5 +84,29 @@ struct ConvertCLITests {
         #expect(result.status == 1)
         #expect(result.stderr.contains("random.weight"))
         #expect(dir.listing() == ["model.safetensors", "random.safetensors"])
+    }
+}
+
+/// `convert` into a filesystem too small for the output: exit 1, a message naming the output
+/// and the shortfall, nothing left behind. Needs root to mount a tmpfs (CI runs as root).
+@Suite struct ConvertDiskFullTests {
+    @Test func convertIntoFullFilesystem() throws {
+        let dir = TemporaryDirectory()
+        let mountPoint = dir.file("small-fs")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard let mount = which("mount"), let umount = which("umount"),
+              try runProcess(mount, ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mountPoint]).status == 0 else {
+            withKnownIssue("mounting a tmpfs needs root; the disk-full path is not exercised here") { throw PeerUnavailable(reason: "no tmpfs") }
+            return
+        }
+        defer { _ = try? runProcess(umount, [mountPoint]) }
+        for output in [mountPoint + "/out.safetensors", mountPoint + "/out-folder"] {
+            let result = try runProcess(CLITests.binary, ["convert", Repository.path("fixtures/sd35_tiny/original.safetensors"),
+                                                          output, "--layout", "diffusers"])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("not enough disk space"), "\(result.stderr)")
+            #expect(result.stderr.contains(mountPoint), "the message names the output")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mountPoint).isEmpty, "nothing left behind")
+        }
     }
 }
