@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "flowguard", targets: ["flowguard"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
+        .library(name: "LoRA", targets: ["LoRA"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,14 +22,18 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["CJSONC"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
+        .target(name: "BLAS", dependencies: ["COpenBLAS"]),
+        .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors", "Checkpoints",
+            "SafeTensors", "Checkpoints", "LoRA",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
+        .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]

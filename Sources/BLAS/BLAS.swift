@@ -1,0 +1,47 @@
+import COpenBLAS
+
+/// Dense linear algebra on row-major Float32 matrices, on OpenBLAS. This is the only file in
+/// FlowGuard that talks to OpenBLAS; thread counts are chosen by the caller.
+public enum BLAS {
+    /// Whether an operand is used as stored or transposed.
+    public enum Transpose: Sendable { case none, transposed }
+
+    /// C = alpha · op(A) · op(B) + beta · C for row-major matrices: op(A) is m×k, op(B) is k×n,
+    /// C is m×n. `lda`, `ldb`, `ldc` are the row strides as stored (default: packed).
+    public static func gemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+                            alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+                            b: UnsafePointer<Float>, ldb: Int? = nil,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+        guard m > 0, n > 0 else { return }
+        let lda = lda ?? (transA == .none ? k : m)
+        let ldb = ldb ?? (transB == .none ? n : k)
+        let ldc = ldc ?? n
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } }
+            return
+        }
+        cblas_sgemm(CblasRowMajor,
+                    transA == .none ? CblasNoTrans : CblasTrans,
+                    transB == .none ? CblasNoTrans : CblasTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+
+    /// The product of two packed row-major matrices: a (m×k) · b (k×n), scaled by `alpha`.
+    public static func matmul(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int, alpha: Float = 1) -> [Float] {
+        precondition(a.count == m * k && b.count == k * n, "matmul: operand sizes do not match m, k, n")
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    gemm(.none, .none, m: m, n: n, k: k, alpha: alpha, a: pa.baseAddress!, b: pb.baseAddress!, c: pc.baseAddress!)
+                }
+            }
+        }
+        return c
+    }
+
+    /// Sets the number of threads OpenBLAS uses from now on (process-wide in OpenBLAS).
+    public static func setThreadCount(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+}
