@@ -86,14 +86,30 @@ final class ChunkPrefetcher: @unchecked Sendable {
         defer { buffer.deallocate(); done.signal() }
         for (i, chunk) in chunks.enumerated() {
             slots.wait()
-            var position = chunk.lowerBound
-            while position < chunk.upperBound, stopFlag.pointee == 0 {
-                let n = pread(fd, buffer, min(bufferSize, chunk.upperBound - position), off_t(position))
-                if n <= 0 { break }   // errors surface in the consumer's own read
-                position += n
+            // Pages already in the page cache need no reading: a cached file costs only the
+            // residency check, an uncached one is streamed in with large reads.
+            if stopFlag.pointee == 0 && !isResident(chunk) {
+                var position = chunk.lowerBound
+                while position < chunk.upperBound, stopFlag.pointee == 0 {
+                    let n = pread(fd, buffer, min(bufferSize, chunk.upperBound - position), off_t(position))
+                    if n <= 0 { break }   // errors surface in the consumer's own read
+                    position += n
+                }
             }
             ready[i].signal()
         }
+    }
+
+    /// Whether every page of `chunk` is in the page cache (mincore on a private mapping of it).
+    private func isResident(_ chunk: Range<Int>) -> Bool {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = chunk.lowerBound / page * page
+        let length = chunk.upperBound - start
+        guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(start)), map != MAP_FAILED else { return false }
+        defer { munmap(map, length) }
+        var vector = [UInt8](repeating: 0, count: (length + page - 1) / page)
+        guard mincore(map, length, &vector) == 0 else { return false }
+        return vector.allSatisfy { $0 & 1 == 1 }
     }
 
     func waitFor(_ index: Int) { ready[index].wait() }
