@@ -40,6 +40,31 @@ public enum BLAS {
         return c
     }
 
+    /// Calls LAPACK `sgesdd` (jobz = "S", the thin SVD) on a column-major `rows`×`columns` matrix
+    /// held in `a` (overwritten). `s` receives min(rows, columns) singular values, descending;
+    /// `u` (rows × k, column-major) and `vt` (k × columns, column-major) the singular vectors.
+    /// Returns LAPACK's `info` (0 on success). The workspace is queried first, then allocated.
+    static func lapackThinSVD(rows: Int, columns: Int, a: UnsafeMutablePointer<Float>,
+                              s: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
+                              vt: UnsafeMutablePointer<Float>) -> Int {
+        let k = min(rows, columns)
+        var jobz = CChar(UInt8(ascii: "S"))
+        var m = blasint(rows), n = blasint(columns)
+        var lda = blasint(max(1, rows)), ldu = blasint(max(1, rows)), ldvt = blasint(max(1, k))
+        var info: blasint = 0
+        var iwork = [blasint](repeating: 0, count: max(1, 8 * k))
+        // Workspace query: lwork = -1 asks for the optimal size in work[0].
+        var query: Float = 0
+        var lwork: blasint = -1
+        sgesdd_(&jobz, &m, &n, a, &lda, s, u, &ldu, vt, &ldvt, &query, &lwork, &iwork, &info)
+        guard info == 0 else { return Int(info) }
+        // The size comes back as a float; round up so a large size is never one short.
+        lwork = blasint(max(1, Int(query.nextUp.rounded(.up))))
+        var work = [Float](repeating: 0, count: Int(lwork))
+        sgesdd_(&jobz, &m, &n, a, &lda, s, u, &ldu, vt, &ldvt, &work, &lwork, &iwork, &info)
+        return Int(info)
+    }
+
     /// Sets the number of threads OpenBLAS uses from now on (process-wide in OpenBLAS).
     public static func setThreadCount(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))

@@ -1,0 +1,306 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SafeTensors
+
+/// How `DeltaArchive.pack` stores tensors.
+public struct PackOptions: Sendable {
+    /// zstd compression level (see `Zstd.levels`).
+    public var level: Int
+    /// Group the bytes of 16-, 32- and 64-bit float tensors into planes before compressing.
+    public var bytePlanes: Bool
+    /// Worker threads for compression.
+    public var threads: Int
+    /// Store tensors that also exist in this reference (same name, dtype, shape) as XOR deltas.
+    public var reference: DeltaReference?
+    /// The base model's fingerprint (`BaseFingerprint.compute`), recorded verbatim.
+    public var baseFingerprint: String?
+    /// The adapter configuration (JSON text); nil takes `__metadata__["lora_adapter_metadata"]` if present.
+    public var config: String?
+    /// Raw bytes per chunk (a multiple of 8 in `DeltaArchiveFormat.chunkSizes`).
+    public var chunkSize: Int
+
+    /// Creates options; the defaults are level 3, byte planes on, all processors, no reference.
+    public init(level: Int = 3, bytePlanes: Bool = true, threads: Int = activeProcessors(), reference: DeltaReference? = nil,
+                baseFingerprint: String? = nil, config: String? = nil, chunkSize: Int = DeltaArchiveFormat.defaultChunkSize) {
+        self.level = level
+        self.bytePlanes = bytePlanes
+        self.threads = threads
+        self.reference = reference
+        self.baseFingerprint = baseFingerprint
+        self.config = config
+        self.chunkSize = chunkSize
+    }
+}
+
+/// What one tensor became in the archive.
+public struct TensorPackReport: Sendable, Hashable {
+    /// The tensor's key.
+    public var name: String
+    /// Element type.
+    public var dtype: DType
+    /// Raw bytes.
+    public var rawBytes: Int
+    /// Compressed bytes (all frames).
+    public var compressedBytes: Int
+    /// Byte planes used (0 = none).
+    public var bytePlanes: Int
+    /// Stored as an XOR delta of the reference.
+    public var xorReference: Bool
+}
+
+/// What `DeltaArchive.pack` did.
+public struct PackReport: Sendable {
+    /// Size of the input file.
+    public var inputBytes: Int
+    /// Size of the archive.
+    public var outputBytes: Int
+    /// Wall-clock seconds.
+    public var seconds: Double
+    /// Threads used.
+    public var threads: Int
+    /// Per tensor, in data order.
+    public var tensors: [TensorPackReport]
+    /// inputBytes / outputBytes.
+    public var ratio: Double { outputBytes == 0 ? 0 : Double(inputBytes) / Double(outputBytes) }
+}
+
+/// The delta archive (`.fgdelta`): any safetensors file compressed with zstd, tensor by tensor in
+/// independently decodable chunks, restorable byte for byte. Format: `docs/delta-archive.md`.
+public enum DeltaArchive {
+    /// Packs the safetensors file `input` into the archive `output` (written atomically).
+    /// `progress(rawBytesDone, rawBytesTotal)` is called from the calling thread.
+    @discardableResult
+    public static func pack(input: String, output: String, options: PackOptions = PackOptions(),
+                            progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) -> PackReport {
+        let started = monotonicSeconds()
+        let source: SafeTensorsFile
+        do { source = try SafeTensorsFile(path: input) } catch { throw .source(error) }
+        guard Zstd.levels.contains(options.level) else {
+            throw .invalidInput(file: input, reason: "zstd level \(options.level) outside \(Zstd.levels)")
+        }
+        guard DeltaArchiveFormat.chunkSizes.contains(options.chunkSize), options.chunkSize % 8 == 0 else {
+            throw .invalidInput(file: input, reason: "chunk size \(options.chunkSize) outside \(DeltaArchiveFormat.chunkSizes) or not a multiple of 8")
+        }
+        guard options.threads >= 1 else { throw .invalidInput(file: input, reason: "threads must be at least 1") }
+        var config = options.config ?? source.header.metadataValue("lora_adapter_metadata")
+        if let text = config {
+            do { _ = try JSONValue.parse(Array(text.utf8)) } catch {
+                if options.config != nil { throw .invalidInput(file: input, reason: "adapter config is not JSON: \(error)") }
+                config = nil   // metadata that is not JSON is still kept verbatim in the source header
+            }
+        }
+        let headerBytes = source.withBytes(fileRange: 0..<source.header.dataStart) { Array($0) }
+        let chunkSize = options.chunkSize
+        let reference = options.reference
+
+        struct Plan { var info: TensorInfo; var planes: Int; var xor: Bool }
+        let plans: [Plan] = source.tensors.map { info in
+            let planes = options.bytePlanes && info.dtype.isFloatingPoint ? (ChunkTransform.planeWidth(info.dtype) ?? 0) : 0
+            return Plan(info: info, planes: planes, xor: reference?.matches(info) ?? false)
+        }
+        struct Unit { var tensor: Int; var chunk: Int; var range: Range<Int> }
+        var units: [Unit] = []
+        for (t, plan) in plans.enumerated() {
+            let n = plan.info.byteCount
+            var start = 0, c = 0
+            while start < n {
+                units.append(Unit(tensor: t, chunk: c, range: start..<min(n, start + chunkSize)))
+                start += chunkSize
+                c += 1
+            }
+        }
+        let total = source.header.dataSize
+
+        let file: AtomicFile
+        do { file = try AtomicFile(destination: output) } catch { throw .source(error) }
+        do throws(DeltaArchiveError) {
+            var cursor = 0
+            func write(_ bytes: [UInt8]) throws(DeltaArchiveError) {
+                do { try file.write(bytes) } catch { throw .source(error) }
+                cursor += bytes.count
+            }
+            var preamble = DeltaArchiveFormat.magic
+            appendLE(&preamble, DeltaArchiveFormat.version)
+            appendLE(&preamble, UInt32(0))
+            try write(preamble)
+            let headerFrame: [UInt8]
+            do { headerFrame = try headerBytes.withUnsafeBytes { raw in Result { () throws(ZstdError) in try Zstd.compress(raw, level: options.level, checksum: true) } }.get() }
+            catch { throw .invalidInput(file: input, reason: error.description) }
+            let sourceChunk = DeltaChunk(offset: cursor, length: headerFrame.count, rawLength: headerBytes.count, hash: XXH64.hash(headerBytes))
+            try write(headerFrame)
+
+            var chunks: [[DeltaChunk]] = plans.map { _ in [] }
+            struct CompressedChunk { var frame: [UInt8] = []; var hash: UInt64 = 0; var refHash: UInt64? = nil }
+            let window = max(1, options.threads * 2)
+            // Two scratch buffers per window slot, reused for every chunk (fresh buffers per
+            // chunk would page-fault 8 MiB per 4 MiB chunk).
+            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * 2 * chunkSize, alignment: 4096)
+            defer { pool.deallocate() }
+            var done = 0
+            var next = 0
+            while next < units.count {
+                let batch = Array(units[next..<min(units.count, next + window)])
+                var results = [CompressedChunk](repeating: CompressedChunk(), count: batch.count)
+                let errors = ErrorSlots(count: batch.count)
+                results.withUnsafeMutableBufferPointer { slots in
+                    parallelFor(batch.count, threads: options.threads) { k in
+                        let unit = batch[k]
+                        let plan = plans[unit.tensor]
+                        do throws(DeltaArchiveError) {
+                            // Invariant: slot k owns pool bytes [2k·chunkSize, 2(k+1)·chunkSize).
+                            let scratch = UnsafeMutableRawBufferPointer(rebasing: pool[(2 * k * chunkSize)..<((2 * k + 1) * chunkSize)])
+                            let planeBuffer = UnsafeMutableRawBufferPointer(rebasing: pool[((2 * k + 1) * chunkSize)..<((2 * k + 2) * chunkSize)])
+                            let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
+                                                     scratch: scratch, planeBuffer: planeBuffer,
+                                                        reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level, input: input)
+                            slots[k] = CompressedChunk(frame: r.frame, hash: r.hash, refHash: r.refHash)
+                        } catch { errors.set(k, error) }
+                    }
+                }
+                if let error = errors.first { throw error }
+                for (k, unit) in batch.enumerated() {
+                    let r = results[k]
+                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.frame.count, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
+                    try write(r.frame)
+                    done += unit.range.count
+                }
+                progress?(done, total)
+                next += batch.count
+            }
+            let entries = plans.enumerated().map { t, plan in
+                DeltaEntry(name: plan.info.name, dtype: plan.info.dtype, shape: plan.info.shape, dataRange: plan.info.dataRange,
+                           codec: .zstd, bytePlanes: plan.planes, xorReference: plan.xor, chunks: chunks[t])
+            }
+            let index = DeltaIndex(chunkSize: chunkSize, baseFingerprint: options.baseFingerprint, config: config,
+                                   metadata: source.header.metadata, sourceHeader: sourceChunk, entries: entries)
+            let indexBytes = Array(index.json().compactText.utf8)
+            let indexFrame: [UInt8]
+            do { indexFrame = try indexBytes.withUnsafeBytes { raw in Result { () throws(ZstdError) in try Zstd.compress(raw, level: max(options.level, 3), checksum: true) } }.get() }
+            catch { throw .invalidInput(file: input, reason: error.description) }
+            let indexOffset = cursor
+            try write(indexFrame)
+            var trailer: [UInt8] = []
+            appendLE(&trailer, UInt64(indexOffset))
+            appendLE(&trailer, UInt64(indexFrame.count))
+            appendLE(&trailer, XXH64.hash(indexBytes))
+            trailer += DeltaArchiveFormat.tailMagic
+            try write(trailer)
+            do { try file.commit() } catch { throw .source(error) }
+            let reports = entries.map {
+                TensorPackReport(name: $0.name, dtype: $0.dtype, rawBytes: $0.byteCount, compressedBytes: $0.compressedCount,
+                                 bytePlanes: $0.bytePlanes, xorReference: $0.xorReference)
+            }
+            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: monotonicSeconds() - started,
+                              threads: options.threads, tensors: reports)
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+
+    /// Compresses one chunk: XOR with the reference (if any), byte planes (if any), zstd.
+    private static func compressUnit(source: SafeTensorsFile, _ info: TensorInfo, range: Range<Int>, chunkIndex: Int, planes: Int,
+                                     scratch: UnsafeMutableRawBufferPointer, planeBuffer: UnsafeMutableRawBufferPointer,
+                                     reference: DeltaReference?, chunkSize: Int, level: Int, input: String)
+        throws(DeltaArchiveError) -> (frame: [UInt8], hash: UInt64, refHash: UInt64?) {
+        let start = source.fileOffset(of: info) + range.lowerBound
+        return try source.withBytes(fileRange: start..<(start + range.count)) { raw throws(DeltaArchiveError) in
+            let hash = XXH64.hash(raw)
+            var refHash: UInt64? = nil
+            var work: UnsafeRawBufferPointer = raw
+            if let reference {
+                let other = try reference.bytes(of: info.name, range: range, chunkIndex: chunkIndex, chunkSize: chunkSize)
+                refHash = other.withUnsafeBytes { XXH64.hash($0) }
+                let xored = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<raw.count])
+                if raw.count > 0 { xored.copyMemory(from: raw) }
+                other.withUnsafeBytes { ChunkTransform.xor(xored, with: $0) }
+                work = UnsafeRawBufferPointer(xored)
+            }
+            if planes > 0 {
+                let grouped = UnsafeMutableRawBufferPointer(rebasing: planeBuffer[0..<raw.count])
+                ChunkTransform.splitPlanes(work, width: planes, into: grouped)
+                work = UnsafeRawBufferPointer(grouped)
+            }
+            do throws(ZstdError) {
+                return (try Zstd.compress(work, level: level, checksum: true), hash, refHash)
+            } catch {
+                throw .invalidInput(file: input, reason: "tensor '\(escapeForDisplay(info.name))': \(error.description)")
+            }
+        }
+    }
+
+    /// Restores the exact original safetensors file from the archive `input` into `output`
+    /// (atomically: on any error nothing is left at `output`). `reference` is needed when the
+    /// archive holds XOR deltas.
+    public static func unpack(input: String, output: String, threads: Int = activeProcessors(), reference: DeltaReference? = nil,
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+        let reader = try DeltaArchiveReader(path: input, reference: reference)
+        try unpack(reader, output: output, threads: threads, progress: progress)
+    }
+
+    /// Restores the original file from an opened archive.
+    public static func unpack(_ reader: DeltaArchiveReader, output: String, threads: Int = activeProcessors(),
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+        guard threads >= 1 else { throw .invalidInput(file: reader.path, reason: "threads must be at least 1") }
+        if reader.entries.contains(where: \.xorReference) && reader.reference == nil {
+            let first = reader.entries.first(where: \.xorReference)!
+            throw .reference(file: reader.path, tensor: first.name, reason: "stored as an XOR delta of a reference checkpoint; give the reference (--reference)",
+                             offset: first.chunks.first?.offset ?? 0)
+        }
+        let file: AtomicFile
+        do { file = try AtomicFile(destination: output) } catch { throw .source(error) }
+        do throws(DeltaArchiveError) {
+            do {
+                try file.preallocate(reader.originalSize)
+                try file.write(reader.sourceHeaderBytes)
+            } catch { throw .source(error) }
+            let units = reader.entries.flatMap { e in e.chunks.indices.map { (e, $0) } }
+            let window = max(1, threads * 2)
+            let total = reader.sourceHeader.dataSize
+            var done = 0
+            var next = 0
+            let capacity = reader.index.chunkSize
+            let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
+            defer { buffers.deallocate(); scratch.deallocate() }
+            while next < units.count {
+                let batch = Array(units[next..<min(units.count, next + window)])
+                let errors = ErrorSlots(count: batch.count)
+                parallelFor(batch.count, threads: threads) { k in
+                    let (entry, i) = batch[k]
+                    // Invariant: slot k is [k·capacity, k·capacity + rawLength) and rawLength ≤ capacity (validated).
+                    let slot = UnsafeMutableRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + entry.chunks[i].rawLength)])
+                    let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[(k * capacity)..<((k + 1) * capacity)])
+                    do throws(DeltaArchiveError) { try reader.decodeChunk(entry, i, into: slot, scratch: planes) } catch { errors.set(k, error) }
+                }
+                if let error = errors.first { throw error }
+                for (k, (entry, i)) in batch.enumerated() {
+                    let n = entry.chunks[i].rawLength
+                    do { try file.write(UnsafeRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + n)])) } catch { throw .source(error) }
+                    done += n
+                }
+                progress?(done, total)
+                next += batch.count
+            }
+            do { try file.commit() } catch { throw .source(error) }
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+}
+
+/// Appends the little-endian bytes of an integer.
+func appendLE<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
+    withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+}
+
+/// Seconds on the monotonic clock.
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

@@ -1,0 +1,214 @@
+import SafeTensors
+
+/// The fixed parts of the `.fgdelta` layout (see `docs/delta-archive.md`).
+public enum DeltaArchiveFormat {
+    /// The first 8 bytes of every archive.
+    public static let magic: [UInt8] = Array("FGDELTA\u{0}".utf8)
+    /// The last 8 bytes of every archive.
+    public static let tailMagic: [UInt8] = Array("FGDTAIL\u{0}".utf8)
+    /// The format version written and read.
+    public static let version: UInt32 = 1
+    /// Bytes before the first frame: magic, u32 version, u32 flags.
+    public static let preambleSize = 16
+    /// Bytes of the trailer: u64 index offset, u64 index length, u64 XXH64 of the index, tail magic.
+    public static let trailerSize = 32
+    /// The raw bytes per chunk written by default.
+    public static let defaultChunkSize = 4 << 20
+    /// The chunk sizes a reader accepts.
+    public static let chunkSizes: ClosedRange<Int> = 4096...(64 << 20)
+    /// The largest index a reader accepts.
+    public static let maximumIndexLength = 256 << 20
+    /// The largest source header (8 + the safetensors header limit).
+    public static let maximumSourceHeader = 8 + 100_000_000
+}
+
+/// How a chunk's raw bytes were transformed before zstd.
+public enum DeltaCodec: String, Sendable, Hashable {
+    /// One zstd frame (with content size and content checksum) per chunk.
+    case zstd
+}
+
+/// One independently decodable piece of a tensor: a zstd frame in the archive.
+public struct DeltaChunk: Sendable, Hashable {
+    /// Absolute byte offset of the frame in the archive.
+    public var offset: Int
+    /// Length of the frame in bytes.
+    public var length: Int
+    /// Raw bytes the frame decodes to.
+    public var rawLength: Int
+    /// XXH64 of the chunk's original tensor bytes (before XOR and byte planes).
+    public var hash: UInt64
+    /// XXH64 of the reference's bytes for the same range, when the tensor is an XOR delta.
+    public var referenceHash: UInt64?
+
+    /// Creates a chunk description.
+    public init(offset: Int, length: Int, rawLength: Int, hash: UInt64, referenceHash: UInt64? = nil) {
+        self.offset = offset
+        self.length = length
+        self.rawLength = rawLength
+        self.hash = hash
+        self.referenceHash = referenceHash
+    }
+}
+
+/// One tensor of a delta archive: its description in the original file and its frames.
+public struct DeltaEntry: Sendable, Hashable {
+    /// The tensor's key.
+    public var name: String
+    /// Element type.
+    public var dtype: DType
+    /// Row-major shape.
+    public var shape: [Int]
+    /// Byte range in the original file's data buffer.
+    public var dataRange: Range<Int>
+    /// The codec of every chunk.
+    public var codec: DeltaCodec
+    /// Number of byte planes (the element width in bytes), or 0 when the bytes are not regrouped.
+    public var bytePlanes: Int
+    /// Whether the stored bytes are XOR-ed with the same-named tensor of a reference.
+    public var xorReference: Bool
+    /// The frames, in order.
+    public var chunks: [DeltaChunk]
+
+    /// Raw bytes of the tensor.
+    public var byteCount: Int { dataRange.count }
+    /// Compressed bytes of the tensor.
+    public var compressedCount: Int { chunks.reduce(0) { $0 + $1.length } }
+    /// The description as a safetensors `TensorInfo`.
+    public var info: TensorInfo { TensorInfo(name: name, dtype: dtype, shape: shape, dataRange: dataRange) }
+}
+
+/// The archive index: everything but the frames.
+public struct DeltaIndex: Sendable {
+    /// Raw bytes per chunk (the last chunk of a tensor may be shorter).
+    public var chunkSize: Int
+    /// The base model's fingerprint (`BaseFingerprint`), if recorded.
+    public var baseFingerprint: String?
+    /// The adapter configuration, a JSON text, if recorded.
+    public var config: String?
+    /// The source file's `__metadata__`, in document order (nil when absent or null).
+    public var metadata: [(key: String, value: String)]?
+    /// The frame holding the original file's first 8 + N bytes (length field and header, verbatim).
+    public var sourceHeader: DeltaChunk
+    /// The tensors in the original file's data order.
+    public var entries: [DeltaEntry]
+
+    /// The index as compact JSON, members in the documented order.
+    public func json() -> JSONValue {
+        func chunk(_ c: DeltaChunk) -> JSONValue {
+            var members: [(key: String, value: JSONValue)] = [
+                ("offset", .int(Int64(c.offset))), ("length", .int(Int64(c.length))),
+                ("raw_length", .int(Int64(c.rawLength))), ("xxh64", .string(XXH64.hex(c.hash))),
+            ]
+            if let r = c.referenceHash { members.append(("ref_xxh64", .string(XXH64.hex(r)))) }
+            return .object(members)
+        }
+        let tensors: [JSONValue] = entries.map { e in
+            .object([
+                ("name", .string(e.name)), ("dtype", .string(e.dtype.rawValue)),
+                ("shape", .array(e.shape.map { .int(Int64($0)) })),
+                ("data_offsets", .array([.int(Int64(e.dataRange.lowerBound)), .int(Int64(e.dataRange.upperBound))])),
+                ("codec", .string(e.codec.rawValue)), ("byte_planes", .int(Int64(e.bytePlanes))),
+                ("xor_reference", .bool(e.xorReference)),
+                ("chunks", .array(e.chunks.map(chunk))),
+            ])
+        }
+        return .object([
+            ("format", .string("fgdelta")), ("version", .int(Int64(DeltaArchiveFormat.version))),
+            ("chunk_size", .int(Int64(chunkSize))),
+            ("base_fingerprint", baseFingerprint.map { .string($0) } ?? .null),
+            ("config", config.map { .string($0) } ?? .null),
+            ("metadata", metadata.map { m in .object(m.map { ($0.key, .string($0.value)) }) } ?? .null),
+            ("source_header", chunk(sourceHeader)),
+            ("tensors", .array(tensors)),
+        ])
+    }
+}
+
+/// The byte transforms applied to a chunk before compression, and undone after.
+enum ChunkTransform {
+    /// Byte-plane grouping: for elements of `width` bytes, plane p holds byte (width − 1 − p) of
+    /// every element (most significant byte first). `source.count` must be a multiple of `width`.
+    static func splitPlanes(_ source: UnsafeRawBufferPointer, width: Int, into destination: UnsafeMutableRawBufferPointer) {
+        let n = source.count / width
+        precondition(n * width == source.count && destination.count == source.count, "byte planes need whole elements")
+        guard n > 0, let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self),
+              let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        // Invariant: i < n and p < width, so i·width + b < source.count and p·n + i < destination.count.
+        if width == 2 {
+            // One pass for the common 16-bit case: element i's high byte to plane 0, low to plane 1.
+            let high = dst, low = dst + n
+            for i in 0..<n {
+                low[i] = src[2 * i]
+                high[i] = src[2 * i + 1]
+            }
+            return
+        }
+        if width == 4 {
+            let p0 = dst, p1 = dst + n, p2 = dst + 2 * n, p3 = dst + 3 * n
+            for i in 0..<n {
+                p3[i] = src[4 * i]; p2[i] = src[4 * i + 1]; p1[i] = src[4 * i + 2]; p0[i] = src[4 * i + 3]
+            }
+            return
+        }
+        for p in 0..<width {
+            let b = width - 1 - p
+            let plane = dst + p * n
+            for i in 0..<n { plane[i] = src[i * width + b] }
+        }
+    }
+
+    /// Undoes `splitPlanes`.
+    static func joinPlanes(_ source: UnsafeRawBufferPointer, width: Int, into destination: UnsafeMutableRawBufferPointer) {
+        let n = source.count / width
+        precondition(n * width == source.count && destination.count == source.count, "byte planes need whole elements")
+        guard n > 0, let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self),
+              let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        if width == 2 {
+            let high = src, low = src + n
+            for i in 0..<n {
+                dst[2 * i] = low[i]
+                dst[2 * i + 1] = high[i]
+            }
+            return
+        }
+        if width == 4 {
+            let p0 = src, p1 = src + n, p2 = src + 2 * n, p3 = src + 3 * n
+            for i in 0..<n {
+                dst[4 * i] = p3[i]; dst[4 * i + 1] = p2[i]; dst[4 * i + 2] = p1[i]; dst[4 * i + 3] = p0[i]
+            }
+            return
+        }
+        for p in 0..<width {
+            let b = width - 1 - p
+            let plane = src + p * n
+            for i in 0..<n { dst[i * width + b] = plane[i] }
+        }
+    }
+
+    /// `buffer[i] ^= other[i]` for every byte; the two have the same length.
+    static func xor(_ buffer: UnsafeMutableRawBufferPointer, with other: UnsafeRawBufferPointer) {
+        precondition(buffer.count == other.count, "XOR of unequal lengths")
+        let n = buffer.count
+        guard n > 0, let dst = buffer.baseAddress, let src = other.baseAddress else { return }
+        var i = 0
+        // Invariant: every access is below n.
+        while i + 8 <= n {
+            let v = dst.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ src.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            dst.storeBytes(of: v, toByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < n {
+            dst.storeBytes(of: dst.load(fromByteOffset: i, as: UInt8.self) ^ src.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self)
+            i += 1
+        }
+    }
+
+    /// The byte-plane width for a dtype when grouping applies to it (16-, 32- and 64-bit kinds).
+    static func planeWidth(_ dtype: DType) -> Int? {
+        switch dtype.bits {
+        case 16, 32, 64: return dtype.bits / 8
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import BLAS
+import Checkpoints
+import SafeTensors
+
+extension LoRAAdapter {
+    /// Throws `LoRAError.moduleNotInArchitecture` unless every module exists in `architecture`
+    /// (in the adapter's layout) with the same output rows and input features.
+    public func validate(against architecture: Architecture) throws {
+        let shapes = Self.weightShapes(architecture, layout: layout)
+        for m in modules {
+            let mapping: ModuleMapping
+            do { mapping = try architecture.mapModule(m.name, from: layout) } catch {
+                throw LoRAError.moduleNotInArchitecture(module: m.name, architecture: architecture.name,
+                                                        reason: "it has no such module in the \(layout.rawValue) layout")
+            }
+            guard let shape = shapes[m.name], shape.count >= 2 else {
+                throw LoRAError.moduleNotInArchitecture(module: m.name, architecture: architecture.name, reason: "it is not a linear layer")
+            }
+            let inFeatures = shape.dropFirst().reduce(1, *)
+            if m.outFeatures != mapping.sourceRowCount || m.inFeatures != inFeatures {
+                throw LoRAError.moduleNotInArchitecture(
+                    module: m.name, architecture: architecture.name,
+                    reason: "the adapter is [\(m.outFeatures) out × \(m.inFeatures) in] but the model's weight is \(shape)")
+            }
+        }
+    }
+
+    /// module → weight shape of the architecture in `layout`.
+    static func weightShapes(_ architecture: Architecture, layout: KeyLayout) -> [String: [Int]] {
+        var out: [String: [Int]] = [:]
+        for t in architecture.expectedTensors(layout: layout, prefix: KeyPrefix.none) where t.name.hasSuffix(".weight") {
+            out[String(t.name.dropLast(".weight".count))] = t.shape
+        }
+        return out
+    }
+
+    /// The same adapter in `target` naming, with ΔW of every base weight unchanged (exactly, up to
+    /// float rounding of folded scales).
+    ///
+    /// Fused → split: each part gets A unchanged and its rows of B (same α, r). Split → fused: the
+    /// A's are stacked (rank Σr) and B is block-diagonal; each part's scale is folded into its block
+    /// and α becomes the new rank (or √rank·… under rsLoRA, i.e. scale 1). Rows of a fused target that
+    /// no module covers stay zero. Half-swapped modulation targets swap B's rows (and its bias), never A.
+    public func converted(to target: KeyLayout, architecture: Architecture) throws -> LoRAAdapter {
+        try validate(against: architecture)
+        if target == layout {
+            var same = self
+            same.family = architecture.family
+            return same
+        }
+        struct Contribution { var source: Int; var sourceRows: Range<Int>; var targetRows: Range<Int>; var targetRowCount: Int }
+        var order: [String] = []
+        var contributions: [String: [Contribution]] = [:]
+        for (i, m) in modules.enumerated() {
+            let mapping = try architecture.mapModule(m.name, from: layout)
+            for p in mapping.pieces {
+                if contributions[p.target] == nil { order.append(p.target) }
+                contributions[p.target, default: []].append(Contribution(source: i, sourceRows: p.sourceRows, targetRows: p.targetRows, targetRowCount: p.targetRowCount))
+            }
+        }
+        var out: [LoRAModule] = []
+        for name in order {
+            let parts = contributions[name]!
+            var sources: [Int] = []
+            for p in parts where !sources.contains(p.source) { sources.append(p.source) }
+            let rows = parts[0].targetRowCount
+            let totalRank = sources.reduce(0) { $0 + modules[$1].rank }
+            let inFeatures = modules[sources[0]].inFeatures
+            let downShapeTail = Array(modules[sources[0]].down.shape.dropFirst())
+            var down: [Float] = []
+            down.reserveCapacity(totalRank * inFeatures)
+            for s in sources { down += modules[s].down.values }
+            let hasBias = sources.contains { modules[$0].upBias != nil }
+            var up = [Float](repeating: 0, count: rows * totalRank)
+            var bias = [Float](repeating: 0, count: rows)
+            let fold = sources.count > 1
+            let newScale: Float = rsLoRA ? Float(totalRank).squareRoot() : 1
+            var column = 0
+            for s in sources {
+                let m = modules[s]
+                let factor: Float = fold ? m.scale(rsLoRA: rsLoRA) / newScale : 1
+                for p in parts where p.source == s {
+                    for (sr, tr) in zip(p.sourceRows, p.targetRows) {
+                        for c in 0..<m.rank { up[tr * totalRank + column + c] = m.up.values[sr * m.rank + c] * factor }
+                        if let b = m.upBias { bias[tr] = b.values[sr] * factor }
+                    }
+                }
+                column += m.rank
+            }
+            let alpha: Float? = fold ? nil : modules[sources[0]].alpha
+            out.append(LoRAModule(name: name, down: Matrix(shape: [totalRank] + downShapeTail, values: down),
+                                  up: Matrix(shape: [rows, totalRank], values: up), alpha: alpha,
+                                  upBias: hasBias ? Matrix(shape: [rows], values: bias) : nil))
+        }
+        return LoRAAdapter(modules: out, layout: target, rsLoRA: rsLoRA, format: format, family: architecture.family,
+                           extraMetadata: extraMetadata)
+    }
+
+    /// ΔW of every adapted base weight, keyed by the ORIGINAL-layout module name (no prefix), each
+    /// [out, in]: what merging the adapter adds to the base model. Computed from the module mappings
+    /// directly (not through `converted`), so it can check conversions.
+    public func deltaWeights(architecture: Architecture) throws -> [String: Matrix] {
+        try validate(against: architecture)
+        var out: [String: Matrix] = [:]
+        for m in modules {
+            let d = m.delta(rsLoRA: rsLoRA)
+            let bias = m.upBias.map { b in b.values.map { $0 * m.scale(rsLoRA: rsLoRA) } }
+            if layout == .original {
+                add(d, bias, rows: Array(0..<m.outFeatures), into: m.name, rowCount: m.outFeatures, &out)
+                continue
+            }
+            let mapping = try architecture.mapModule(m.name, from: layout)
+            for p in mapping.pieces {
+                add(d.rows(p.sourceRows), bias.map { Array($0[p.sourceRows]) }, rows: Array(p.targetRows), into: p.target, rowCount: p.targetRowCount, &out)
+            }
+        }
+        return out
+    }
+
+    private func add(_ d: Matrix, _ bias: [Float]?, rows: [Int], into name: String, rowCount: Int, _ out: inout [String: Matrix]) {
+        let cols = d.columns
+        var w = out[name] ?? Matrix(shape: [rowCount, cols], values: [Float](repeating: 0, count: rowCount * cols))
+        for (i, r) in rows.enumerated() {
+            for c in 0..<cols { w.values[r * cols + c] += d.values[i * cols + c] }
+        }
+        out[name] = w
+        if let bias {
+            var b = out[name + ".bias"] ?? Matrix(shape: [rowCount], values: [Float](repeating: 0, count: rowCount))
+            for (i, r) in rows.enumerated() { b.values[r] += bias[i] }
+            out[name + ".bias"] = b
+        }
+    }
+
+    /// NaN and ±Inf counts of every factor holding any, as (module, "down"/"up"/"bias", nan, inf).
+    public func nonFiniteFactors() -> [(module: String, factor: String, nan: Int, inf: Int)] {
+        var out: [(String, String, Int, Int)] = []
+        for m in modules {
+            for (label, matrix) in [("down", m.down), ("up", m.up)] + (m.upBias.map { [("bias", $0)] } ?? []) {
+                let nan = matrix.values.filter(\.isNaN).count
+                let inf = matrix.values.filter(\.isInfinite).count
+                if nan + inf > 0 { out.append((m.name, label, nan, inf)) }
+            }
+        }
+        return out
+    }
+
+    /// A best guess at the base architecture from the adapter's own names and shapes: the family
+    /// from the names, the width from the input features of an attention projection, the depth as
+    /// the highest block index + 1 (+1 more for SD3 when the highest adapted block has a full
+    /// context stream, since the last SD3 block's is pre-only). Returns the notes that say so.
+    public func inferredArchitecture() throws -> (architecture: Architecture, notes: [String]) {
+        guard let fam = family ?? familyFromModuleNames(modules.map(\.name)) else {
+            throw LoRAError.unknownArchitecture(reason: "the module names fit both SD3 and FLUX; give --base or --config")
+        }
+        func indices(_ heads: [String]) -> [Int] {
+            modules.compactMap { m -> Int? in
+                for h in heads where m.name.hasPrefix(h) { return Int(m.name.dropFirst(h.count).prefix { $0.isNumber }) }
+                return nil
+            }
+        }
+        let attn = layout == .original ? ["attn.qkv", "img_attn.qkv", "txt_attn.qkv", "linear1", "attn.proj", "img_attn.proj"]
+                                       : ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
+        guard let hidden = modules.first(where: { m in attn.contains { m.name.hasSuffix($0) } })?.inFeatures else {
+            throw LoRAError.unknownArchitecture(reason: "the adapter adapts no attention projection to read the width from; give --base or --config")
+        }
+        var notes = ["architecture inferred from the adapter: width \(hidden)"]
+        let config: ModelConfig
+        switch fam {
+        case .sd3:
+            let blocks = indices(layout == .original ? ["joint_blocks."] : ["transformer_blocks."])
+            var n = (blocks.max() ?? 0) + 1
+            let last = n - 1
+            let fullContext = modules.contains { m in
+                m.name.hasPrefix((layout == .original ? "joint_blocks." : "transformer_blocks.") + "\(last).")
+                    && ["context_block.attn.proj", "context_block.mlp", "to_add_out", "ff_context"].contains { m.name.contains($0) }
+            }
+            if fullContext { n += 1 }
+            let dual = Set(modules.compactMap { m -> Int? in
+                guard m.name.contains(".attn2.") else { return nil }
+                let h = layout == .original ? "joint_blocks." : "transformer_blocks."
+                return Int(m.name.dropFirst(h.count).prefix { $0.isNumber })
+            }).sorted()
+            notes.append("\(n) joint blocks (highest adapted block + 1\(fullContext ? ", +1 because it has a full context stream" : "")), attn2 on \(dual.isEmpty ? "no blocks" : "blocks \(dual)")")
+            config = .sd3(SD3Config(hiddenSize: hidden, numLayers: n, attentionHeadDim: nil, dualAttentionLayers: dual, qkNorm: false))
+        case .flux:
+            let double = indices(layout == .original ? ["double_blocks."] : ["transformer_blocks."])
+            let single = indices(layout == .original ? ["single_blocks."] : ["single_transformer_blocks."])
+            let nd = (double.max() ?? -1) + 1, ns = (single.max() ?? -1) + 1
+            let head = hidden % 128 == 0 ? 128 : hidden
+            notes.append("\(nd) double + \(ns) single blocks (highest adapted index + 1)")
+            config = .flux(FluxConfig(hiddenSize: hidden, numLayers: nd, numSingleLayers: ns, attentionHeadDim: head, guidanceEmbeds: true))
+        }
+        return (try Architecture(config: config), notes)
+    }
+}

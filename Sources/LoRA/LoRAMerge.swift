@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import BLAS
+import Checkpoints
+import SafeTensors
+
+/// What a finished merge (or unmerge) wrote.
+public struct MergeReport: Sendable {
+    /// The base architecture (`sd3.5-medium`, `flux-dev` or a custom name).
+    public var architecture: String
+    /// Layout of the base checkpoint, and so of the output.
+    public var baseLayout: KeyLayout
+    /// Naming of the adapter's modules.
+    public var adapterLayout: KeyLayout
+    /// Adapter modules merged.
+    public var modulesMerged: Int
+    /// Base tensors that received a delta, sorted.
+    public var touchedTensors: [String]
+    /// Tensors written (all of the base's).
+    public var tensorsWritten: Int
+    /// Bytes of tensor data written.
+    public var dataBytes: Int
+    /// The user's multiplier (negated internally for an unmerge).
+    public var scale: Float
+    /// True when the delta was subtracted.
+    public var unmerged: Bool
+    /// Values clamped or replaced while encoding merged tensors (and converted untouched ones).
+    public var conversion: ConversionReport
+    /// Number of output tensors of each dtype.
+    public var tensorsByDType: [DType: Int]
+    /// The file written.
+    public var outputPath: String
+    /// Wall-clock seconds.
+    public var elapsedSeconds: Double
+}
+
+/// Merges a LoRA adapter into a base checkpoint: W' = W ± scale·ΔW for every adapted module,
+/// streamed one base tensor at a time into a new single `.safetensors` file in the base's layout.
+public enum LoRAMerge {
+    /// Writes `base` with `adapter` merged in (or, with `unmerge`, taken out) to the single file
+    /// `output`. The adapter may use either layout's naming (see `DeltaPlacement`). Untouched
+    /// tensors are copied byte for byte by the kernel (or converted when `dtype` differs);
+    /// touched tensors are widened to Float32, receive ΔW row slices through sgemm, and are
+    /// encoded back in their own dtype (or `dtype`). Peak memory: one base tensor in Float32.
+    /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded or folder base is
+    /// written as one file. Throws `LoRAError` (misplaced module, NaN/∞ in a factor),
+    /// `CheckpointError` (base not recognised), `LoRAMergeError` or `SafeTensorsError`; on
+    /// failure nothing is left at `output`.
+    @discardableResult
+    public static func merge(base: TensorCollection, adapter: LoRAAdapter, scale: Float = 1, output: String,
+                             dtype: DType? = nil, unmerge: Bool = false,
+                             progress: ((Int, Int) -> Void)? = nil) throws -> MergeReport {
+        let start = monotonicSeconds()
+        if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
+        try checkFinite(adapter)
+        try checkOutput(output, inputs: base.files.map(\.path))
+        let detected = try Architecture.detect(base.infos)
+        var shapes: [String: [Int]] = [:]
+        for info in base.infos { shapes[info.name] = info.shape }
+        let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
+        let sign: Float = unmerge ? -1 : 1
+        let factors = adapter.modules.map { sign * scale * $0.scale(rsLoRA: adapter.rsLoRA) }
+
+        var specs: [TensorSpec] = []
+        for entry in base.entries {
+            let own = entry.info.dtype
+            if placement.slices[entry.info.name] != nil, !own.isFloatingPoint {
+                throw LoRAMergeError.notFloatingPoint(file: entry.file.path, tensor: entry.info.name, dtype: own)
+            }
+            specs.append(TensorSpec(name: entry.info.name, dtype: own.isFloatingPoint ? (dtype ?? own) : own,
+                                    shape: entry.info.shape))
+        }
+        let total = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
+        var done = 0
+        var report = ConversionReport()
+        var metadata: [String: String] = [:]
+        for (key, value) in base.metadata ?? [] { metadata[key] = value }
+        if metadata["format"] == nil { metadata["format"] = "pt" }
+
+        try SafeTensorsWriter.write(to: output, specs: specs, metadata: metadata) { sink in
+            guard let entry = base.entry(sink.info.name) else {
+                throw SafeTensorsError.tensorNotFound(file: base.path, tensor: sink.info.name)
+            }
+            let info = entry.info
+            let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
+            if let slices = placement.slices[info.name] {
+                var values = try entry.file.floats(of: info)
+                apply(slices, of: adapter, factors: factors, to: &values, columns: info.shape.dropFirst().reduce(1, *))
+                report.merge(try sink.write(floats: values))
+            } else if info.dtype == sink.info.dtype {
+                try sink.copy(from: entry.file, fileRange: range)
+            } else {
+                try entry.file.withBytes(fileRange: range) { (raw: UnsafeRawBufferPointer) throws(SafeTensorsError) in
+                    report.merge(try sink.write(converting: raw, from: info.dtype, count: info.elementCount))
+                }
+                entry.file.advise(.dontNeed, fileRange: range)
+            }
+            done += sink.info.byteCount
+            progress?(done, total)
+        }
+        var byDType: [DType: Int] = [:]
+        for spec in specs { byDType[spec.dtype, default: 0] += 1 }
+        return MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
+                           adapterLayout: adapter.layout, modulesMerged: adapter.modules.count,
+                           touchedTensors: placement.touchedTensors, tensorsWritten: specs.count, dataBytes: total,
+                           scale: scale, unmerged: unmerge, conversion: report, tensorsByDType: byDType,
+                           outputPath: output, elapsedSeconds: monotonicSeconds() - start)
+    }
+
+    /// Adds each slice's rows of factor·B·A (or factor·bias) to `values`, a row-major tensor
+    /// with `columns` values per row: W[targetRows] += factor · B[sourceRows] · A, by sgemm with
+    /// β = 1 straight into the tensor's rows (ΔW is never materialised).
+    static func apply(_ slices: [DeltaSlice], of adapter: LoRAAdapter, factors: [Float],
+                      to values: inout [Float], columns: Int) {
+        for slice in slices {
+            let module = adapter.modules[slice.module]
+            let factor = factors[slice.module]
+            if slice.isBias {
+                guard let bias = module.upBias else { continue }
+                for (s, t) in zip(slice.sourceRows, slice.targetRows) { values[t] += factor * bias.values[s] }
+                continue
+            }
+            let r = module.rank
+            guard r > 0 else { continue }
+            // Invariant (checked by DeltaPlacement): targetRows lie inside the tensor, columns ==
+            // A's columns, sourceRows lie inside B.
+            module.up.values.withUnsafeBufferPointer { up in
+                module.down.values.withUnsafeBufferPointer { down in
+                    values.withUnsafeMutableBufferPointer { out in
+                        BLAS.gemm(.none, .none, m: slice.sourceRows.count, n: columns, k: r, alpha: factor,
+                                  a: up.baseAddress! + slice.sourceRows.lowerBound * r, lda: r,
+                                  b: down.baseAddress!, ldb: columns, beta: 1,
+                                  c: out.baseAddress! + slice.targetRows.lowerBound * columns, ldc: columns)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Throws `LoRAError.nonFinite` for the first factor holding NaN or ±∞.
+    static func checkFinite(_ adapter: LoRAAdapter) throws {
+        for module in adapter.modules {
+            for (part, matrix) in [("lora_A", module.down), ("lora_B", module.up), ("lora_B.bias", module.upBias)] {
+                guard let matrix else { continue }
+                let nan = matrix.values.reduce(0) { $0 + ($1.isNaN ? 1 : 0) }
+                let inf = matrix.values.reduce(0) { $0 + ($1.isInfinite ? 1 : 0) }
+                if nan + inf > 0 {
+                    throw LoRAError.nonFinite(file: "adapter", key: "\(module.name).\(part)", byteOffset: nil,
+                                              nanCount: nan, infCount: inf)
+                }
+            }
+            if let alpha = module.alpha, !alpha.isFinite {
+                throw LoRAError.nonFinite(file: "adapter", key: "\(module.name).alpha", byteOffset: nil,
+                                          nanCount: alpha.isNaN ? 1 : 0, infCount: alpha.isInfinite ? 1 : 0)
+            }
+        }
+    }
+
+    /// Refuses an output that is a folder or one of the input files.
+    static func checkOutput(_ output: String, inputs: [String]) throws {
+        var st = stat()
+        if output.hasSuffix("/") || (stat(output, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR) {
+            throw LoRAMergeError.badOutput(path: output, reason: "is a folder; the output is a single .safetensors file")
+        }
+        guard stat(output, &st) == 0 else { return }
+        for input in inputs {
+            var other = stat()
+            if stat(input, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino {
+                throw LoRAMergeError.badOutput(path: output, reason: "is an input file; refusing to overwrite it")
+            }
+        }
+    }
+
+    /// Seconds on the monotonic clock.
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,101 @@
+import CZstd
+
+/// A failure reported by the zstd library, or a frame that does not have the shape the caller
+/// required. The description names zstd's own error (`ZSTD_getErrorName`).
+public struct ZstdError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What was being done: "compress", "decompress", "inspect a frame".
+    public var operation: String
+    /// zstd's error name, or our reason for rejecting the frame.
+    public var reason: String
+
+    /// Creates an error.
+    public init(operation: String, reason: String) {
+        self.operation = operation
+        self.reason = reason
+    }
+
+    public var description: String { "zstd \(operation) failed: \(reason)" }
+}
+
+/// The typed wrapper around libzstd: single-shot compression and decompression of whole frames.
+/// This is the only file in FlowGuard that imports `CZstd`; every zstd return code becomes a
+/// thrown `ZstdError` here.
+public enum Zstd {
+    /// The library version, e.g. "1.5.5".
+    public static var version: String { String(cString: ZSTD_versionString()) }
+
+    /// The compression levels the library accepts (negative levels are the fast modes).
+    public static var levels: ClosedRange<Int> { Int(ZSTD_minCLevel())...Int(ZSTD_maxCLevel()) }
+
+    /// The most bytes compressing `count` bytes can produce.
+    public static func compressBound(_ count: Int) -> Int { ZSTD_compressBound(count) }
+
+    /// Compresses `source` into one zstd frame at `level`. The frame header always records the
+    /// content size; `checksum` adds zstd's 4-byte content checksum (low 32 bits of XXH64).
+    public static func compress(_ source: UnsafeRawBufferPointer, level: Int, checksum: Bool) throws(ZstdError) -> [UInt8] {
+        guard let context = ZSTD_createCCtx() else { throw ZstdError(operation: "compress", reason: "out of memory creating a context") }
+        defer { ZSTD_freeCCtx(context) }
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level)), "compress")
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, checksum ? 1 : 0), "compress")
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1), "compress")
+        let capacity = ZSTD_compressBound(source.count)
+        try check(capacity, "compress")
+        var failure: ZstdError? = nil
+        let out = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { buffer, initialized in
+            // An empty source has no base address; zstd accepts a null source of length 0.
+            let written = ZSTD_compress2(context, buffer.baseAddress, capacity, source.baseAddress, source.count)
+            if ZSTD_isError(written) != 0 {
+                failure = ZstdError(operation: "compress", reason: String(cString: ZSTD_getErrorName(written)))
+                initialized = 0
+            } else {
+                initialized = written
+            }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// The content size recorded in the header of the frame at the start of `frame`; nil when the
+    /// frame does not record it. Throws when the bytes are not a zstd frame header.
+    public static func frameContentSize(_ frame: UnsafeRawBufferPointer) throws(ZstdError) -> UInt64? {
+        let size = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+        if size == UInt64.max { return nil }             // ZSTD_CONTENTSIZE_UNKNOWN
+        if size == UInt64.max - 1 {                      // ZSTD_CONTENTSIZE_ERROR
+            throw ZstdError(operation: "inspect a frame", reason: "not a zstd frame header")
+        }
+        return size
+    }
+
+    /// The length of the complete frame at the start of `frame` (header, blocks, checksum).
+    public static func frameCompressedSize(_ frame: UnsafeRawBufferPointer) throws(ZstdError) -> Int {
+        let size = ZSTD_findFrameCompressedSize(frame.baseAddress, frame.count)
+        try check(size, "inspect a frame")
+        return size
+    }
+
+    /// Whether the frame header at the start of `frame` announces a content checksum
+    /// (bit 2 of the frame header descriptor, RFC 8878 §3.1.1.1.1).
+    public static func frameHasChecksum(_ frame: UnsafeRawBufferPointer) -> Bool {
+        // Magic number 0xFD2FB528 (4 bytes) then the frame header descriptor byte.
+        guard frame.count >= 5, frame.loadUnaligned(as: UInt32.self).littleEndian == 0xFD2F_B528 else { return false }
+        return frame[4] & 0x04 != 0
+    }
+
+    /// Decompresses exactly one frame `frame` into `destination`, which must be exactly the
+    /// frame's content size. zstd verifies the frame checksum when present. Throws unless the
+    /// whole of `frame` is one frame that decompresses to exactly `destination.count` bytes.
+    public static func decompress(_ frame: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(ZstdError) {
+        guard let context = ZSTD_createDCtx() else { throw ZstdError(operation: "decompress", reason: "out of memory creating a context") }
+        defer { ZSTD_freeDCtx(context) }
+        let written = ZSTD_decompressDCtx(context, destination.baseAddress, destination.count, frame.baseAddress, frame.count)
+        try check(written, "decompress")
+        guard written == destination.count else {
+            throw ZstdError(operation: "decompress", reason: "frame holds \(written) bytes, expected \(destination.count)")
+        }
+    }
+
+    /// Turns a zstd size_t result into a thrown error when it encodes one.
+    private static func check(_ code: Int, _ operation: String) throws(ZstdError) {
+        if ZSTD_isError(code) != 0 { throw ZstdError(operation: operation, reason: String(cString: ZSTD_getErrorName(code))) }
+    }
+}

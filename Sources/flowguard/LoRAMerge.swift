@@ -1,0 +1,106 @@
+import ArgumentParser
+import Checkpoints
+import LoRA
+import SafeTensors
+
+/// `flowguard lora merge`: bake an adapter into a base checkpoint (or take it out again).
+struct LoRAMergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Merge a LoRA adapter into a base checkpoint: W' = W + scale·ΔW.",
+        discussion: """
+        BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, XLabs) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
+
+        OUT is a single .safetensors file in the base's layout (a sharded or folder base is written as one file). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
+
+        --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
+
+        Examples:
+          flowguard lora merge sd3.5_medium.safetensors my_lora.safetensors merged.safetensors
+          flowguard lora merge transformer/ pytorch_lora_weights.safetensors merged.safetensors --scale 0.8 --dtype bf16
+          flowguard lora merge merged.safetensors my_lora.safetensors restored.safetensors --unmerge
+        """
+    )
+
+    @Argument(help: "Base checkpoint: a .safetensors file, a shard index or a model folder.")
+    var base: String
+
+    @Argument(help: "Adapter: a .safetensors file in any dialect or a PEFT folder.")
+    var adapter: String
+
+    @Argument(help: "Output .safetensors file.")
+    var output: String
+
+    @Option(help: "Multiplier of the adapter's delta (on top of its own α/r).")
+    var scale: Float = 1
+
+    @Option(help: "Dtype of floating-point tensors in the output: bf16, fp16, fp32 or f8_e4m3 (default: unchanged).")
+    var dtype: String?
+
+    @Flag(help: "Subtract the delta instead of adding it.")
+    var unmerge = false
+
+    @Flag(help: "Print one JSON object describing what was written.")
+    var json = false
+
+    func validate() throws {
+        _ = try parsedDType()
+        guard scale.isFinite else { throw ValidationError("--scale must be a finite number.") }
+    }
+
+    private func parsedDType() throws -> DType? {
+        guard let text = dtype else { return nil }
+        guard let d = DType(userSpelling: text), [.bf16, .f16, .f32, .f8e4m3].contains(d) else {
+            throw ValidationError("--dtype must be bf16, fp16, fp32 or f8_e4m3, not '\(text)'.")
+        }
+        return d
+    }
+
+    func run() throws {
+        let dtype = try parsedDType()
+        let collection = try TensorCollection(path: base)
+        let detected = try Architecture.detect(collection.infos)
+        let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
+        let progress = Progress(label: "merging into \(base)", total: collection.dataBytes)
+        let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype,
+                                         unmerge: unmerge) { done, _ in progress.update(done) }
+        progress.finish()
+        if json {
+            print(Self.json(report, base: base, adapter: adapter, format: lora.format).compactText)
+        } else {
+            print(Self.summary(report, base: base, adapter: adapter, format: lora.format))
+        }
+    }
+
+    /// The one-line summary printed on success.
+    static func summary(_ r: MergeReport, base: String, adapter: String, format: LoRAFormat) -> String {
+        var line = "\(r.unmerged ? "unmerged" : "merged") \(adapter) (\(format.rawValue), \(r.modulesMerged) modules, "
+            + "\(r.adapterLayout.rawValue) names) \(r.unmerged ? "from" : "into") \(base) (\(r.architecture), \(r.baseLayout.rawValue)) "
+            + "at scale \(r.scale): \(r.touchedTensors.count) of \(r.tensorsWritten) tensors changed, written to \(r.outputPath)"
+        if r.conversion.saturated > 0 { line += ", \(r.conversion.saturated) values saturated" }
+        if r.conversion.nanReplaced > 0 { line += ", \(r.conversion.nanReplaced) NaNs replaced" }
+        return line
+    }
+
+    /// The `--json` object.
+    static func json(_ r: MergeReport, base: String, adapter: String, format: LoRAFormat) -> JSONValue {
+        .object([
+            ("base", .string(base)),
+            ("adapter", .string(adapter)),
+            ("adapter_format", .string(format.rawValue)),
+            ("adapter_layout", .string(r.adapterLayout.rawValue)),
+            ("output", .string(r.outputPath)),
+            ("architecture", .string(r.architecture)),
+            ("layout", .string(r.baseLayout.rawValue)),
+            ("scale", .double(Double(r.scale))),
+            ("unmerge", .bool(r.unmerged)),
+            ("modules", .int(Int64(r.modulesMerged))),
+            ("tensors", .int(Int64(r.tensorsWritten))),
+            ("changed_tensors", .array(r.touchedTensors.map { .string($0) })),
+            ("data_bytes", .int(Int64(r.dataBytes))),
+            ("saturated", .int(Int64(r.conversion.saturated))),
+            ("nan_replaced", .int(Int64(r.conversion.nanReplaced))),
+            ("elapsed_seconds", .double(r.elapsedSeconds)),
+        ])
+    }
+}
