@@ -135,19 +135,35 @@ enum ChunkTransform {
         guard n > 0, let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         // Invariant: i < n and p < width, so i·width + b < source.count and p·n + i < destination.count.
+        let raw = UnsafeRawPointer(src), out = UnsafeMutableRawPointer(dst)
         if width == 2 {
-            // One pass for the common 16-bit case: element i's high byte to plane 0, low to plane 1.
-            let high = dst, low = dst + n
-            for i in 0..<n {
-                low[i] = src[2 * i]
-                high[i] = src[2 * i + 1]
+            // Element i's high byte to plane 0, low byte to plane 1; 16 elements per step as
+            // vector shifts and narrowing (little-endian loads).
+            let high = out, low = out + n
+            var i = 0
+            while i + 16 <= n {
+                let v = raw.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<UInt16>.self)
+                low.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v), toByteOffset: i, as: SIMD16<UInt8>.self)
+                high.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v &>> 8), toByteOffset: i, as: SIMD16<UInt8>.self)
+                i += 16
             }
+            while i < n { dst[n + i] = src[2 * i]; dst[i] = src[2 * i + 1]; i += 1 }
             return
         }
         if width == 4 {
-            let p0 = dst, p1 = dst + n, p2 = dst + 2 * n, p3 = dst + 3 * n
-            for i in 0..<n {
-                p3[i] = src[4 * i]; p2[i] = src[4 * i + 1]; p1[i] = src[4 * i + 2]; p0[i] = src[4 * i + 3]
+            let p0 = out, p1 = out + n, p2 = out + 2 * n, p3 = out + 3 * n
+            var i = 0
+            while i + 16 <= n {
+                let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<UInt32>.self)
+                p3.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v), toByteOffset: i, as: SIMD16<UInt8>.self)
+                p2.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v &>> 8), toByteOffset: i, as: SIMD16<UInt8>.self)
+                p1.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v &>> 16), toByteOffset: i, as: SIMD16<UInt8>.self)
+                p0.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: v &>> 24), toByteOffset: i, as: SIMD16<UInt8>.self)
+                i += 16
+            }
+            while i < n {
+                dst[3 * n + i] = src[4 * i]; dst[2 * n + i] = src[4 * i + 1]; dst[n + i] = src[4 * i + 2]; dst[i] = src[4 * i + 3]
+                i += 1
             }
             return
         }
@@ -164,18 +180,32 @@ enum ChunkTransform {
         precondition(n * width == source.count && destination.count == source.count, "byte planes need whole elements")
         guard n > 0, let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        let raw = UnsafeRawPointer(src), out = UnsafeMutableRawPointer(dst)
         if width == 2 {
-            let high = src, low = src + n
-            for i in 0..<n {
-                dst[2 * i] = low[i]
-                dst[2 * i + 1] = high[i]
+            // Widen both planes' bytes and recombine 16 elements per step.
+            var i = 0
+            while i + 16 <= n {
+                let high = SIMD16<UInt16>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
+                let low = SIMD16<UInt16>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
+                out.storeBytes(of: (high &<< 8) | low, toByteOffset: 2 * i, as: SIMD16<UInt16>.self)
+                i += 16
             }
+            while i < n { dst[2 * i] = src[n + i]; dst[2 * i + 1] = src[i]; i += 1 }
             return
         }
         if width == 4 {
-            let p0 = src, p1 = src + n, p2 = src + 2 * n, p3 = src + 3 * n
-            for i in 0..<n {
-                dst[4 * i] = p3[i]; dst[4 * i + 1] = p2[i]; dst[4 * i + 2] = p1[i]; dst[4 * i + 3] = p0[i]
+            var i = 0
+            while i + 16 <= n {
+                let b3 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
+                let b2 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
+                let b1 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 2 * n + i, as: SIMD16<UInt8>.self))
+                let b0 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 3 * n + i, as: SIMD16<UInt8>.self))
+                out.storeBytes(of: (b3 &<< 24) | (b2 &<< 16) | (b1 &<< 8) | b0, toByteOffset: 4 * i, as: SIMD16<UInt32>.self)
+                i += 16
+            }
+            while i < n {
+                dst[4 * i] = src[3 * n + i]; dst[4 * i + 1] = src[2 * n + i]; dst[4 * i + 2] = src[n + i]; dst[4 * i + 3] = src[i]
+                i += 1
             }
             return
         }
@@ -184,6 +214,22 @@ enum ChunkTransform {
             let plane = src + p * n
             for i in 0..<n { dst[i * width + b] = plane[i] }
         }
+    }
+
+    /// Whether more than 1/64 of the 8-byte words of `bytes` equal the word before them: the
+    /// repetition zstd's matches exploit and literals-only Huffman coding cannot (runs of zeros,
+    /// constant or duplicated tensors). Byte planes of trained floats essentially never repeat.
+    static func hasRepeats(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let words = bytes.count / 8
+        guard words >= 2, let base = bytes.baseAddress else { return false }
+        var repeats = 0
+        var previous = base.loadUnaligned(as: UInt64.self)
+        for w in 1..<words {
+            let v = base.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self)
+            repeats &+= v == previous ? 1 : 0
+            previous = v
+        }
+        return repeats * 64 > words
     }
 
     /// `buffer[i] ^= other[i]` for every byte; the two have the same length.

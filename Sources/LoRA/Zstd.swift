@@ -55,6 +55,58 @@ public enum Zstd {
         return out
     }
 
+    /// Compresses `source` into one standard zstd frame that holds only literals: no match search
+    /// at all, every 128 KiB block's bytes Huffman-coded (zstd's own order-0 entropy stage, one
+    /// table per block, stored raw or RLE when that is smaller). For byte planes of trained floats
+    /// matches gain almost nothing, so this reaches the order-0 bound several times faster than any
+    /// compression level. Any zstd decoder reads the frame. Content size always recorded;
+    /// `checksum` as in `compress`. Deterministic: the same bytes always give the same frame.
+    public static func compressLiterals(_ source: UnsafeRawBufferPointer, checksum: Bool,
+                                        segmentLength: Int? = nil) throws(ZstdError) -> [UInt8] {
+        guard let context = ZSTD_createCCtx() else { throw ZstdError(operation: "compress", reason: "out of memory creating a context") }
+        defer { ZSTD_freeCCtx(context) }
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, 1), "compress")
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, checksum ? 1 : 0), "compress")
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1), "compress")
+        // ZSTD_c_literalCompressionMode (= ZSTD_c_experimentalParam5, a macro Swift does not
+        // import) = ZSTD_ps_enable: always try Huffman on the literals.
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, Int32(ZSTD_ps_enable.rawValue)), "compress")
+        // ZSTD_c_blockDelimiters (= ZSTD_c_experimentalParam11) = explicit: we say where every
+        // block ends, so no block straddles two byte planes and each block's Huffman table
+        // describes one plane's bytes only (a table over mixed planes loses most of the gain).
+        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam11, Int32(ZSTD_sf_explicitBlockDelimiters.rawValue)), "compress")
+        var blocks: [ZSTD_Sequence] = []
+        let segment = max(1, segmentLength ?? source.count)
+        var position = 0
+        while position < source.count {
+            let segmentEnd = min(source.count, position + segment)
+            while position < segmentEnd {
+                let length = min(maxBlockSize, segmentEnd - position)
+                blocks.append(ZSTD_Sequence(offset: 0, litLength: UInt32(length), matchLength: 0, rep: 0))
+                position += length
+            }
+        }
+        let capacity = ZSTD_compressBound(source.count)
+        try check(capacity, "compress")
+        var failure: ZstdError? = nil
+        let out = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { buffer, initialized in
+            let written = blocks.withUnsafeBufferPointer { seqs in
+                ZSTD_compressSequences(context, buffer.baseAddress, capacity, seqs.baseAddress, seqs.count, source.baseAddress, source.count)
+            }
+            if ZSTD_isError(written) != 0 {
+                failure = ZstdError(operation: "compress", reason: String(cString: ZSTD_getErrorName(written)))
+                initialized = 0
+            } else {
+                initialized = written
+            }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// zstd's largest block (ZSTD_BLOCKSIZE_MAX, 128 KiB).
+    static let maxBlockSize = 1 << 17
+
     /// The content size recorded in the header of the frame at the start of `frame`; nil when the
     /// frame does not record it. Throws when the bytes are not a zstd frame header.
     public static func frameContentSize(_ frame: UnsafeRawBufferPointer) throws(ZstdError) -> UInt64? {

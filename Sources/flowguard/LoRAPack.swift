@@ -19,8 +19,9 @@ struct LoRAPack: ParsableCommand {
 
     @Argument(help: "The safetensors file to pack.") var input: String
     @Argument(help: "The archive to write.") var output: String
-    @Option(help: "zstd compression level.") var level = 3
+    @Option(help: "zstd compression level of the frames that are not literals-only (non-float tensors, XOR deltas, or all with --match-search).") var level = 3
     @Flag(help: "Do not group float bytes into planes before compressing.") var noBytePlanes = false
+    @Flag(help: "Code float byte planes at --level with match search instead of literals-only (Huffman) frames: slower, rarely smaller.") var matchSearch = false
     @Option(help: "Worker threads (default: all processors).") var threads: Int?
     @Option(help: "Store tensors as XOR deltas of this earlier checkpoint (.safetensors or .fgdelta).") var reference: String?
     @Option(help: "Record the fingerprint of this base checkpoint (file, shard index or folder).") var base: String?
@@ -33,7 +34,7 @@ struct LoRAPack: ParsableCommand {
     }
 
     func run() throws {
-        var options = PackOptions(level: level, bytePlanes: !noBytePlanes, threads: threads ?? activeProcessors())
+        var options = PackOptions(level: level, bytePlanes: !noBytePlanes, literalsOnly: !matchSearch, threads: threads ?? activeProcessors())
         if let reference { options.reference = try DeltaReference.open(path: reference) }
         if let base { options.baseFingerprint = try BaseFingerprint.compute(path: base) }
         if let config {

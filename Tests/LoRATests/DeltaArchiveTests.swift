@@ -76,10 +76,90 @@ import TestSupport
 
     @Test func bytePlanesBeatPlainZstdOnFloatWeights() throws {
         let fixture = Repository.path("fixtures/sd35_tiny/original.safetensors")
-        let planes = try DeltaArchive.pack(input: fixture, output: dir.file("p.fgdelta"), options: PackOptions(bytePlanes: true))
+        let planes = try DeltaArchive.pack(input: fixture, output: dir.file("p.fgdelta"), options: PackOptions(bytePlanes: true, literalsOnly: false))
+        let literals = try DeltaArchive.pack(input: fixture, output: dir.file("l.fgdelta"), options: PackOptions(bytePlanes: true))
         let plain = try DeltaArchive.pack(input: fixture, output: dir.file("n.fgdelta"), options: PackOptions(bytePlanes: false))
         print("sd35_tiny original: \(planes.inputBytes) raw, \(planes.outputBytes) with byte planes, \(plain.outputBytes) without")
         #expect(planes.outputBytes < plain.outputBytes)
+        // This tiny random-init checkpoint is near-incompressible: literals-only stays within 1%.
+        #expect(Double(literals.outputBytes) < 1.01 * Double(plain.outputBytes))
+    }
+
+    /// Gaussian-like bf16 weights (N(0, 0.02)), the bytes of `count` elements, little-endian.
+    func gaussianBF16(_ count: Int, seed: UInt64) -> [UInt8] {
+        var rng = SeededGenerator(seed: seed)
+        var out: [UInt8] = []
+        out.reserveCapacity(2 * count)
+        for _ in 0..<count {
+            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &rng), u2 = Double.random(in: 0..<1, using: &rng)
+            let x = Float(0.02 * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+            let bits = UInt16(truncatingIfNeeded: x.bitPattern >> 16)
+            out.append(UInt8(bits & 0xFF)); out.append(UInt8(bits >> 8))
+        }
+        return out
+    }
+
+    @Test func literalsOnlyFramesAreStandardZstdAndRoundTripExactly() throws {
+        // Every byte distribution zstd codes differently: Huffman, raw (incompressible), RLE
+        // (one value), a mix, a short and an empty input.
+        var rng = SeededGenerator(seed: 21)
+        let inputs: [[UInt8]] = [
+            gaussianBF16(300_000, seed: 22), (0..<200_000).map { _ in UInt8.random(in: 0...255, using: &rng) },
+            [UInt8](repeating: 0, count: 400_000), (0..<150_000).map { UInt8($0 % 7) }, [1, 2, 3], [],
+        ]
+        for bytes in inputs {
+            let frame = try bytes.withUnsafeBytes { try Zstd.compressLiterals($0, checksum: true) }
+            let again = try bytes.withUnsafeBytes { try Zstd.compressLiterals($0, checksum: true) }
+            #expect(frame == again, "deterministic")
+            try frame.withUnsafeBytes { f in
+                #expect(try Zstd.frameContentSize(f) == UInt64(bytes.count))
+                #expect(try Zstd.frameCompressedSize(f) == f.count)
+                #expect(Zstd.frameHasChecksum(f))
+                #expect(f[4] & 0x18 == 0)
+                var back = [UInt8](repeating: 0xAA, count: bytes.count)
+                try back.withUnsafeMutableBytes { try Zstd.decompress(f, into: $0) }
+                #expect(back == bytes)
+            }
+            #expect(frame.count <= Zstd.compressBound(bytes.count))
+        }
+    }
+
+    @Test func literalsOnlyPlanesMatchLevelThreeSizeAndRoundTrip() throws {
+        let tensors: [(spec: TensorSpec, bytes: [UInt8])] = [
+            (TensorSpec(name: "a.lora_A.weight", dtype: .bf16, shape: [32, 3000]), gaussianBF16(96_000, seed: 23)),
+            (TensorSpec(name: "a.lora_B.weight", dtype: .bf16, shape: [3000, 32]), [UInt8](repeating: 0, count: 192_000)),
+            (TensorSpec(name: "steps", dtype: .i64, shape: [4]), [UInt8](repeating: 7, count: 32)),
+        ]
+        let path = dir.file("gauss.safetensors")
+        try SafeTensorsWriter.write(to: path, tensors: tensors, metadata: ["format": "pt"])
+        let literals = try DeltaArchive.pack(input: path, output: dir.file("lit.fgdelta"), options: PackOptions(threads: 1, chunkSize: 65536))
+        let matched = try DeltaArchive.pack(input: path, output: dir.file("lvl.fgdelta"),
+                                            options: PackOptions(literalsOnly: false, threads: 1, chunkSize: 65536))
+        #expect(Double(literals.outputBytes) <= 1.05 * Double(matched.outputBytes), "literals-only \(literals.outputBytes) vs level 3 \(matched.outputBytes)")
+        // The all-zero tensor codes to RLE blocks: a few bytes per frame.
+        #expect(literals.tensors.first { $0.name == "a.lora_B.weight" }!.compressedBytes < 400)
+        try roundTrip(path, options: PackOptions(threads: 1, chunkSize: 65536))
+        try roundTrip(path, options: PackOptions(threads: 3, chunkSize: 4096))
+        try roundTrip(path, options: PackOptions(literalsOnly: false, threads: 2))
+        try DeltaArchive.pack(input: path, output: dir.file("lit4.fgdelta"), options: PackOptions(threads: 4, chunkSize: 65536))
+        #expect(try readBytes(dir.file("lit.fgdelta")) == readBytes(dir.file("lit4.fgdelta")))
+    }
+
+    @Test func xorDeltaChunksKeepTheSmallerFrame() throws {
+        // A sparse update: matches beat literals-only on the long zero runs of the XOR.
+        let first = gaussianBF16(200_000, seed: 24)
+        var second = first
+        for i in stride(from: 0, to: second.count, by: 997) { second[i] ^= 0x01 }
+        let spec = TensorSpec(name: "w", dtype: .bf16, shape: [200_000])
+        try SafeTensorsWriter.write(to: dir.file("s1.safetensors"), tensors: [(spec, first)], metadata: nil)
+        try SafeTensorsWriter.write(to: dir.file("s2.safetensors"), tensors: [(spec, second)], metadata: nil)
+        let reference = try DeltaReference.open(path: dir.file("s1.safetensors"))
+        let delta = try DeltaArchive.pack(input: dir.file("s2.safetensors"), output: dir.file("s.fgdelta"),
+                                          options: PackOptions(threads: 2, reference: reference, chunkSize: 65536))
+        let alone = try DeltaArchive.pack(input: dir.file("s2.safetensors"), output: dir.file("s-alone.fgdelta"), options: PackOptions(threads: 2))
+        #expect(delta.tensors[0].compressedBytes * 20 < alone.tensors[0].compressedBytes,
+                "delta \(delta.tensors[0].compressedBytes) vs alone \(alone.tensors[0].compressedBytes)")
+        try roundTrip(dir.file("s2.safetensors"), options: PackOptions(threads: 2, reference: reference, chunkSize: 65536))
     }
 
     @Test func multithreadedAndSingleThreadedArchivesAreIdentical() throws {
