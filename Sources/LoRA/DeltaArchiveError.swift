@@ -28,12 +28,7 @@ public enum DeltaArchiveError: Error, Sendable, Equatable, CustomStringConvertib
     case source(SafeTensorsError)
 
     public var description: String {
-        func at(_ file: String, _ tensor: String?, _ offset: Int?) -> String {
-            var s = file
-            if let tensor { s += ": tensor '\(escapeForDisplay(tensor))'" }
-            if let offset { s += " (byte \(offset))" }
-            return s
-        }
+        let at = errorLocation
         switch self {
         case let .io(file, operation, message): return "\(file): \(operation) failed: \(message)"
         case let .truncated(file, reason, offset): return "\(at(file, nil, offset)): truncated delta archive: \(reason)"

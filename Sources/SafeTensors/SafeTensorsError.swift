@@ -44,12 +44,7 @@ public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertibl
     case conversion(file: String, tensor: String, reason: String)
 
     public var description: String {
-        func at(_ file: String, _ tensor: String?, _ offset: Int?) -> String {
-            var s = file
-            if let tensor { s += ": tensor '\(escapeForDisplay(tensor))'" }
-            if let offset { s += " (byte \(offset))" }
-            return s
-        }
+        let at = errorLocation
         switch self {
         case let .headerTooSmall(file, size):
             return "\(file): file too small for a safetensors header (\(size) bytes, need at least 8) (byte 0)"
@@ -93,6 +88,15 @@ public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertibl
             return "\(at(file, tensor, nil)): \(reason)"
         }
     }
+}
+
+/// The start of an error sentence: `FILE: tensor 'NAME' (byte N)`, with the parts that are known.
+/// Every module's errors begin this way, so messages read alike everywhere.
+public func errorLocation(_ file: String, _ tensor: String?, _ offset: Int?) -> String {
+    var s = file
+    if let tensor { s += ": tensor '\(escapeForDisplay(tensor))'" }
+    if let offset { s += " (byte \(offset))" }
+    return s
 }
 
 /// Escapes control characters (and the escape character itself) so a hostile tensor name cannot
