@@ -38,12 +38,20 @@ public enum Zstd {
         try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level)), "compress")
         try check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, checksum ? 1 : 0), "compress")
         try check(ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1), "compress")
-        let capacity = ZSTD_compressBound(source.count)
+        // An empty source has no base address; zstd accepts a null source of length 0.
+        return try frame(bound: source.count) { buffer, capacity in
+            ZSTD_compress2(context, buffer, capacity, source.baseAddress, source.count)
+        }
+    }
+
+    /// Runs one compression call into a buffer of zstd's worst-case size for `bound` input bytes
+    /// and returns the frame it wrote; a zstd error code becomes a thrown `ZstdError`.
+    private static func frame(bound: Int, _ compress: (UnsafeMutableRawPointer?, Int) -> Int) throws(ZstdError) -> [UInt8] {
+        let capacity = ZSTD_compressBound(bound)
         try check(capacity, "compress")
         var failure: ZstdError? = nil
         let out = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { buffer, initialized in
-            // An empty source has no base address; zstd accepts a null source of length 0.
-            let written = ZSTD_compress2(context, buffer.baseAddress, capacity, source.baseAddress, source.count)
+            let written = compress(buffer.baseAddress, capacity)
             if ZSTD_isError(written) != 0 {
                 failure = ZstdError(operation: "compress", reason: String(cString: ZSTD_getErrorName(written)))
                 initialized = 0
@@ -86,22 +94,11 @@ public enum Zstd {
                 position += length
             }
         }
-        let capacity = ZSTD_compressBound(source.count)
-        try check(capacity, "compress")
-        var failure: ZstdError? = nil
-        let out = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { buffer, initialized in
-            let written = blocks.withUnsafeBufferPointer { seqs in
-                ZSTD_compressSequences(context, buffer.baseAddress, capacity, seqs.baseAddress, seqs.count, source.baseAddress, source.count)
-            }
-            if ZSTD_isError(written) != 0 {
-                failure = ZstdError(operation: "compress", reason: String(cString: ZSTD_getErrorName(written)))
-                initialized = 0
-            } else {
-                initialized = written
+        return try frame(bound: source.count) { buffer, capacity in
+            blocks.withUnsafeBufferPointer { seqs in
+                ZSTD_compressSequences(context, buffer, capacity, seqs.baseAddress, seqs.count, source.baseAddress, source.count)
             }
         }
-        if let failure { throw failure }
-        return out
     }
 
     /// zstd's largest block (ZSTD_BLOCKSIZE_MAX, 128 KiB).
