@@ -50,16 +50,8 @@ struct Convert: ParsableCommand {
 
     /// The options in library types, or a usage error.
     private func parsed() throws -> (layout: KeyLayout, dtype: DType?, shardSize: Int?, prefix: KeyPrefix?) {
-        guard let layout = KeyLayout(rawValue: layout.lowercased()) else {
-            throw ValidationError("--layout must be 'diffusers' or 'original', not '\(self.layout)'.")
-        }
-        var dtype: DType? = nil
-        if let text = self.dtype {
-            guard let d = DType(userSpelling: text), [.bf16, .f16, .f32, .f8e4m3].contains(d) else {
-                throw ValidationError("--dtype must be bf16, fp16, fp32 or f8_e4m3, not '\(text)'.")
-            }
-            dtype = d
-        }
+        let layout = try OptionParsing.layout(self.layout)
+        let dtype = try self.dtype.map(OptionParsing.outputDType)
         var shardSize: Int? = nil
         if let text = self.shardSize {
             guard let size = Converter.parseByteSize(text) else {

@@ -49,11 +49,7 @@ struct LoRAMergeCommand: ParsableCommand {
     }
 
     private func parsedDType() throws -> DType? {
-        guard let text = dtype else { return nil }
-        guard let d = DType(userSpelling: text), [.bf16, .f16, .f32, .f8e4m3].contains(d) else {
-            throw ValidationError("--dtype must be bf16, fp16, fp32 or f8_e4m3, not '\(text)'.")
-        }
-        return d
+        try dtype.map(OptionParsing.outputDType)
     }
 
     func run() throws {

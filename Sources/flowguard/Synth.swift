@@ -64,12 +64,8 @@ struct Synth: ParsableCommand {
         if let variant, !Synth.variants.contains(where: { $0.name == variant.lowercased() }) {
             throw ValidationError("--variant must be one of \(Synth.variants.map(\.name).joined(separator: ", ")), not '\(variant)'.")
         }
-        guard let layout = KeyLayout(rawValue: layout.lowercased()) else {
-            throw ValidationError("--layout must be 'diffusers' or 'original', not '\(self.layout)'.")
-        }
-        guard let dtype = DType(userSpelling: dtype), [.bf16, .f16, .f32, .f8e4m3].contains(dtype) else {
-            throw ValidationError("--dtype must be bf16, fp16, fp32 or f8_e4m3, not '\(self.dtype)'.")
-        }
+        let layout = try OptionParsing.layout(self.layout)
+        let dtype = try OptionParsing.outputDType(self.dtype)
         guard let distribution = SyntheticOptions.Distribution(rawValue: distribution.lowercased()) else {
             throw ValidationError("--distribution must be 'normal' or 'uniform', not '\(self.distribution)'.")
         }

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from release_build import release_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 REFERENCE = r"""
@@ -67,11 +69,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
-    binary = args.bin
-    if not binary:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "flowguard"], cwd=ROOT, check=True, stdout=sys.stderr)
-        out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True, capture_output=True, text=True)
-        binary = os.path.join(out.stdout.strip(), "flowguard")
+    binary = release_binary(args.bin)
     os.makedirs(args.dir, exist_ok=True)
     src = os.path.join(args.dir, "sd35m-original-bf16.safetensors")
     copy = os.path.join(args.dir, "copy.safetensors")

@@ -17,6 +17,8 @@ import argparse, json, math, os, shutil, statistics, subprocess, sys, time
 
 import numpy as np
 
+from release_build import release_binary
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.path.join(ROOT, ".build", "bench-venv")
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
@@ -202,11 +204,7 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
 
-    print("building flowguard (release)...", flush=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "flowguard"], cwd=ROOT, check=True, capture_output=True)
-    binpath = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout.strip()
-    fg = os.path.join(binpath, "flowguard")
+    fg = release_binary()
     zpy = ensure_zipnn()
 
     if args.adapter:

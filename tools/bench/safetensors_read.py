@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from release_build import release_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -77,11 +79,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
-    binary = args.bin
-    if not binary:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "flowguard"], cwd=ROOT, check=True, stdout=sys.stderr)
-        out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True, capture_output=True, text=True)
-        binary = os.path.join(out.stdout.strip(), "flowguard")
+    binary = release_binary(args.bin)
 
     size = parse_size(args.size)
     os.makedirs(os.path.dirname(args.file), exist_ok=True)
