@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Checkpoints
+import SafeTensors
+
+/// What opening a checkpoint finds: the architecture, layout and the diffusers-name table.
+/// Reads headers (and `config.json`) only, never tensor data.
+struct OpenedCheckpoint {
+    var architecture: Architecture
+    var layout: KeyLayout
+    var notes: [String]
+    var configPath: String?
+    var table: [String: StoredWeight]
+    var names: [String]
+
+    init(path: String, configPath explicitConfig: String?) throws(TransformerError) {
+        let collection: TensorCollection
+        do { collection = try TensorCollection(path: path) } catch { throw .unreadable(error) }
+        let entries = collection.infos.map(TensorShapeEntry.init)
+
+        let config = explicitConfig ?? Self.folderConfig(path)
+        let detected: DetectedCheckpoint
+        if let config {
+            let described = try Self.readConfig(config)
+            do { detected = try described.recogniseLayout(of: entries) } catch {
+                throw .badCheckpoint(path: path, reason: "the weights do not match \(config), which describes "
+                                     + "\(described.summary): \(error)")
+            }
+        } else {
+            do { detected = try Architecture.detect(entries) } catch {
+                throw .badCheckpoint(path: path, reason: "not a transformer checkpoint FlowGuard knows "
+                                     + "(SD3/SD3.5 or FLUX.1, original or diffusers layout): \(error)")
+            }
+        }
+        // Values neither the weights nor a configuration determine (an SD3 head size, FLUX RoPE
+        // axes) are not needed to read weights: they are reported in `notes`, and a model that
+        // needs them refuses to run.
+        let architecture = detected.architecture
+        notes = architecture.notes
+        self.architecture = architecture
+        layout = detected.layout
+        configPath = config
+
+        let plan = ConversionPlan(source: detected, to: .diffusers)
+        var table: [String: StoredWeight] = [:]
+        var names: [String] = []
+        names.reserveCapacity(plan.outputs.count)
+        for output in plan.outputs {
+            var pieces: [MappedPiece] = []
+            for slice in output.pieces {
+                guard let entry = collection.entry(slice.source) else {
+                    throw .missingWeight(path: path, name: slice.source)
+                }
+                let info = entry.info
+                let offset = entry.file.fileOffset(of: info)
+                guard info.dtype.isFloatingPoint else {
+                    throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
+                                     reason: "stored as \(info.dtype.rawValue), which is not a floating-point type")
+                }
+                let rowCount = info.shape.first ?? 1
+                guard slice.rows.lowerBound >= 0, slice.rows.upperBound <= rowCount,
+                      Array(info.shape.dropFirst()) == Array(output.shape.dropFirst()) else {
+                    throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
+                                     reason: "rows \(slice.rows.lowerBound)..<\(slice.rows.upperBound) of shape \(info.shape) "
+                                         + "do not fit \"\(output.name)\" of shape \(output.shape)")
+                }
+                pieces.append(MappedPiece(file: entry.file, info: info, rows: slice.rows))
+            }
+            table[output.name] = StoredWeight(shape: output.shape, storage: .mapped(pieces))
+            names.append(output.name)
+        }
+        self.table = table
+        self.names = names
+    }
+
+    /// `config.json` beside the weights when `path` is a folder holding one.
+    static func folderConfig(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        let candidate = (path.hasSuffix("/") ? path : path + "/") + "config.json"
+        return stat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG ? candidate : nil
+    }
+
+    /// The architecture a diffusers `config.json` describes.
+    static func readConfig(_ path: String) throws(TransformerError) -> Architecture {
+        let bytes = try readSmallFile(path)
+        let json: JSONValue
+        do { json = try JSONValue.parse(bytes) } catch {
+            throw .badCheckpoint(path: path, reason: "not valid JSON: \(error)")
+        }
+        do { return try Architecture(diffusersConfig: json) } catch {
+            throw .badCheckpoint(path: path, reason: "not a diffusers transformer configuration: \(error)")
+        }
+    }
+
+    /// The bytes of a small text file (a configuration), at most 16 MB.
+    static func readSmallFile(_ path: String) throws(TransformerError) -> [UInt8] {
+        guard let handle = fopen(path, "rb") else {
+            throw .badCheckpoint(path: path, reason: "cannot open the configuration: \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(handle) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
+            if n > 0 { bytes += buffer[0..<n] }
+            if n < buffer.count { break }
+            if bytes.count > 16 << 20 {
+                throw .badCheckpoint(path: path, reason: "the configuration is larger than 16 MB")
+            }
+        }
+        if ferror(handle) != 0 {
+            throw .badCheckpoint(path: path, reason: "cannot read the configuration: \(String(cString: strerror(errno)))")
+        }
+        return bytes
+    }
+}
