@@ -28,8 +28,10 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
         .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
+        // The runtime's kernels are built for the host CPU in release builds (like -march=native):
+        // FlowGuard is always built from source on the machine that runs it.
         .target(name: "TensorRuntime", dependencies: ["BLAS"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+                swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
         .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
         .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "LoRA", "SafeTensors"]),
@@ -44,15 +46,15 @@ let package = Package(
                           path: "tools/bench/kernels",
                           swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
 
-        .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "TestSupport"]),
-        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "TestSupport"]),
+        .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]

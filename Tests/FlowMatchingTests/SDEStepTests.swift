@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 import Testing
 import FlowMatching
@@ -24,8 +25,8 @@ import TensorRuntime
         for (k, step) in all {
             let name = "sde.\(k)"
             let c = try reference.doubles("\(name).coefficients")
-            #expect(close(step.dt, c[0], 1e-12) && close(step.standardDeviation, c[1], 1e-12) && close(step.noiseScale, c[2], 1e-12), "\(name)")
-            #expect(close(step.meanXCoefficient, c[3], 1e-12) && close(step.meanVelocityCoefficient, c[4], 1e-12), "\(name)")
+            #expect(isClose(step.dt, c[0], 1e-12) && isClose(step.standardDeviation, c[1], 1e-12) && isClose(step.noiseScale, c[2], 1e-12), "\(name)")
+            #expect(isClose(step.meanXCoefficient, c[3], 1e-12) && isClose(step.meanVelocityCoefficient, c[4], 1e-12), "\(name)")
             let x = try reference.tensor("\(name).x"), v = try reference.tensor("\(name).v"), eps = try reference.tensor("\(name).eps")
             let sample = step.sample(x: x, velocity: v, noise: eps)
             #expect(maxError(sample.mean.scalars.map(Double.init), try reference.doubles("\(name).mean")) <= 1e-6, "\(name) mean")

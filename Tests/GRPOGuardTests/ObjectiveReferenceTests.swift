@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 import FlowMatching
 import GRPOGuard
@@ -25,10 +26,10 @@ import TensorRuntime
             let result = objective.evaluate(mean: try reference.tensor("\(name).mean"), batch: batch,
                                             referenceMean: try reference.tensor("\(name).mean_ref"))
             let loss = try reference.doubles("\(name).loss")
-            #expect(close(result.loss, loss[0]), "\(name) loss \(result.loss) vs \(loss[0])")
-            #expect(close(result.policyLoss, loss[1]), "\(name) policy loss")
-            if p[6] != 0 { #expect(close(result.klLoss, loss[2]), "\(name) KL") }
-            #expect(close(result.weight, loss[3], 1e-12), "\(name) weight")
+            #expect(isClose(result.loss, loss[0]), "\(name) loss \(result.loss) vs \(loss[0])")
+            #expect(isClose(result.policyLoss, loss[1]), "\(name) policy loss")
+            if p[6] != 0 { #expect(isClose(result.klLoss, loss[2]), "\(name) KL") }
+            #expect(isClose(result.weight, loss[3], 1e-12), "\(name) weight")
             let grad = try reference.doubles("\(name).grad")
             let scale = max(grad.map(abs).max() ?? 1, 1e-300)
             #expect(maxError(result.meanGradient.map { $0 / scale }, grad.map { $0 / scale }) <= 1e-6, "\(name) gradient")

@@ -248,6 +248,7 @@ put("ema.after", torch.stack(after))
 os.makedirs(OUT_DIR, exist_ok=True)
 path = os.path.join(OUT_DIR, "reference.safetensors")
 save_file(tensors, path, metadata={"generator": "tools/reference/make_grpo_reference.py", "seed": str(SEED)})
+os.chmod(path, 0o644)
 
 readme = f"""# GRPO reference cases
 

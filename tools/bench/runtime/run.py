@@ -177,11 +177,12 @@ def main():
     torch_full, ckpt_original, ckpt_diffusers, io_file = None, None, None, os.path.join(args.work, "full-io.safetensors")
     if "c" in parts:
         try:
-            fg = release_binary(args.flowguard)
             ckpt_original = os.path.join(args.work, "sd35m-original-bf16.safetensors")
             ckpt_diffusers = os.path.join(args.work, "sd35m-diffusers-bf16")
+            fg = None
             for layout, path in (("original", ckpt_original), ("diffusers", ckpt_diffusers)):
-                if not os.path.exists(path):
+                if not os.path.exists(path):   # kept from an earlier --keep run otherwise
+                    fg = fg or release_binary(args.flowguard)
                     log(f"flowguard synth sd3.5-medium bf16 ({layout} layout) -> {path}")
                     subprocess.run([fg, "synth", "--variant", "sd3.5-medium", "--layout", layout, "--dtype", "bf16",
                                     "--seed", "0", path], check=True, stdout=sys.stderr)

@@ -3,20 +3,22 @@ import SafeTensors
 import TensorRuntime
 import TestSupport
 
-/// The reference cases written by `tools/reference/make_grpo_reference.py`.
-struct ReferenceFile {
-    let file: SafeTensorsFile
-    let names: Set<String>
+/// The FlowMatching/GRPO-Guard reference cases written by `tools/reference/make_grpo_reference.py`.
+public struct ReferenceFile {
+    public let file: SafeTensorsFile
+    public let names: Set<String>
 
-    init() throws {
+    /// Opens `fixtures/grpo_reference/reference.safetensors`.
+    public init() throws {
         file = try SafeTensorsFile(path: Repository.path("fixtures/grpo_reference/reference.safetensors"))
         names = Set(file.tensors.map(\.name))
     }
 
-    func has(_ name: String) -> Bool { names.contains(name) }
+    /// Whether the file holds `name`.
+    public func has(_ name: String) -> Bool { names.contains(name) }
 
     /// The values of an F64 tensor exactly (F32 tensors are widened).
-    func doubles(_ name: String) throws -> [Double] {
+    public func doubles(_ name: String) throws -> [Double] {
         let info = try file.info(name)
         if info.dtype == .f64 {
             let bytes = try file.bytes(of: name)
@@ -30,21 +32,22 @@ struct ReferenceFile {
     }
 
     /// A float32 tensor with its shape.
-    func tensor(_ name: String) throws -> Tensor {
+    public func tensor(_ name: String) throws -> Tensor {
         let info = try file.info(name)
         return Tensor(shape: info.shape, scalars: try file.floats(of: name))
     }
 
-    func shape(_ name: String) throws -> [Int] { try file.info(name).shape }
+    /// The shape of `name`.
+    public func shape(_ name: String) throws -> [Int] { try file.info(name).shape }
 }
 
 /// Whether `a` matches `b` to `tolerance`, relative to max(1, |b|).
-func close(_ a: Double, _ b: Double, _ tolerance: Double = 1e-6) -> Bool {
+public func isClose(_ a: Double, _ b: Double, _ tolerance: Double = 1e-6) -> Bool {
     abs(a - b) <= tolerance * max(1, abs(b))
 }
 
 /// The largest relative (to max(1, |b|)) difference between two arrays.
-func maxError(_ a: [Double], _ b: [Double]) -> Double {
+public func maxError(_ a: [Double], _ b: [Double]) -> Double {
     precondition(a.count == b.count, "maxError: \(a.count) vs \(b.count) values")
     return zip(a, b).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
 }
