@@ -142,12 +142,21 @@ public enum DeltaArchive {
             try write(headerFrame)
 
             var chunks: [[DeltaChunk]] = plans.map { _ in [] }
-            struct CompressedChunk { var frame: [UInt8] = []; var hash: UInt64 = 0; var refHash: UInt64? = nil }
+            struct CompressedChunk { var length = 0; var inAlternate = false; var hash: UInt64 = 0; var refHash: UInt64? = nil }
             let window = max(1, options.threads * 2)
-            // Two scratch buffers per window slot, reused for every chunk (fresh buffers per
-            // chunk would page-fault 8 MiB per 4 MiB chunk).
-            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * 2 * chunkSize, alignment: 4096)
+            // Per window slot, reused for every chunk (fresh buffers per chunk would page-fault
+            // them anew each time): a zstd context, an XOR scratch and a plane buffer of
+            // chunkSize each, and two frame buffers (literals-only / at the level).
+            let frameCapacity = Zstd.planesBound(chunkSize)
+            let slotBytes = 2 * chunkSize + 2 * frameCapacity
+            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * slotBytes, alignment: 4096)
             defer { pool.deallocate() }
+            var compressors: [ZstdCompressor] = []
+            do { for _ in 0..<window { compressors.append(try ZstdCompressor()) } }
+            catch { throw .invalidInput(file: input, reason: error.description) }
+            func region(_ k: Int, _ offset: Int, _ count: Int) -> UnsafeMutableRawBufferPointer {
+                UnsafeMutableRawBufferPointer(rebasing: pool[(k * slotBytes + offset)..<(k * slotBytes + offset + count)])
+            }
             var done = 0
             var next = 0
             while next < units.count {
@@ -159,22 +168,25 @@ public enum DeltaArchive {
                         let unit = batch[k]
                         let plan = plans[unit.tensor]
                         do throws(DeltaArchiveError) {
-                            // Invariant: slot k owns pool bytes [2k·chunkSize, 2(k+1)·chunkSize).
-                            let scratch = UnsafeMutableRawBufferPointer(rebasing: pool[(2 * k * chunkSize)..<((2 * k + 1) * chunkSize)])
-                            let planeBuffer = UnsafeMutableRawBufferPointer(rebasing: pool[((2 * k + 1) * chunkSize)..<((2 * k + 2) * chunkSize)])
+                            // Invariant: slot k owns pool bytes [k·slotBytes, (k+1)·slotBytes) and compressors[k].
+                            let buffers = UnitBuffers(scratch: region(k, 0, chunkSize), planes: region(k, chunkSize, chunkSize),
+                                                      frame: region(k, 2 * chunkSize, frameCapacity),
+                                                      alternate: region(k, 2 * chunkSize + frameCapacity, frameCapacity))
                             let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
-                                                     scratch: scratch, planeBuffer: planeBuffer,
-                                                        reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
+                                                     buffers: buffers, compressor: compressors[k],
+                                                     reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
                                                      literalsOnly: options.literalsOnly, input: input)
-                            slots[k] = CompressedChunk(frame: r.frame, hash: r.hash, refHash: r.refHash)
+                            slots[k] = CompressedChunk(length: r.length, inAlternate: r.inAlternate, hash: r.hash, refHash: r.refHash)
                         } catch { errors.set(k, error) }
                     }
                 }
                 if let error = errors.first { throw error }
                 for (k, unit) in batch.enumerated() {
                     let r = results[k]
-                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.frame.count, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
-                    try write(r.frame)
+                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.length, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
+                    let frame = region(k, 2 * chunkSize + (r.inAlternate ? frameCapacity : 0), r.length)
+                    do { try file.write(UnsafeRawBufferPointer(frame)) } catch { throw .source(error) }
+                    cursor += r.length
                     done += unit.range.count
                 }
                 progress?(done, total)
@@ -211,11 +223,24 @@ public enum DeltaArchive {
         }
     }
 
-    /// Compresses one chunk: XOR with the reference (if any), byte planes (if any), zstd.
+    /// The working memory of one window slot while it compresses a chunk.
+    private struct UnitBuffers {
+        /// The XOR-ed bytes (chunk size).
+        var scratch: UnsafeMutableRawBufferPointer
+        /// The byte planes (chunk size).
+        var planes: UnsafeMutableRawBufferPointer
+        /// The frame written (`Zstd.planesBound(chunkSize)`).
+        var frame: UnsafeMutableRawBufferPointer
+        /// The other candidate frame when two are compared (same size).
+        var alternate: UnsafeMutableRawBufferPointer
+    }
+
+    /// Compresses one chunk: XOR with the reference (if any), byte planes (if any), zstd. The
+    /// frame is left in `buffers.frame` (or `buffers.alternate` when `inAlternate`).
     private static func compressUnit(source: SafeTensorsFile, _ info: TensorInfo, range: Range<Int>, chunkIndex: Int, planes: Int,
-                                     scratch: UnsafeMutableRawBufferPointer, planeBuffer: UnsafeMutableRawBufferPointer,
+                                     buffers: UnitBuffers, compressor: ZstdCompressor,
                                      reference: DeltaReference?, chunkSize: Int, level: Int, literalsOnly: Bool, input: String)
-        throws(DeltaArchiveError) -> (frame: [UInt8], hash: UInt64, refHash: UInt64?) {
+        throws(DeltaArchiveError) -> (length: Int, inAlternate: Bool, hash: UInt64, refHash: UInt64?) {
         let start = source.fileOffset(of: info) + range.lowerBound
         return try source.withBytes(fileRange: start..<(start + range.count)) { raw throws(DeltaArchiveError) in
             let hash = XXH64.hash(raw)
@@ -224,26 +249,33 @@ public enum DeltaArchive {
             if let reference {
                 let other = try reference.bytes(of: info.name, range: range, chunkIndex: chunkIndex, chunkSize: chunkSize)
                 refHash = other.withUnsafeBytes { XXH64.hash($0) }
-                let xored = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<raw.count])
+                let xored = UnsafeMutableRawBufferPointer(rebasing: buffers.scratch[0..<raw.count])
                 if raw.count > 0 { xored.copyMemory(from: raw) }
                 other.withUnsafeBytes { ChunkTransform.xor(xored, with: $0) }
                 work = UnsafeRawBufferPointer(xored)
             }
             if planes > 0 {
-                let grouped = UnsafeMutableRawBufferPointer(rebasing: planeBuffer[0..<raw.count])
+                let grouped = UnsafeMutableRawBufferPointer(rebasing: buffers.planes[0..<raw.count])
                 ChunkTransform.splitPlanes(work, width: planes, into: grouped)
                 work = UnsafeRawBufferPointer(grouped)
             }
             do throws(ZstdError) {
                 // Literals-only for byte planes (see PackOptions.literalsOnly); for XOR deltas the
                 // smaller of the two frames (ties: literals-only), so the choice is deterministic.
-                guard literalsOnly && planes > 0 else { return (try Zstd.compress(work, level: level, checksum: true), hash, refHash) }
-                let literals = try Zstd.compressLiterals(work, checksum: true, segmentLength: raw.count / planes)
+                guard literalsOnly && planes > 0 else {
+                    return (try compressor.compress(work, level: level, checksum: true, into: buffers.frame), false, hash, refHash)
+                }
+                let literals: Int
+                if let assembled = try compressor.compressPlanes(work, planes: planes, into: buffers.frame) {
+                    literals = assembled
+                } else {
+                    literals = try compressor.compressLiterals(work, checksum: true, segmentLength: raw.count / planes, into: buffers.frame)
+                }
                 // Repetition (zero runs, constant tensors, XOR deltas) is what matches exploit and
                 // Huffman cannot: then keep the smaller of the two frames.
-                guard reference != nil || ChunkTransform.hasRepeats(work) else { return (literals, hash, refHash) }
-                let matched = try Zstd.compress(work, level: level, checksum: true)
-                return (matched.count < literals.count ? matched : literals, hash, refHash)
+                guard reference != nil || ChunkTransform.hasRepeats(work) else { return (literals, false, hash, refHash) }
+                let matched = try compressor.compress(work, level: level, checksum: true, into: buffers.alternate)
+                return matched < literals ? (matched, true, hash, refHash) : (literals, false, hash, refHash)
             } catch {
                 throw .invalidInput(file: input, reason: "tensor '\(escapeForDisplay(info.name))': \(error.description)")
             }
