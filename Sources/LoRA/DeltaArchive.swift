@@ -66,14 +66,31 @@ public struct PackReport: Sendable {
     public var inputBytes: Int
     /// Size of the archive.
     public var outputBytes: Int
-    /// Wall-clock seconds.
+    /// Wall-clock seconds, everything included.
     public var seconds: Double
+    /// Of `seconds`, the time spent making the file durable and visible (fsync, rename, fsync of
+    /// the folder) after the last byte was handed to the kernel.
+    public var commitSeconds: Double
     /// Threads used.
     public var threads: Int
     /// Per tensor, in data order.
     public var tensors: [TensorPackReport]
     /// inputBytes / outputBytes.
     public var ratio: Double { outputBytes == 0 ? 0 : Double(inputBytes) / Double(outputBytes) }
+}
+
+/// What `DeltaArchive.unpack` did.
+public struct UnpackReport: Sendable {
+    /// Size of the restored file.
+    public var outputBytes: Int
+    /// Wall-clock seconds from opening the output to the end of the commit (the archive was
+    /// opened and validated before).
+    public var seconds: Double
+    /// Of `seconds`, the time spent making the file durable and visible (fsync, rename, fsync of
+    /// the folder).
+    public var commitSeconds: Double
+    /// Threads used.
+    public var threads: Int
 }
 
 /// The delta archive (`.fgdelta`): any safetensors file compressed with zstd, tensor by tensor in
@@ -210,13 +227,15 @@ public enum DeltaArchive {
             appendLE(&trailer, XXH64.hash(indexBytes))
             trailer += DeltaArchiveFormat.tailMagic
             try write(trailer)
+            let encoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }
+            let committed = monotonicSeconds()
             let reports = entries.map {
                 TensorPackReport(name: $0.name, dtype: $0.dtype, rawBytes: $0.byteCount, compressedBytes: $0.compressedCount,
                                  bytePlanes: $0.bytePlanes, xorReference: $0.xorReference)
             }
-            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: monotonicSeconds() - started,
-                              threads: options.threads, tensors: reports)
+            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: committed - started,
+                              commitSeconds: committed - encoded, threads: options.threads, tensors: reports)
         } catch {
             file.abandon()
             throw error
@@ -285,15 +304,18 @@ public enum DeltaArchive {
     /// Restores the exact original safetensors file from the archive `input` into `output`
     /// (atomically: on any error nothing is left at `output`). `reference` is needed when the
     /// archive holds XOR deltas.
+    @discardableResult
     public static func unpack(input: String, output: String, threads: Int = activeProcessors(), reference: DeltaReference? = nil,
-                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) -> UnpackReport {
         let reader = try DeltaArchiveReader(path: input, reference: reference)
-        try unpack(reader, output: output, threads: threads, progress: progress)
+        return try unpack(reader, output: output, threads: threads, progress: progress)
     }
 
     /// Restores the original file from an opened archive.
+    @discardableResult
     public static func unpack(_ reader: DeltaArchiveReader, output: String, threads: Int = activeProcessors(),
-                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) -> UnpackReport {
+        let started = monotonicSeconds()
         guard threads >= 1 else { throw .invalidInput(file: reader.path, reason: "threads must be at least 1") }
         if reader.entries.contains(where: \.xorReference) && reader.reference == nil {
             let first = reader.entries.first(where: \.xorReference)!
@@ -313,29 +335,40 @@ public enum DeltaArchive {
             var done = 0
             var next = 0
             let capacity = reader.index.chunkSize
-            let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
+            // A batch's chunks are consecutive in the output: they are decoded side by side into
+            // one buffer that is then written with one call, without a copy into the write buffer.
+            let batchBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
             let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
-            defer { buffers.deallocate(); scratch.deallocate() }
+            defer { batchBuffer.deallocate(); scratch.deallocate() }
+            var decompressors: [ZstdDecompressor] = []
+            do { for _ in 0..<window { decompressors.append(try ZstdDecompressor()) } }
+            catch { throw .invalidInput(file: reader.path, reason: error.description) }
             while next < units.count {
                 let batch = Array(units[next..<min(units.count, next + window)])
+                var starts: [Int] = []
+                var batchBytes = 0
+                for (entry, i) in batch { starts.append(batchBytes); batchBytes += entry.chunks[i].rawLength }
                 let errors = ErrorSlots(count: batch.count)
                 parallelFor(batch.count, threads: threads) { k in
                     let (entry, i) = batch[k]
-                    // Invariant: slot k is [k·capacity, k·capacity + rawLength) and rawLength ≤ capacity (validated).
-                    let slot = UnsafeMutableRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + entry.chunks[i].rawLength)])
+                    // Invariant: chunk k's bytes are [starts[k], starts[k] + rawLength) and every
+                    // rawLength ≤ capacity (validated), so the batch fits in window · capacity.
+                    let slot = UnsafeMutableRawBufferPointer(rebasing: batchBuffer[starts[k]..<(starts[k] + entry.chunks[i].rawLength)])
                     let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[(k * capacity)..<((k + 1) * capacity)])
-                    do throws(DeltaArchiveError) { try reader.decodeChunk(entry, i, into: slot, scratch: planes) } catch { errors.set(k, error) }
+                    do throws(DeltaArchiveError) {
+                        try reader.decodeChunk(entry, i, into: slot, scratch: planes, decompressor: decompressors[k])
+                    } catch { errors.set(k, error) }
                 }
                 if let error = errors.first { throw error }
-                for (k, (entry, i)) in batch.enumerated() {
-                    let n = entry.chunks[i].rawLength
-                    do { try file.write(UnsafeRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + n)])) } catch { throw .source(error) }
-                    done += n
-                }
+                do { try file.writeUnbuffered(UnsafeRawBufferPointer(rebasing: batchBuffer[0..<batchBytes])) } catch { throw .source(error) }
+                done += batchBytes
                 progress?(done, total)
                 next += batch.count
             }
+            let decoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }
+            return UnpackReport(outputBytes: reader.originalSize, seconds: monotonicSeconds() - started,
+                                commitSeconds: monotonicSeconds() - decoded, threads: threads)
         } catch {
             file.abandon()
             throw error

@@ -86,6 +86,15 @@ public final class AtomicFile {
         bytesWritten += bytes.count
     }
 
+    /// Appends bytes without copying them into the write buffer (what is buffered goes first):
+    /// for large blocks the caller already holds in memory.
+    public func writeUnbuffered(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        try flush()
+        try writeAll(src, bytes.count)
+        bytesWritten += bytes.count
+    }
+
     /// Appends bytes from an array.
     public func write(_ bytes: [UInt8]) throws(SafeTensorsError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(SafeTensorsError) in try write(raw) } }.get()
