@@ -283,45 +283,30 @@ extension Zstd {
     /// its tables eat most of that.
     public static let rawPlaneEntropy = 7.9
 
-    /// Whether the order-0 entropy of `bytes`, estimated from a sample (every 4th byte for large
-    /// inputs, bias-corrected), is at least `rawPlaneEntropy`. Inputs under 4 KiB are never
-    /// called incompressible (zstd decides per block there).
+    /// Whether the order-0 entropy of `bytes`, estimated from a sample of about 16 Ki bytes
+    /// spread evenly over it (bias-corrected), is at least `rawPlaneEntropy`. Inputs under 4 KiB
+    /// are never called incompressible (zstd decides per block there).
     static func looksIncompressible(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let n = bytes.count
         guard n >= 4096, let base = bytes.baseAddress else { return false }
-        let stride = n >= 65536 ? 4 : 1
-        var counts = [UInt32](repeating: 0, count: 1024)
+        let step = max(1, n / 16384)
+        var counts = [UInt32](repeating: 0, count: 256)
         var sampled = 0
         counts.withUnsafeMutableBufferPointer { c in
-            if stride == 4 {
-                // One byte of every 4, from 8-byte words; four tables to break store dependencies.
-                var i = 0
-                while i + 8 <= n {
-                    let w = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    c[Int(w & 0xFF)] &+= 1
-                    c[256 + Int((w >> 32) & 0xFF)] &+= 1
-                    i += 8
-                    if i + 8 > n { break }
-                    let v = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    c[512 + Int(v & 0xFF)] &+= 1
-                    c[768 + Int((v >> 32) & 0xFF)] &+= 1
-                    i += 8
-                }
-            } else {
-                for i in 0..<n { c[(i & 3) << 8 + Int(base.load(fromByteOffset: i, as: UInt8.self))] &+= 1 }
+            var i = 0
+            // Invariant: i < n for every load.
+            while i < n {
+                c[Int(base.load(fromByteOffset: i, as: UInt8.self))] &+= 1
+                i += step
             }
         }
         var sumCLogC = 0.0
         var used = 0
-        for b in 0..<256 {
-            let c = Int(counts[b]) + Int(counts[256 + b]) + Int(counts[512 + b]) + Int(counts[768 + b])
-            if c > 0 {
-                sampled += c
-                used += 1
-                sumCLogC += Double(c) * log2(Double(c))
-            }
+        for c in counts where c > 0 {
+            sampled += Int(c)
+            used += 1
+            sumCLogC += Double(c) * log2(Double(c))
         }
-        guard sampled > 0 else { return false }
         let s = Double(sampled)
         // Plug-in estimate plus the Miller–Madow correction for its downward bias.
         let entropy = log2(s) - sumCLogC / s + Double(used - 1) / (2 * s * 0.6931471805599453)
