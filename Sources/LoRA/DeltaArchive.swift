@@ -202,7 +202,11 @@ public enum DeltaArchive {
                     let r = results[k]
                     chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.length, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
                     let frame = region(k, 2 * chunkSize + (r.inAlternate ? frameCapacity : 0), r.length)
-                    do { try file.write(UnsafeRawBufferPointer(frame)) } catch { throw .source(error) }
+                    // Large frames go straight from the slot to the kernel, small ones through the write buffer.
+                    do {
+                        if r.length >= 1 << 16 { try file.writeUnbuffered(UnsafeRawBufferPointer(frame)) }
+                        else { try file.write(UnsafeRawBufferPointer(frame)) }
+                    } catch { throw .source(error) }
                     cursor += r.length
                     done += unit.range.count
                 }

@@ -283,13 +283,13 @@ extension Zstd {
     /// its tables eat most of that.
     public static let rawPlaneEntropy = 7.9
 
-    /// Whether the order-0 entropy of `bytes`, estimated from a sample of about 16 Ki bytes
+    /// Whether the order-0 entropy of `bytes`, estimated from a sample of about 4 Ki bytes
     /// spread evenly over it (bias-corrected), is at least `rawPlaneEntropy`. Inputs under 4 KiB
     /// are never called incompressible (zstd decides per block there).
     static func looksIncompressible(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let n = bytes.count
         guard n >= 4096, let base = bytes.baseAddress else { return false }
-        let step = max(1, n / 16384)
+        let step = max(1, n / 4096)
         var counts = [UInt32](repeating: 0, count: 256)
         var sampled = 0
         counts.withUnsafeMutableBufferPointer { c in
