@@ -17,6 +17,11 @@ public struct PackOptions: Sendable {
     public var literalsOnly: Bool
     /// Group the bytes of 16-, 32- and 64-bit float tensors into planes before compressing.
     public var bytePlanes: Bool
+    /// With `literalsOnly`: store planes whose sampled entropy is at least `Zstd.rawPlaneEntropy`
+    /// bits per byte as zstd raw blocks without any entropy work (`ZstdCompressor.compressPlanes`).
+    /// False: every plane goes through zstd's literal stage, which decides per block (what writers
+    /// before this option did; the frames are equally valid and read the same way).
+    public var rawPlanes: Bool = true
     /// Worker threads for compression.
     public var threads: Int
     /// Store tensors that also exist in this reference (same name, dtype, shape) as XOR deltas.
@@ -192,7 +197,7 @@ public enum DeltaArchive {
                             let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
                                                      buffers: buffers, compressor: compressors[k],
                                                      reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
-                                                     literalsOnly: options.literalsOnly, input: input)
+                                                     literalsOnly: options.literalsOnly, rawPlanes: options.rawPlanes, input: input)
                             slots[k] = CompressedChunk(length: r.length, inAlternate: r.inAlternate, hash: r.hash, refHash: r.refHash)
                         } catch { errors.set(k, error) }
                     }
@@ -262,7 +267,7 @@ public enum DeltaArchive {
     /// frame is left in `buffers.frame` (or `buffers.alternate` when `inAlternate`).
     private static func compressUnit(source: SafeTensorsFile, _ info: TensorInfo, range: Range<Int>, chunkIndex: Int, planes: Int,
                                      buffers: UnitBuffers, compressor: ZstdCompressor,
-                                     reference: DeltaReference?, chunkSize: Int, level: Int, literalsOnly: Bool, input: String)
+                                     reference: DeltaReference?, chunkSize: Int, level: Int, literalsOnly: Bool, rawPlanes: Bool, input: String)
         throws(DeltaArchiveError) -> (length: Int, inAlternate: Bool, hash: UInt64, refHash: UInt64?) {
         let start = source.fileOffset(of: info) + range.lowerBound
         return try source.withBytes(fileRange: start..<(start + range.count)) { raw throws(DeltaArchiveError) in
@@ -289,7 +294,7 @@ public enum DeltaArchive {
                     return (try compressor.compress(work, level: level, checksum: true, into: buffers.frame), false, hash, refHash)
                 }
                 let literals: Int
-                if let assembled = try compressor.compressPlanes(work, planes: planes, into: buffers.frame) {
+                if rawPlanes, let assembled = try compressor.compressPlanes(work, planes: planes, into: buffers.frame) {
                     literals = assembled
                 } else {
                     literals = try compressor.compressLiterals(work, checksum: true, segmentLength: raw.count / planes, into: buffers.frame)
