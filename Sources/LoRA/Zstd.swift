@@ -334,17 +334,32 @@ extension Zstd {
 public final class ZstdDecompressor {
     private let context: OpaquePointer
 
-    /// Creates a context; throws when zstd cannot allocate one.
-    public init() throws(ZstdError) {
+    /// Whether zstd checks each frame's content checksum.
+    public let verifiesChecksum: Bool
+
+    /// Creates a context; throws when zstd cannot allocate one. `verifyChecksum` false makes
+    /// zstd skip its content checksum (`ZSTD_d_forceIgnoreChecksum`): only for callers that hash
+    /// the restored bytes themselves, as the delta archive's `unpack` does.
+    public init(verifyChecksum: Bool = true) throws(ZstdError) {
         guard let context = ZSTD_createDCtx() else { throw ZstdError(operation: "decompress", reason: "out of memory creating a context") }
         self.context = context
+        verifiesChecksum = verifyChecksum
+        if !verifyChecksum {
+            // ZSTD_d_forceIgnoreChecksum is ZSTD_d_experimentalParam3 (a macro Swift does not import).
+            let code = ZSTD_DCtx_setParameter(context, ZSTD_d_experimentalParam3, Int32(ZSTD_d_ignoreChecksum.rawValue))
+            if ZSTD_isError(code) != 0 {
+                ZSTD_freeDCtx(context)
+                throw ZstdError(operation: "decompress", reason: String(cString: ZSTD_getErrorName(code)))
+            }
+        }
     }
 
     deinit { ZSTD_freeDCtx(context) }
 
     /// Decompresses exactly one frame `frame` into `destination`, which must be exactly the
-    /// frame's content size. zstd verifies the frame checksum when present. Throws unless the
-    /// whole of `frame` is one frame that decompresses to exactly `destination.count` bytes.
+    /// frame's content size. zstd verifies the frame checksum when present (unless the context
+    /// was made not to). Throws unless the whole of `frame` is one frame that decompresses to
+    /// exactly `destination.count` bytes.
     public func decompress(_ frame: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(ZstdError) {
         let written = ZSTD_decompressDCtx(context, destination.baseAddress, destination.count, frame.baseAddress, frame.count)
         try Zstd.check(written, "decompress")

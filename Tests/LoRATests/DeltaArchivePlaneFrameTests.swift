@@ -166,6 +166,27 @@ import TestSupport
         }
     }
 
+    @Test func unpackHashesOnceAndVerifyChecksBothHashes() throws {
+        // A damaged zstd content checksum (the frame's last 4 bytes) changes no restored byte:
+        // unpack, which relies on XXH64 of the restored bytes alone, restores the file exactly;
+        // verify, which also lets zstd check its checksum, reports the frame.
+        let tensors: [(spec: TensorSpec, bytes: [UInt8])] = [
+            (TensorSpec(name: "w", dtype: .bf16, shape: [64, 1024]), Self.gaussianBF16(64 * 1024, seed: 71)),
+        ]
+        let path = dir.file("c.safetensors")
+        try SafeTensorsWriter.write(to: path, tensors: tensors, metadata: nil)
+        let archive = dir.file("c.fgdelta")
+        try DeltaArchive.pack(input: path, output: archive, options: PackOptions(threads: 1))
+        var bytes = try readBytes(archive)
+        let chunk = try DeltaArchiveReader(path: archive).entries[0].chunks[0]
+        bytes[chunk.offset + chunk.length - 2] ^= 0x20
+        let bad = dir.file("c-bad.fgdelta"), out = dir.file("c.safetensors.out")
+        try writeBytes(bytes, to: bad)
+        try DeltaArchive.unpack(input: bad, output: out, threads: 1)
+        #expect(try readBytes(out) == readBytes(path))
+        #expect(throws: DeltaArchiveError.self) { try DeltaArchiveReader(path: bad).verify(threads: 1) }
+    }
+
     @Test func reusedContextsGiveTheSameFramesAsFreshOnes() throws {
         let compressor = try ZstdCompressor(), decompressor = try ZstdDecompressor()
         let inputs = [Self.gaussianBF16(50_000, seed: 61), [UInt8](repeating: 3, count: 10_000), Array("hello, zstd".utf8), []]
