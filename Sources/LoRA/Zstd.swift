@@ -283,32 +283,40 @@ extension Zstd {
     /// its tables eat most of that.
     public static let rawPlaneEntropy = 7.9
 
-    /// Whether the order-0 entropy of `bytes`, estimated from a sample of about 4 Ki bytes
-    /// spread evenly over it (bias-corrected), is at least `rawPlaneEntropy`. Inputs under 4 KiB
-    /// are never called incompressible (zstd decides per block there).
+    /// Bytes `looksIncompressible` samples at most.
+    static let entropySample = 2048
+
+    /// c · log2(c) for every count a sample can hold (0 ... `entropySample`), computed once.
+    private static let countLog2Count: [Double] = (0...entropySample).map { $0 == 0 ? 0 : Double($0) * log2(Double($0)) }
+
+    /// Whether the order-0 entropy of `bytes`, estimated from at most `entropySample` bytes
+    /// taken at an even stride (plug-in estimate with the Miller–Madow correction for its
+    /// downward bias), is at least `rawPlaneEntropy`. Inputs under 4 KiB are never called
+    /// incompressible (zstd decides per block there).
     static func looksIncompressible(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let n = bytes.count
         guard n >= 4096, let base = bytes.baseAddress else { return false }
-        let step = max(1, n / 4096)
+        let step = (n + entropySample - 1) / entropySample
         var counts = [UInt32](repeating: 0, count: 256)
         var sampled = 0
         counts.withUnsafeMutableBufferPointer { c in
             var i = 0
-            // Invariant: i < n for every load.
+            // Invariant: i < n for every load; at most entropySample loads.
             while i < n {
                 c[Int(base.load(fromByteOffset: i, as: UInt8.self))] &+= 1
                 i += step
+                sampled += 1
             }
         }
         var sumCLogC = 0.0
         var used = 0
-        for c in counts where c > 0 {
-            sampled += Int(c)
-            used += 1
-            sumCLogC += Double(c) * log2(Double(c))
+        countLog2Count.withUnsafeBufferPointer { table in
+            for c in counts where c > 0 {
+                used += 1
+                sumCLogC += table[Int(c)]
+            }
         }
         let s = Double(sampled)
-        // Plug-in estimate plus the Miller–Madow correction for its downward bias.
         let entropy = log2(s) - sumCLogC / s + Double(used - 1) / (2 * s * 0.6931471805599453)
         return entropy >= rawPlaneEntropy
     }
