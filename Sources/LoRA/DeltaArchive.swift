@@ -17,6 +17,11 @@ public struct PackOptions: Sendable {
     public var literalsOnly: Bool
     /// Group the bytes of 16-, 32- and 64-bit float tensors into planes before compressing.
     public var bytePlanes: Bool
+    /// With `literalsOnly`: store planes whose sampled entropy is at least `Zstd.rawPlaneEntropy`
+    /// bits per byte as zstd raw blocks without any entropy work (`ZstdCompressor.compressPlanes`).
+    /// False: every plane goes through zstd's literal stage, which decides per block (what writers
+    /// before this option did; the frames are equally valid and read the same way).
+    public var rawPlanes: Bool = true
     /// Worker threads for compression.
     public var threads: Int
     /// Store tensors that also exist in this reference (same name, dtype, shape) as XOR deltas.
@@ -66,14 +71,31 @@ public struct PackReport: Sendable {
     public var inputBytes: Int
     /// Size of the archive.
     public var outputBytes: Int
-    /// Wall-clock seconds.
+    /// Wall-clock seconds, everything included.
     public var seconds: Double
+    /// Of `seconds`, the time spent making the file durable and visible (fsync, rename, fsync of
+    /// the folder) after the last byte was handed to the kernel.
+    public var commitSeconds: Double
     /// Threads used.
     public var threads: Int
     /// Per tensor, in data order.
     public var tensors: [TensorPackReport]
     /// inputBytes / outputBytes.
     public var ratio: Double { outputBytes == 0 ? 0 : Double(inputBytes) / Double(outputBytes) }
+}
+
+/// What `DeltaArchive.unpack` did.
+public struct UnpackReport: Sendable {
+    /// Size of the restored file.
+    public var outputBytes: Int
+    /// Wall-clock seconds from opening the output to the end of the commit (the archive was
+    /// opened and validated before).
+    public var seconds: Double
+    /// Of `seconds`, the time spent making the file durable and visible (fsync, rename, fsync of
+    /// the folder).
+    public var commitSeconds: Double
+    /// Threads used.
+    public var threads: Int
 }
 
 /// The delta archive (`.fgdelta`): any safetensors file compressed with zstd, tensor by tensor in
@@ -142,12 +164,21 @@ public enum DeltaArchive {
             try write(headerFrame)
 
             var chunks: [[DeltaChunk]] = plans.map { _ in [] }
-            struct CompressedChunk { var frame: [UInt8] = []; var hash: UInt64 = 0; var refHash: UInt64? = nil }
+            struct CompressedChunk { var length = 0; var inAlternate = false; var hash: UInt64 = 0; var refHash: UInt64? = nil }
             let window = max(1, options.threads * 2)
-            // Two scratch buffers per window slot, reused for every chunk (fresh buffers per
-            // chunk would page-fault 8 MiB per 4 MiB chunk).
-            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * 2 * chunkSize, alignment: 4096)
+            // Per window slot, reused for every chunk (fresh buffers per chunk would page-fault
+            // them anew each time): a zstd context, an XOR scratch and a plane buffer of
+            // chunkSize each, and two frame buffers (literals-only / at the level).
+            let frameCapacity = Zstd.planesBound(chunkSize)
+            let slotBytes = 2 * chunkSize + 2 * frameCapacity
+            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * slotBytes, alignment: 4096)
             defer { pool.deallocate() }
+            var compressors: [ZstdCompressor] = []
+            do { for _ in 0..<window { compressors.append(try ZstdCompressor()) } }
+            catch { throw .invalidInput(file: input, reason: error.description) }
+            func region(_ k: Int, _ offset: Int, _ count: Int) -> UnsafeMutableRawBufferPointer {
+                UnsafeMutableRawBufferPointer(rebasing: pool[(k * slotBytes + offset)..<(k * slotBytes + offset + count)])
+            }
             var done = 0
             var next = 0
             while next < units.count {
@@ -159,22 +190,29 @@ public enum DeltaArchive {
                         let unit = batch[k]
                         let plan = plans[unit.tensor]
                         do throws(DeltaArchiveError) {
-                            // Invariant: slot k owns pool bytes [2k·chunkSize, 2(k+1)·chunkSize).
-                            let scratch = UnsafeMutableRawBufferPointer(rebasing: pool[(2 * k * chunkSize)..<((2 * k + 1) * chunkSize)])
-                            let planeBuffer = UnsafeMutableRawBufferPointer(rebasing: pool[((2 * k + 1) * chunkSize)..<((2 * k + 2) * chunkSize)])
+                            // Invariant: slot k owns pool bytes [k·slotBytes, (k+1)·slotBytes) and compressors[k].
+                            let buffers = UnitBuffers(scratch: region(k, 0, chunkSize), planes: region(k, chunkSize, chunkSize),
+                                                      frame: region(k, 2 * chunkSize, frameCapacity),
+                                                      alternate: region(k, 2 * chunkSize + frameCapacity, frameCapacity))
                             let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
-                                                     scratch: scratch, planeBuffer: planeBuffer,
-                                                        reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
-                                                     literalsOnly: options.literalsOnly, input: input)
-                            slots[k] = CompressedChunk(frame: r.frame, hash: r.hash, refHash: r.refHash)
+                                                     buffers: buffers, compressor: compressors[k],
+                                                     reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
+                                                     literalsOnly: options.literalsOnly, rawPlanes: options.rawPlanes, input: input)
+                            slots[k] = CompressedChunk(length: r.length, inAlternate: r.inAlternate, hash: r.hash, refHash: r.refHash)
                         } catch { errors.set(k, error) }
                     }
                 }
                 if let error = errors.first { throw error }
                 for (k, unit) in batch.enumerated() {
                     let r = results[k]
-                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.frame.count, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
-                    try write(r.frame)
+                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.length, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
+                    let frame = region(k, 2 * chunkSize + (r.inAlternate ? frameCapacity : 0), r.length)
+                    // Large frames go straight from the slot to the kernel, small ones through the write buffer.
+                    do {
+                        if r.length >= 1 << 16 { try file.writeUnbuffered(UnsafeRawBufferPointer(frame)) }
+                        else { try file.write(UnsafeRawBufferPointer(frame)) }
+                    } catch { throw .source(error) }
+                    cursor += r.length
                     done += unit.range.count
                 }
                 progress?(done, total)
@@ -198,24 +236,39 @@ public enum DeltaArchive {
             appendLE(&trailer, XXH64.hash(indexBytes))
             trailer += DeltaArchiveFormat.tailMagic
             try write(trailer)
+            let encoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }
+            let committed = monotonicSeconds()
             let reports = entries.map {
                 TensorPackReport(name: $0.name, dtype: $0.dtype, rawBytes: $0.byteCount, compressedBytes: $0.compressedCount,
                                  bytePlanes: $0.bytePlanes, xorReference: $0.xorReference)
             }
-            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: monotonicSeconds() - started,
-                              threads: options.threads, tensors: reports)
+            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: committed - started,
+                              commitSeconds: committed - encoded, threads: options.threads, tensors: reports)
         } catch {
             file.abandon()
             throw error
         }
     }
 
-    /// Compresses one chunk: XOR with the reference (if any), byte planes (if any), zstd.
+    /// The working memory of one window slot while it compresses a chunk.
+    private struct UnitBuffers {
+        /// The XOR-ed bytes (chunk size).
+        var scratch: UnsafeMutableRawBufferPointer
+        /// The byte planes (chunk size).
+        var planes: UnsafeMutableRawBufferPointer
+        /// The frame written (`Zstd.planesBound(chunkSize)`).
+        var frame: UnsafeMutableRawBufferPointer
+        /// The other candidate frame when two are compared (same size).
+        var alternate: UnsafeMutableRawBufferPointer
+    }
+
+    /// Compresses one chunk: XOR with the reference (if any), byte planes (if any), zstd. The
+    /// frame is left in `buffers.frame` (or `buffers.alternate` when `inAlternate`).
     private static func compressUnit(source: SafeTensorsFile, _ info: TensorInfo, range: Range<Int>, chunkIndex: Int, planes: Int,
-                                     scratch: UnsafeMutableRawBufferPointer, planeBuffer: UnsafeMutableRawBufferPointer,
-                                     reference: DeltaReference?, chunkSize: Int, level: Int, literalsOnly: Bool, input: String)
-        throws(DeltaArchiveError) -> (frame: [UInt8], hash: UInt64, refHash: UInt64?) {
+                                     buffers: UnitBuffers, compressor: ZstdCompressor,
+                                     reference: DeltaReference?, chunkSize: Int, level: Int, literalsOnly: Bool, rawPlanes: Bool, input: String)
+        throws(DeltaArchiveError) -> (length: Int, inAlternate: Bool, hash: UInt64, refHash: UInt64?) {
         let start = source.fileOffset(of: info) + range.lowerBound
         return try source.withBytes(fileRange: start..<(start + range.count)) { raw throws(DeltaArchiveError) in
             let hash = XXH64.hash(raw)
@@ -224,26 +277,33 @@ public enum DeltaArchive {
             if let reference {
                 let other = try reference.bytes(of: info.name, range: range, chunkIndex: chunkIndex, chunkSize: chunkSize)
                 refHash = other.withUnsafeBytes { XXH64.hash($0) }
-                let xored = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<raw.count])
+                let xored = UnsafeMutableRawBufferPointer(rebasing: buffers.scratch[0..<raw.count])
                 if raw.count > 0 { xored.copyMemory(from: raw) }
                 other.withUnsafeBytes { ChunkTransform.xor(xored, with: $0) }
                 work = UnsafeRawBufferPointer(xored)
             }
             if planes > 0 {
-                let grouped = UnsafeMutableRawBufferPointer(rebasing: planeBuffer[0..<raw.count])
+                let grouped = UnsafeMutableRawBufferPointer(rebasing: buffers.planes[0..<raw.count])
                 ChunkTransform.splitPlanes(work, width: planes, into: grouped)
                 work = UnsafeRawBufferPointer(grouped)
             }
             do throws(ZstdError) {
                 // Literals-only for byte planes (see PackOptions.literalsOnly); for XOR deltas the
                 // smaller of the two frames (ties: literals-only), so the choice is deterministic.
-                guard literalsOnly && planes > 0 else { return (try Zstd.compress(work, level: level, checksum: true), hash, refHash) }
-                let literals = try Zstd.compressLiterals(work, checksum: true, segmentLength: raw.count / planes)
+                guard literalsOnly && planes > 0 else {
+                    return (try compressor.compress(work, level: level, checksum: true, into: buffers.frame), false, hash, refHash)
+                }
+                let literals: Int
+                if rawPlanes, let assembled = try compressor.compressPlanes(work, planes: planes, into: buffers.frame) {
+                    literals = assembled
+                } else {
+                    literals = try compressor.compressLiterals(work, checksum: true, segmentLength: raw.count / planes, into: buffers.frame)
+                }
                 // Repetition (zero runs, constant tensors, XOR deltas) is what matches exploit and
                 // Huffman cannot: then keep the smaller of the two frames.
-                guard reference != nil || ChunkTransform.hasRepeats(work) else { return (literals, hash, refHash) }
-                let matched = try Zstd.compress(work, level: level, checksum: true)
-                return (matched.count < literals.count ? matched : literals, hash, refHash)
+                guard reference != nil || ChunkTransform.hasRepeats(work) else { return (literals, false, hash, refHash) }
+                let matched = try compressor.compress(work, level: level, checksum: true, into: buffers.alternate)
+                return matched < literals ? (matched, true, hash, refHash) : (literals, false, hash, refHash)
             } catch {
                 throw .invalidInput(file: input, reason: "tensor '\(escapeForDisplay(info.name))': \(error.description)")
             }
@@ -253,15 +313,18 @@ public enum DeltaArchive {
     /// Restores the exact original safetensors file from the archive `input` into `output`
     /// (atomically: on any error nothing is left at `output`). `reference` is needed when the
     /// archive holds XOR deltas.
+    @discardableResult
     public static func unpack(input: String, output: String, threads: Int = activeProcessors(), reference: DeltaReference? = nil,
-                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) -> UnpackReport {
         let reader = try DeltaArchiveReader(path: input, reference: reference)
-        try unpack(reader, output: output, threads: threads, progress: progress)
+        return try unpack(reader, output: output, threads: threads, progress: progress)
     }
 
     /// Restores the original file from an opened archive.
+    @discardableResult
     public static func unpack(_ reader: DeltaArchiveReader, output: String, threads: Int = activeProcessors(),
-                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) {
+                              progress: ((Int, Int) -> Void)? = nil) throws(DeltaArchiveError) -> UnpackReport {
+        let started = monotonicSeconds()
         guard threads >= 1 else { throw .invalidInput(file: reader.path, reason: "threads must be at least 1") }
         if reader.entries.contains(where: \.xorReference) && reader.reference == nil {
             let first = reader.entries.first(where: \.xorReference)!
@@ -281,29 +344,43 @@ public enum DeltaArchive {
             var done = 0
             var next = 0
             let capacity = reader.index.chunkSize
-            let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
+            // A batch's chunks are consecutive in the output: they are decoded side by side into
+            // one buffer that is then written with one call, without a copy into the write buffer.
+            let batchBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
             let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
-            defer { buffers.deallocate(); scratch.deallocate() }
+            defer { batchBuffer.deallocate(); scratch.deallocate() }
+            var decompressors: [ZstdDecompressor] = []
+            // zstd's content checksum is not recomputed here: decodeChunk hashes every restored
+            // chunk (XXH64, 64 bits, over the final bytes), which catches any damage that changes
+            // the output; `DeltaArchiveReader.verify` checks both.
+            do { for _ in 0..<window { decompressors.append(try ZstdDecompressor(verifyChecksum: false)) } }
+            catch { throw .invalidInput(file: reader.path, reason: error.description) }
             while next < units.count {
                 let batch = Array(units[next..<min(units.count, next + window)])
+                var starts: [Int] = []
+                var batchBytes = 0
+                for (entry, i) in batch { starts.append(batchBytes); batchBytes += entry.chunks[i].rawLength }
                 let errors = ErrorSlots(count: batch.count)
                 parallelFor(batch.count, threads: threads) { k in
                     let (entry, i) = batch[k]
-                    // Invariant: slot k is [k·capacity, k·capacity + rawLength) and rawLength ≤ capacity (validated).
-                    let slot = UnsafeMutableRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + entry.chunks[i].rawLength)])
+                    // Invariant: chunk k's bytes are [starts[k], starts[k] + rawLength) and every
+                    // rawLength ≤ capacity (validated), so the batch fits in window · capacity.
+                    let slot = UnsafeMutableRawBufferPointer(rebasing: batchBuffer[starts[k]..<(starts[k] + entry.chunks[i].rawLength)])
                     let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[(k * capacity)..<((k + 1) * capacity)])
-                    do throws(DeltaArchiveError) { try reader.decodeChunk(entry, i, into: slot, scratch: planes) } catch { errors.set(k, error) }
+                    do throws(DeltaArchiveError) {
+                        try reader.decodeChunk(entry, i, into: slot, scratch: planes, decompressor: decompressors[k])
+                    } catch { errors.set(k, error) }
                 }
                 if let error = errors.first { throw error }
-                for (k, (entry, i)) in batch.enumerated() {
-                    let n = entry.chunks[i].rawLength
-                    do { try file.write(UnsafeRawBufferPointer(rebasing: buffers[(k * capacity)..<(k * capacity + n)])) } catch { throw .source(error) }
-                    done += n
-                }
+                do { try file.writeUnbuffered(UnsafeRawBufferPointer(rebasing: batchBuffer[0..<batchBytes])) } catch { throw .source(error) }
+                done += batchBytes
                 progress?(done, total)
                 next += batch.count
             }
+            let decoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }
+            return UnpackReport(outputBytes: reader.originalSize, seconds: monotonicSeconds() - started,
+                                commitSeconds: monotonicSeconds() - decoded, threads: threads)
         } catch {
             file.abandon()
             throw error

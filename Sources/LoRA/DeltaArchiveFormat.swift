@@ -184,9 +184,10 @@ enum ChunkTransform {
         if width == 2 {
             // Widen both planes' bytes and recombine 16 elements per step.
             var i = 0
+            // Invariant: loads read bytes i..<i+16 of each plane, stores bytes 2i..<2i+32, all in range.
             while i + 16 <= n {
-                let high = SIMD16<UInt16>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
-                let low = SIMD16<UInt16>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
+                let high = widen16(raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
+                let low = widen16(raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
                 out.storeBytes(of: (high &<< 8) | low, toByteOffset: 2 * i, as: SIMD16<UInt16>.self)
                 i += 16
             }
@@ -196,10 +197,10 @@ enum ChunkTransform {
         if width == 4 {
             var i = 0
             while i + 16 <= n {
-                let b3 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
-                let b2 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
-                let b1 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 2 * n + i, as: SIMD16<UInt8>.self))
-                let b0 = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 3 * n + i, as: SIMD16<UInt8>.self))
+                let b3 = widen32(raw.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
+                let b2 = widen32(raw.loadUnaligned(fromByteOffset: n + i, as: SIMD16<UInt8>.self))
+                let b1 = widen32(raw.loadUnaligned(fromByteOffset: 2 * n + i, as: SIMD16<UInt8>.self))
+                let b0 = widen32(raw.loadUnaligned(fromByteOffset: 3 * n + i, as: SIMD16<UInt8>.self))
                 out.storeBytes(of: (b3 &<< 24) | (b2 &<< 16) | (b1 &<< 8) | b0, toByteOffset: 4 * i, as: SIMD16<UInt32>.self)
                 i += 16
             }
@@ -216,18 +217,39 @@ enum ChunkTransform {
         }
     }
 
+    /// Zero-extends 16 bytes to 16-bit lanes. Spelled lane by lane: the generic
+    /// `init(truncatingIfNeeded:)` is not inlined into a vector instruction, this is.
+    @inline(__always) static func widen16(_ v: SIMD16<UInt8>) -> SIMD16<UInt16> {
+        SIMD16<UInt16>(UInt16(v[0]), UInt16(v[1]), UInt16(v[2]), UInt16(v[3]), UInt16(v[4]), UInt16(v[5]), UInt16(v[6]), UInt16(v[7]),
+                       UInt16(v[8]), UInt16(v[9]), UInt16(v[10]), UInt16(v[11]), UInt16(v[12]), UInt16(v[13]), UInt16(v[14]), UInt16(v[15]))
+    }
+
+    /// Zero-extends 16 bytes to 32-bit lanes (see `widen16`).
+    @inline(__always) static func widen32(_ v: SIMD16<UInt8>) -> SIMD16<UInt32> {
+        SIMD16<UInt32>(UInt32(v[0]), UInt32(v[1]), UInt32(v[2]), UInt32(v[3]), UInt32(v[4]), UInt32(v[5]), UInt32(v[6]), UInt32(v[7]),
+                       UInt32(v[8]), UInt32(v[9]), UInt32(v[10]), UInt32(v[11]), UInt32(v[12]), UInt32(v[13]), UInt32(v[14]), UInt32(v[15]))
+    }
+
     /// Whether more than 1/64 of the 8-byte words of `bytes` equal the word before them: the
     /// repetition zstd's matches exploit and literals-only Huffman coding cannot (runs of zeros,
     /// constant or duplicated tensors). Byte planes of trained floats essentially never repeat.
     static func hasRepeats(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let words = bytes.count / 8
         guard words >= 2, let base = bytes.baseAddress else { return false }
-        var repeats = 0
-        var previous = base.loadUnaligned(as: UInt64.self)
-        for w in 1..<words {
-            let v = base.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self)
-            repeats &+= v == previous ? 1 : 0
-            previous = v
+        // Word w (1 ≤ w < words) is compared with word w − 1; eight comparisons per step.
+        var lanes = SIMD8<UInt64>(repeating: 0)
+        var w = 1
+        // Invariant: the loads cover words w − 1 ... w + 7, all below `words`.
+        while w + 8 <= words {
+            let v = base.loadUnaligned(fromByteOffset: 8 * w, as: SIMD8<UInt64>.self)
+            let p = base.loadUnaligned(fromByteOffset: 8 * w - 8, as: SIMD8<UInt64>.self)
+            lanes &+= SIMD8<UInt64>(repeating: 0).replacing(with: 1, where: v .== p)
+            w += 8
+        }
+        var repeats = Int(lanes.wrappedSum())
+        while w < words {
+            repeats += base.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self) == base.loadUnaligned(fromByteOffset: 8 * w - 8, as: UInt64.self) ? 1 : 0
+            w += 1
         }
         return repeats * 64 > words
     }

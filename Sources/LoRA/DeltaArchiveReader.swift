@@ -181,8 +181,9 @@ public final class DeltaArchiveReader: @unchecked Sendable {
     /// the frame's declared content size against the index before decompressing, then the zstd
     /// checksum, then XXH64 of the restored bytes.
     /// `scratch`, when given, must hold at least the chunk's raw length and is used for the planes.
+    /// `decompressor`, when given, is the caller's reused zstd context (one per thread).
     func decodeChunk(_ entry: DeltaEntry, _ i: Int, into destination: UnsafeMutableRawBufferPointer,
-                     scratch given: UnsafeMutableRawBufferPointer? = nil) throws(DeltaArchiveError) {
+                     scratch given: UnsafeMutableRawBufferPointer? = nil, decompressor: ZstdDecompressor? = nil) throws(DeltaArchiveError) {
         let chunk = entry.chunks[i]
         precondition(destination.count == chunk.rawLength, "destination must be the chunk's raw length")
         // Invariant: validate() checked offset + length <= fileSize for every chunk.
@@ -201,16 +202,21 @@ public final class DeltaArchiveReader: @unchecked Sendable {
         // The writer never sets the frame header's unused and reserved bits (0x18); zstd ignores
         // the unused one, we do not, so no flipped bit of a frame goes unnoticed.
         guard frame[4] & 0x18 == 0 else { throw fail("frame header descriptor has unused or reserved bits set") }
+        func decompress(into buffer: UnsafeMutableRawBufferPointer) throws(DeltaArchiveError) {
+            do {
+                if let decompressor { try decompressor.decompress(frame, into: buffer) } else { try Zstd.decompress(frame, into: buffer) }
+            } catch { throw fail(error.reason) }
+        }
         if entry.bytePlanes > 0 {
             let owned = given == nil ? UnsafeMutableRawBufferPointer.allocate(byteCount: max(chunk.rawLength, 1), alignment: 16) : nil
             defer { owned?.deallocate() }
             let scratch = given ?? owned!
             precondition(scratch.count >= chunk.rawLength, "scratch smaller than the chunk")
             let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk.rawLength])
-            do { try Zstd.decompress(frame, into: planes) } catch { throw fail(error.reason) }
+            try decompress(into: planes)
             ChunkTransform.joinPlanes(UnsafeRawBufferPointer(planes), width: entry.bytePlanes, into: destination)
         } else {
-            do { try Zstd.decompress(frame, into: destination) } catch { throw fail(error.reason) }
+            try decompress(into: destination)
         }
         if entry.xorReference {
             guard let reference else {

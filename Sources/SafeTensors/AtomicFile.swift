@@ -86,6 +86,15 @@ public final class AtomicFile {
         bytesWritten += bytes.count
     }
 
+    /// Appends bytes without copying them into the write buffer (what is buffered goes first):
+    /// for large blocks the caller already holds in memory.
+    public func writeUnbuffered(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        try flush()
+        try writeAll(src, bytes.count)
+        bytesWritten += bytes.count
+    }
+
     /// Appends bytes from an array.
     public func write(_ bytes: [UInt8]) throws(SafeTensorsError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(SafeTensorsError) in try write(raw) } }.get()
@@ -146,7 +155,20 @@ public final class AtomicFile {
             }
             done += n
         }
+        handedOver += count
+        // Start the disk writes of what the kernel holds now (asynchronously), so they overlap
+        // with the caller's work and the fsync in `commit()` has little left to wait for.
+        if handedOver - writebackStart >= AtomicFile.writebackStep {
+            _ = StartWriteback.function?(fd, Int64(writebackStart), Int64(handedOver - writebackStart), StartWriteback.write)
+            writebackStart = handedOver
+        }
     }
+
+    /// Bytes given to the kernel so far, and the start of those whose writeback was not started.
+    private var handedOver = 0
+    private var writebackStart = 0
+    /// How many bytes accumulate before their writeback is started.
+    private static let writebackStep = 8 << 20
 
     /// Flushes, fsyncs, renames over the destination and fsyncs the folder.
     public func commit() throws(SafeTensorsError) {
@@ -201,6 +223,19 @@ enum KernelCopy {
     static let function: Function? = {
         // RTLD_DEFAULT is the null handle on glibc.
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "copy_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: Function.self)
+    }()
+}
+
+/// `sync_file_range(2)` (Linux), looked up at run time because Swift's Glibc module does not
+/// import it; used with SYNC_FILE_RANGE_WRITE only: start writeback, do not wait.
+enum StartWriteback {
+    typealias Function = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+    /// SYNC_FILE_RANGE_WRITE.
+    static let write: UInt32 = 2
+    /// The function, or nil on a C library without it.
+    static let function: Function? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
         return unsafeBitCast(symbol, to: Function.self)
     }()
 }

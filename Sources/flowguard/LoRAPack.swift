@@ -54,7 +54,10 @@ struct LoRAPack: ParsableCommand {
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(report.inputBytes))),
                 ("output_bytes", .int(Int64(report.outputBytes))), ("ratio", .double((report.ratio * 1000).rounded() / 1000)),
                 ("base_fingerprint", options.baseFingerprint.map { .string($0) } ?? .null),
-                ("seconds", .double((report.seconds * 1000).rounded() / 1000)), ("threads", .int(Int64(report.threads))),
+                ("seconds", .double((report.seconds * 1000).rounded() / 1000)),
+                ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
+                ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
+                ("threads", .int(Int64(report.threads))),
                 ("tensors", .array(tensors)),
             ]).compactText)
         } else {
@@ -94,13 +97,15 @@ struct LoRAUnpack: ParsableCommand {
         let reader = try DeltaArchiveReader(path: input, reference: ref)
         let progress = Progress(label: "unpacking \(input)", total: reader.sourceHeader.dataSize)
         let started = Progress.now()
-        try DeltaArchive.unpack(reader, output: output, threads: threads ?? activeProcessors()) { done, _ in progress.update(done) }
+        let report = try DeltaArchive.unpack(reader, output: output, threads: threads ?? activeProcessors()) { done, _ in progress.update(done) }
         progress.finish()
         if json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
                 ("output_bytes", .int(Int64(reader.originalSize))), ("tensors", .int(Int64(reader.entries.count))),
                 ("seconds", .double(((Progress.now() - started) * 1000).rounded() / 1000)),
+                ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
+                ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
             ]).compactText)
         } else {
             print("unpacked \(input) → \(output): \(reader.entries.count) tensors, \(reader.originalSize) bytes")
