@@ -34,9 +34,9 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
         .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
-        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "LoRA", "SafeTensors"]),
+        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers",
+            "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]

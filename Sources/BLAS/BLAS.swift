@@ -65,6 +65,19 @@ public enum BLAS {
         return Int(info)
     }
 
+    /// The number of threads OpenBLAS currently uses per call (process-wide in OpenBLAS).
+    public static var threadCount: Int { Int(openblas_get_num_threads()) }
+
+    /// Runs `body` with OpenBLAS limited to one thread per call, then restores the previous
+    /// count. For callers that spread independent sgemm calls over their own threads (each call
+    /// then runs on its caller's thread, which OpenBLAS supports concurrently).
+    public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+        let previous = threadCount
+        if previous != 1 { setThreadCount(1) }
+        defer { if previous != 1 { setThreadCount(previous) } }
+        return try body()
+    }
+
     /// Sets the number of threads OpenBLAS uses from now on (process-wide in OpenBLAS).
     public static func setThreadCount(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))

@@ -1,4 +1,5 @@
 import FlowMatching
+import SafeTensors
 import Foundation
 import TensorRuntime
 

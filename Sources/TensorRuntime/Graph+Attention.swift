@@ -1,13 +1,17 @@
 import BLAS
+import Dispatch
 
 extension Graph {
     /// Multi-head scaled-dot-product attention without mask: q `[B, Nq, H·Dh]`, k and v
     /// `[B, Nk, H·Dh]` (a `[B, N, H, Dh]` shape is accepted too) → `[B, Nq, H·Dh]`, scale 1/√Dh,
     /// softmax computed stably.
     ///
-    /// Each (batch, head) pair is two strided sgemm calls on the stored layout (row stride H·Dh),
-    /// with a row-parallel softmax between them. When recording, the softmax P of every pair is
-    /// kept (B·H·Nq·Nk values) for the backward pass.
+    /// Each (batch, head) pair is two strided sgemm calls on the stored layout (row stride H·Dh)
+    /// with the softmax between them; the pairs are spread over the graph's threads, each pair
+    /// running single-threaded sgemm on its own score matrix (no synchronisation inside a pair).
+    /// Without recording, the softmax is left unnormalised and each output row is divided by its
+    /// sum after the second product (one pass over the scores fewer). When recording, the softmax
+    /// P of every pair is kept (B·H·Nq·Nk values) for the backward pass.
     public func attention(query q: Variable, key k: Variable, value v: Variable, heads: Int) -> Variable {
         precondition(q.shape.count >= 3 && k.shape.count >= 3 && v.shape.count >= 3 && heads > 0,
                      "attention: q \(q.shape), k \(k.shape), v \(v.shape) are not [B, N, H·Dh] (heads \(heads))")
@@ -23,30 +27,32 @@ extension Graph {
         let dh = width / heads
         let scale = 1 / Float(dh).squareRoot()
         let record = needsRecord(q, k, v)
-        let threads = self.threads
         let pairs = batch * heads
         let block = nq * nk
+        let workers = max(1, min(threads, pairs))
 
-        // P for every (batch, head) pair when recording; one reusable score matrix otherwise.
-        var probabilities = Tensor(shape: [0], scalars: [])
-        if record {
-            probabilities = Tensor.uninitialized([pairs, nq, nk]) { _ in }
-        }
-        let scratch = record ? nil : workspace.buffer(.scores, count: block)
+        // P for every (batch, head) pair when recording; one reusable score matrix (and row-sum
+        // vector) per worker otherwise.
+        let probabilities = ScoreStore(pairs: record ? pairs : 0, count: block)
+        let scratch = record ? nil : Unchecked(workspace.buffer(.scores, count: workers * block))
+        let sums = Unchecked(workspace.buffer(.rowScale, count: workers * max(1, nq)))
         let y = Tensor.uninitialized(q.shape) { yp in
             q.value.withPointer { qp in
                 k.value.withPointer { kp in
                     v.value.withPointer { vp in
-                        probabilities.withMutablePointer { pp in
-                            for pair in 0..<pairs {
-                                let (b, h) = (pair / heads, pair % heads)
-                                let s = scratch ?? pp + pair * block
-                                let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
-                                BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, alpha: scale,
-                                          a: qp + qo, lda: width, b: kp + ko, ldb: width, c: s, ldc: nk)
-                                Kernels.softmaxRows(s, rows: nq, columns: nk, threads: threads)
-                                BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, a: s, lda: nk, b: vp + ko, ldb: width,
-                                          c: yp + qo, ldc: width)
+                        let (qp, kp, vp, yp, pp) = (Unchecked(qp), Unchecked(kp), Unchecked(vp), Unchecked(yp), probabilities)
+                        Kernels.eachPair(pairs, workers: workers) { worker, pair in
+                            let (b, h) = (pair / heads, pair % heads)
+                            let s = scratch.map { $0.value + worker * block } ?? pp[pair]
+                            let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
+                            BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, alpha: scale,
+                                      a: qp.value + qo, lda: width, b: kp.value + ko, ldb: width, c: s, ldc: nk)
+                            let inverse = sums.value + worker * nq
+                            Kernels.expRows(s, rows: nq, columns: nk, inverseSums: inverse, normalize: record)
+                            BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, a: s, lda: nk, b: vp.value + ko, ldb: width,
+                                      c: yp.value + qo, ldc: width)
+                            if !record {
+                                Kernels.scaleRows(yp.value + qo, rows: nq, columns: dh, stride: width, by: inverse)
                             }
                         }
                     }
@@ -63,40 +69,43 @@ extension Graph {
             var dq = q.requiresGradient ? Tensor.uninitialized(q.shape) { _ in } : Tensor(shape: [0], scalars: [])
             var dk = k.requiresGradient ? Tensor.uninitialized(k.shape) { _ in } : Tensor(shape: [0], scalars: [])
             var dv = v.requiresGradient ? Tensor.uninitialized(v.shape) { _ in } : Tensor(shape: [0], scalars: [])
-            let dp = needQK ? workspace.buffer(.scoreGradient, count: block) : nil
+            let dpAll = needQK ? Unchecked(workspace.buffer(.scoreGradient, count: workers * block)) : nil
+            let empty = Tensor(shape: [0], scalars: [])
             g.withPointer { gp in
-                probabilities.withPointer { pp in
-                    dq.withMutablePointer { dqp in
-                        dk.withMutablePointer { dkp in
-                            dv.withMutablePointer { dvp in
-                                for pair in 0..<pairs {
-                                    let (b, h) = (pair / heads, pair % heads)
-                                    let p = pp + pair * block
-                                    let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
-                                    if v.requiresGradient {
-                                        // dV = Pᵀ·dO
-                                        BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, a: p, lda: nk,
-                                                  b: gp + qo, ldb: width, c: dvp + ko, ldc: width)
-                                    }
-                                    guard let dp, let savedV else { continue }
-                                    // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)).
-                                    savedV.withPointer { vp in
-                                        BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, a: gp + qo, lda: width,
-                                                  b: vp + ko, ldb: width, c: dp, ldc: nk)
-                                    }
-                                    Kernels.softmaxBackwardRows(p, dp, rows: nq, columns: nk, threads: threads)
-                                    if let savedK {
-                                        // dQ = scale·dS·K
-                                        savedK.withPointer { kp in
-                                            BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, alpha: scale, a: dp, lda: nk,
-                                                      b: kp + ko, ldb: width, c: dqp + qo, ldc: width)
-                                        }
-                                    }
-                                    if let savedQ {
-                                        // dK = scale·dSᵀ·Q
-                                        savedQ.withPointer { qp in
-                                            BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, alpha: scale, a: dp, lda: nk,
-                                                      b: qp + qo, ldb: width, c: dkp + ko, ldc: width)
+                (savedV ?? empty).withPointer { vp in
+                    (savedK ?? empty).withPointer { kp in
+                        (savedQ ?? empty).withPointer { qp in
+                            dq.withMutablePointer { dqp in
+                                dk.withMutablePointer { dkp in
+                                    dv.withMutablePointer { dvp in
+                                        let (gp, pp, vp, kp, qp) = (Unchecked(gp), probabilities, Unchecked(vp), Unchecked(kp), Unchecked(qp))
+                                        let (dqp, dkp, dvp) = (Unchecked(dqp), Unchecked(dkp), Unchecked(dvp))
+                                        let (hasK, hasQ) = (savedK != nil, savedQ != nil)
+                                        Kernels.eachPair(pairs, workers: workers) { worker, pair in
+                                            let (b, h) = (pair / heads, pair % heads)
+                                            let p = UnsafePointer(pp[pair])
+                                            let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
+                                            if v.requiresGradient {
+                                                // dV = Pᵀ·dO
+                                                BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, a: p, lda: nk,
+                                                          b: gp.value + qo, ldb: width, c: dvp.value + ko, ldc: width)
+                                            }
+                                            guard let dpAll else { return }
+                                            let dp = dpAll.value + worker * block
+                                            // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)).
+                                            BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, a: gp.value + qo, lda: width,
+                                                      b: vp.value + ko, ldb: width, c: dp, ldc: nk)
+                                            Kernels.softmaxBackwardRows(p, dp, rows: nq, columns: nk)
+                                            if hasK {
+                                                // dQ = scale·dS·K
+                                                BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, alpha: scale, a: dp, lda: nk,
+                                                          b: kp.value + ko, ldb: width, c: dqp.value + qo, ldc: width)
+                                            }
+                                            if hasQ {
+                                                // dK = scale·dSᵀ·Q
+                                                BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, alpha: scale, a: dp, lda: nk,
+                                                          b: qp.value + qo, ldb: width, c: dkp.value + ko, ldc: width)
+                                            }
                                         }
                                     }
                                 }
@@ -171,6 +180,145 @@ extension Kernels {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The softmax matrices P an attention call keeps for its backward pass, one heap buffer per
+/// (batch, head) pair. Separate buffers of one pair's size (1178² floats = 5.5 MB at SD3.5
+/// sizes) stay below the allocator's mapping threshold, so the memory freed after one backward
+/// pass is reused by the next forward instead of being mapped and zeroed afresh (one buffer for
+/// all pairs would be hundreds of MB).
+final class ScoreStore: @unchecked Sendable {
+    private let buffers: [UnsafeMutablePointer<Float>]
+
+    /// `pairs` uninitialised buffers of `count` values.
+    init(pairs: Int, count: Int) {
+        buffers = (0..<pairs).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: max(1, count)) }
+    }
+
+    /// Pair `i`'s buffer (valid while the store lives; pairs never share memory).
+    subscript(i: Int) -> UnsafeMutablePointer<Float> { buffers[i] }
+
+    deinit { for b in buffers { b.deallocate() } }
+}
+
+extension Kernels {
+    /// Runs `body(worker, pair)` for every pair in `0..<pairs`, worker `w` taking pairs w, w +
+    /// workers, … on its own thread. With more than one worker OpenBLAS is limited to one thread
+    /// per call meanwhile, so each worker's sgemm calls run on that worker alone. Workers must
+    /// write disjoint memory (their own scratch, their own heads' columns).
+    static func eachPair(_ pairs: Int, workers: Int, _ body: (Int, Int) -> Void) {
+        guard workers > 1 else {
+            for pair in 0..<pairs { body(0, pair) }
+            return
+        }
+        BLAS.singleThreaded {
+            withoutActuallyEscaping(body) { escapable in
+                let work = Unchecked(escapable)
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    var pair = worker
+                    while pair < pairs {
+                        work.value(worker, pair)
+                        pair += workers
+                    }
+                }
+            }
+        }
+    }
+
+    /// For each of `rows` rows of `columns` scores: e = exp(s − max(s)) in place and
+    /// `inverseSums[row]` = 1/Σe; with `normalize` the row is also divided by its sum (a softmax).
+    /// Each row is read from memory once and then stays in L1 for the later passes. Rows of at
+    /// least 16 values are handled in whole vectors only: a row's last, partial vector is taken
+    /// as the 16 values ending the row (overlapping the previous one), its overlap masked out of
+    /// the sums.
+    static func expRows(_ s: UnsafeMutablePointer<Float>, rows: Int, columns n: Int,
+                        inverseSums: UnsafeMutablePointer<Float>, normalize: Bool) {
+        let w = Vec.scalarCount
+        guard n >= w else {
+            expRowsScalar(s, rows: rows, columns: n, inverseSums: inverseSums, normalize: normalize)
+            return
+        }
+        let whole = n / w * w, last = n - w
+        // Lanes of the last vector not already covered by the whole vectors.
+        let tailMask = laneIndices .>= SIMD16<Int32>(repeating: Int32(whole - last))
+        for r in 0..<rows {
+            let row = s + r * n
+            var m = load(row + last)
+            var i = 0
+            while i < whole { m = maximum(m, load(row + i)); i += w }
+            let mv = Vec(repeating: horizontalMax(m))
+            // The last vector's exponentials, from the original scores (computed before the
+            // loop below overwrites the overlapping part with the same values).
+            var tail = exp(load(row + last) - mv)
+            var acc = Vec(repeating: 0)
+            i = 0
+            while i < whole {
+                let e = exp(load(row + i) - mv)
+                acc += e
+                store(e, row + i)
+                i += w
+            }
+            store(tail, row + last)
+            tail.replace(with: 0, where: .!tailMask)
+            acc += tail
+            let inv = 1 / horizontalSum(acc)
+            inverseSums[r] = inv
+            guard normalize else { continue }
+            let iv = Vec(repeating: inv)
+            i = 0
+            while i < whole { store(load(row + i) * iv, row + i); i += w }
+            while i < n { row[i] *= inv; i += 1 }
+        }
+    }
+
+    /// `expRows` for rows shorter than one vector.
+    static func expRowsScalar(_ s: UnsafeMutablePointer<Float>, rows: Int, columns n: Int,
+                              inverseSums: UnsafeMutablePointer<Float>, normalize: Bool) {
+        for r in 0..<rows {
+            let row = s + r * n
+            var mx = -Float.infinity
+            for i in 0..<n { mx = Swift.max(mx, row[i]) }
+            var total: Float = 0
+            for i in 0..<n {
+                let e = exp(Vec(repeating: row[i] - mx))[0]
+                row[i] = e
+                total += e
+            }
+            let inv = 1 / total
+            inverseSums[r] = inv
+            if normalize { for i in 0..<n { row[i] *= inv } }
+        }
+    }
+
+    /// Multiplies row r of a `rows`×`columns` block (row stride `stride`) by factors[r].
+    static func scaleRows(_ y: UnsafeMutablePointer<Float>, rows: Int, columns: Int, stride: Int,
+                          by factors: UnsafePointer<Float>) {
+        for r in 0..<rows {
+            let row = y + r * stride, f = factors[r]
+            let fv = Vec(repeating: f)
+            var i = 0
+            while i + Vec.scalarCount <= columns { store(load(row + i) * fv, row + i); i += Vec.scalarCount }
+            while i < columns { row[i] *= f; i += 1 }
+        }
+    }
+
+    /// Turns dP into dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place, row by row (softmax backward), on
+    /// the calling thread.
+    static func softmaxBackwardRows(_ p: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, rows: Int, columns n: Int) {
+        let w = Vec.scalarCount
+        for r in 0..<rows {
+            let pr = p + r * n, dr = d + r * n
+            var acc = Vec(repeating: 0)
+            var i = 0
+            while i + w <= n { acc = fma(load(pr + i), load(dr + i), acc); i += w }
+            var dot = horizontalSum(acc)
+            while i < n { dot += pr[i] * dr[i]; i += 1 }
+            let dv = Vec(repeating: dot)
+            i = 0
+            while i + w <= n { store(load(pr + i) * (load(dr + i) - dv), dr + i); i += w }
+            while i < n { dr[i] = pr[i] * (dr[i] - dot); i += 1 }
         }
     }
 }

@@ -127,8 +127,9 @@ private struct SavedBranch {
 /// place; others are widened panel by panel (rows of W) into the workspace and multiplied from
 /// there, so no full Float32 copy of a half-precision weight ever exists.
 enum WeightProduct {
-    /// Values per widened panel (8 MB of Float32).
-    static let panelValues = 1 << 21
+    /// Values per widened panel (16 MB of Float32). Each panel is one sgemm call, which packs
+    /// all of x again, so fewer, larger panels cost less: a 1536×6144 weight takes 3 panels.
+    static let panelValues = 1 << 22
 
     /// Whether `w` can be handed to sgemm as it is stored.
     static func usableInPlace(_ w: WeightMatrix) -> Bool {

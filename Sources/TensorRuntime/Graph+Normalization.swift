@@ -20,7 +20,7 @@ extension Graph {
                             if n < Vec.scalarCount { for j in n..<Vec.scalarCount { d[j] = 0 } }
                             acc += d * d
                         }
-                        let r = 1 / (acc.sum() / Float(features) + epsilon).squareRoot()
+                        let r = 1 / (Kernels.horizontalSum(acc) / Float(features) + epsilon).squareRoot()
                         ip.value[row] = r
                         let rv = Vec(repeating: r)
                         Kernels.map(features) { i, n in Kernels.store((Kernels.load(x + i, n) - mv) * rv, y + i, n) }
@@ -100,7 +100,7 @@ extension Graph {
                                     Kernels.map(features) { i, n in
                                         acc += Kernels.load(g + i, n) * Kernels.load(wp + i, n) * Kernels.load(x + i, n)
                                     }
-                                    let c = Vec(repeating: acc.sum() * r * r / Float(features))
+                                    let c = Vec(repeating: Kernels.horizontalSum(acc) * r * r / Float(features))
                                     let rv = Vec(repeating: r)
                                     Kernels.map(features) { i, n in
                                         let h = Kernels.load(g + i, n) * Kernels.load(wp + i, n)

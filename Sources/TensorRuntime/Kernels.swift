@@ -52,20 +52,55 @@ enum Kernels {
         x.replace(with: Vec(repeating: -87.33654), where: .!(x .>= Vec(repeating: -87.33654)))
         // Round x·log2(e) to the nearest integer with the 1.5·2²³ trick (no rounding instruction needed).
         let magic = Vec(repeating: 12_582_912)
-        let shifted = x * Vec(repeating: 1.442695041) + magic
+        let shifted = fma(x, Vec(repeating: 1.442695041), magic)
         let n = shifted - magic
-        let r = (x - n * Vec(repeating: 0.693145751953125)) - n * Vec(repeating: 1.428606765330187e-06)
+        let r = fma(n, Vec(repeating: -1.428606765330187e-06), fma(n, Vec(repeating: -0.693145751953125), x))
         var p = Vec(repeating: 1.0 / 5040)
-        p = p * r + Vec(repeating: 1.0 / 720)
-        p = p * r + Vec(repeating: 1.0 / 120)
-        p = p * r + Vec(repeating: 1.0 / 24)
-        p = p * r + Vec(repeating: 1.0 / 6)
-        p = p * r + Vec(repeating: 0.5)
-        p = p * r + Vec(repeating: 1)
-        p = p * r + Vec(repeating: 1)
+        p = fma(p, r, Vec(repeating: 1.0 / 720))
+        p = fma(p, r, Vec(repeating: 1.0 / 120))
+        p = fma(p, r, Vec(repeating: 1.0 / 24))
+        p = fma(p, r, Vec(repeating: 1.0 / 6))
+        p = fma(p, r, Vec(repeating: 0.5))
+        p = fma(p, r, Vec(repeating: 1))
+        p = fma(p, r, Vec(repeating: 1))
         // The low bits of `shifted` hold n (offset by 0x4B400000); move n + 127 into the exponent.
         let bits = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- Int32(0x4B40_0000) &+ 127
         return p * unsafeBitCast(bits &<< 23, to: Vec.self)
+    }
+
+    /// 0, 1, …, 15: lane numbers, for building lane masks.
+    static let laneIndices = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+    /// Σ of the lanes, by halving (the generic `sum()` goes lane by lane through memory).
+    @inline(__always) static func horizontalSum(_ v: Vec) -> Float {
+        let a = v.lowHalf + v.highHalf
+        let b = a.lowHalf + a.highHalf
+        let c = b.lowHalf + b.highHalf
+        return c[0] + c[1]
+    }
+
+    /// The largest lane, by halving (the generic `max()` goes lane by lane through memory).
+    @inline(__always) static func horizontalMax(_ v: Vec) -> Float {
+        var a = v.lowHalf
+        a.replace(with: v.highHalf, where: v.highHalf .> a)
+        var b = a.lowHalf
+        b.replace(with: a.highHalf, where: a.highHalf .> b)
+        var c = b.lowHalf
+        c.replace(with: b.highHalf, where: b.highHalf .> c)
+        return c[1] > c[0] ? c[1] : c[0]
+    }
+
+    /// The lane-wise larger of a and b (a compare and a blend; the generic `pointwiseMax` is
+    /// compiled lane by lane).
+    @inline(__always) static func maximum(_ a: Vec, _ b: Vec) -> Vec {
+        var r = a
+        r.replace(with: b, where: b .> a)
+        return r
+    }
+
+    /// a·b + c for every lane, fused (one rounding; an FMA instruction on the host CPU).
+    @inline(__always) static func fma(_ a: Vec, _ b: Vec, _ c: Vec) -> Vec {
+        c.addingProduct(a, b)
     }
 
     /// 1 / (1 + e^-x) for every lane.
@@ -171,52 +206,14 @@ enum Kernels {
     @inline(__always) static func rowSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
         var acc = Vec(repeating: 0)
         map(count) { i, n in acc += load(p + i, n) }
-        return acc.sum()
+        return horizontalSum(acc)
     }
 
     /// Σ a[i]·b[i] for one row, vectorised.
     @inline(__always) static func rowDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
         var acc = Vec(repeating: 0)
         map(count) { i, n in acc += load(a + i, n) * load(b + i, n) }
-        return acc.sum()
-    }
-
-    /// Softmax of each row of `rows`×`columns` values, in place, computed stably (max subtracted).
-    static func softmaxRows(_ s: UnsafeMutablePointer<Float>, rows: Int, columns: Int, threads: Int) {
-        let ss = Unchecked(s)
-        parallelFor(rows, threads: threads, grain: grain(rowLength: columns)) { range in
-            for r in range {
-                let row = ss.value + r * columns
-                var m = Vec(repeating: -.infinity)
-                map(columns) { i, n in
-                    var v = Vec(repeating: -.infinity)
-                    if n == Vec.scalarCount { v = load(row + i) } else { for j in 0..<n { v[j] = row[i + j] } }
-                    m.replace(with: v, where: v .> m)
-                }
-                let mv = Vec(repeating: m.max())
-                var acc = Vec(repeating: 0)
-                map(columns) { i, n in
-                    var e = exp(load(row + i, n) - mv)
-                    if n < Vec.scalarCount { for j in n..<Vec.scalarCount { e[j] = 0 } }
-                    acc += e
-                    store(e, row + i, n)
-                }
-                let inv = Vec(repeating: 1 / acc.sum())
-                map(columns) { i, n in store(load(row + i, n) * inv, row + i, n) }
-            }
-        }
-    }
-
-    /// Turns dP into dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place, row by row (softmax backward).
-    static func softmaxBackwardRows(_ p: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, rows: Int, columns: Int, threads: Int) {
-        let ps = Unchecked(p), ds = Unchecked(d)
-        parallelFor(rows, threads: threads, grain: grain(rowLength: columns)) { range in
-            for r in range {
-                let pr = ps.value + r * columns, dr = ds.value + r * columns
-                let dot = Vec(repeating: rowDot(pr, dr, columns))
-                map(columns) { i, n in store(load(pr + i, n) * (load(dr + i, n) - dot), dr + i, n) }
-            }
-        }
+        return horizontalSum(acc)
     }
 
     // MARK: weight widening

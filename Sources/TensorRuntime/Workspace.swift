@@ -4,7 +4,7 @@
 final class Workspace {
     /// The independent scratch buffers (an operation may use several at once).
     enum Slot: Int, CaseIterable {
-        case weightPanel, scores, scoreGradient
+        case weightPanel, scores, scoreGradient, rowScale
     }
 
     private var buffers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
@@ -17,6 +17,7 @@ final class Workspace {
         if let existing = buffers[i], capacities[i] >= count { return existing }
         buffers[i]?.deallocate()
         let fresh = UnsafeMutablePointer<Float>.allocate(capacity: max(16, count))
+        Tensor.adviseHugePages(fresh, count: max(16, count))
         buffers[i] = fresh
         capacities[i] = max(16, count)
         return fresh

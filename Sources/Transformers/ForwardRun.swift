@@ -78,7 +78,17 @@ extension ForwardRun {
         let weights = try TransformerWeights(path: modelPath, configPath: configPath)
         let model = try TransformerModel.load(weights)
         let inputs = try Self.readInputs(inputsPath, names: model.inputNames)
-        try model.validate(inputs, source: inputsPath)
+        do {
+            try model.validate(inputs, source: inputsPath)
+        } catch {
+            guard case .badInput(let path, let name, let reason) = error else { throw error }
+            // Point at the tensor's bytes when the input is present.
+            let offset = (try? SafeTensorsFile(path: inputsPath)).flatMap { file in
+                (try? file.info(name)).map { file.fileOffset(of: $0) }
+            }
+            throw TransformerError.badInput(path: path, name: name,
+                                            reason: reason + (offset.map { " (tensor data at byte \($0))" } ?? ""))
+        }
         var set = AdapterSet()
         var adapterReport: [(path: String, scale: Float, modules: Int)] = []
         for adapter in adapters {

@@ -13,7 +13,7 @@ struct FlowGuard: ParsableCommand {
         discussion: """
         Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error.
         """,
-        subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self]
+        subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self, Train.self, Report.self]
     )
 
     /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.

@@ -4,7 +4,9 @@ import TensorRuntime
 /// Part (a): `Graph.linear` (no gradients recorded, Float32 and BFloat16 weights, with bias) vs
 /// raw `cblas_sgemm` computing the same x·Wᵀ, on the block's linear shapes.
 /// Also the raw sgemm rate on the block's dominant shape, the anchor of part (d).
+/// Each timing has at least one warm-up and three runs (cheap), even in quick mode.
 func linearBench(threads: Int, warmup: Int, reps: Int) -> [String: Any] {
+    let warmup = max(1, warmup), reps = max(3, reps)
     let graph = Graph(threads: threads, recordsGradients: false)   // sets OpenBLAS's thread count
     // (tokens M, out N, in K): q/k/v/out projections, MLP up and down, text-stream projections.
     let shapes: [(m: Int, n: Int, k: Int, what: String)] = [
@@ -53,7 +55,9 @@ func linearBench(threads: Int, warmup: Int, reps: Int) -> [String: Any] {
 }
 
 /// The raw sgemm rate (GFLOP/s, median of `reps`) on an M×N×K product, C = A·Bᵀ as a linear layer.
+/// At least one warm-up and three runs, even in quick mode.
 func sgemmRate(m: Int, n: Int, k: Int, warmup: Int, reps: Int) -> [String: Any] {
+    let warmup = max(1, warmup), reps = max(3, reps)
     let a = randomValues(m * k, seed: 11), b = randomValues(n * k, seed: 12)
     var c = [Float](repeating: 0, count: m * n)
     let t = timings("sgemm \(m)x\(n)x\(k)", warmup: warmup, reps: reps) {

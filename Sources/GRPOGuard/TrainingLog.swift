@@ -1,0 +1,104 @@
+import Foundation
+import SafeTensors
+
+/// One trained timestep's diagnostics within an optimizer step (averaged over its minibatches).
+public struct TimestepRecord: Sendable, Equatable {
+    /// The step index j in the schedule.
+    public var index: Int
+    /// σ_j.
+    public var sigma: Double
+    /// Ratio statistics, clip fractions and approximate KL (design §6).
+    public var diagnostics: StepDiagnostics
+    /// The 2-norm of this timestep's LoRA gradient (before averaging over timesteps and clipping).
+    public var gradientNorm: Double
+    /// The timestep's loss (reweighted; averaged over minibatches).
+    public var loss: Double
+}
+
+/// One optimizer step's line of `RUN/diagnostics.jsonl`.
+public struct UpdateRecord: Sendable, Equatable {
+    /// The training step (1-based; one rollout each).
+    public var step: Int
+    /// The update within the step's rollout (0-based).
+    public var update: Int
+    /// Optimizer steps taken so far, this one included.
+    public var optimizerStep: Int
+    /// Mean reward of the rollout.
+    public var rewardMean: Double
+    /// Standard deviation (population) of the rollout's rewards.
+    public var rewardStd: Double
+    /// The loss: mean over trained timesteps.
+    public var loss: Double
+    /// The learning rate used.
+    public var learningRate: Double
+    /// The global gradient norm before clipping.
+    public var gradientNorm: Double
+    /// Per trained timestep.
+    public var timesteps: [TimestepRecord]
+    /// Wall-clock seconds of the training step (rollout and updates) so far.
+    public var seconds: Double
+
+    /// The mean over timesteps of a diagnostic.
+    public func mean(_ key: KeyPath<StepDiagnostics, Double>) -> Double {
+        timesteps.isEmpty ? 0 : timesteps.reduce(0) { $0 + $1.diagnostics[keyPath: key] } / Double(timesteps.count)
+    }
+
+    /// The JSON object written as one line.
+    public var json: JSONValue {
+        .object([
+            ("step", .int(Int64(step))), ("update", .int(Int64(update))), ("optimizer_step", .int(Int64(optimizerStep))),
+            ("reward_mean", .double(rewardMean)), ("reward_std", .double(rewardStd)), ("loss", .double(loss)),
+            ("lr", .double(learningRate)), ("grad_norm", .double(gradientNorm)),
+            ("ratio_mean", .double(mean(\.ratioMean))), ("normalized_ratio_mean", .double(mean(\.normalizedRatioMean))),
+            ("clip_fraction_above", .double(mean(\.clipFractionAbove))), ("clip_fraction_below", .double(mean(\.clipFractionBelow))),
+            ("approx_kl", .double(mean(\.approximateKL))),
+            ("timesteps", .array(timesteps.map { t in
+                .object([
+                    ("index", .int(Int64(t.index))), ("sigma", .double(t.sigma)),
+                    ("ratio_mean", .double(t.diagnostics.ratioMean)), ("ratio_std", .double(t.diagnostics.ratioStd)),
+                    ("normalized_ratio_mean", .double(t.diagnostics.normalizedRatioMean)),
+                    ("normalized_ratio_std", .double(t.diagnostics.normalizedRatioStd)),
+                    ("clip_fraction_above", .double(t.diagnostics.clipFractionAbove)),
+                    ("clip_fraction_below", .double(t.diagnostics.clipFractionBelow)),
+                    ("approx_kl", .double(t.diagnostics.approximateKL)),
+                    ("grad_norm", .double(t.gradientNorm)), ("loss", .double(t.loss)),
+                ])
+            })),
+            ("seconds", .double(seconds)),
+        ])
+    }
+}
+
+/// The append-only diagnostics file: each line is written with one `write(2)` so its length on
+/// disk is always a whole number of lines (a checkpoint records it; resume truncates to it).
+final class DiagnosticsLog {
+    let path: String
+    private let descriptor: Int32
+
+    /// Opens (creating) the file and truncates it to `length` bytes.
+    init(path: String, truncateTo length: Int) throws(TrainingError) {
+        self.path = path
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io(path: path, reason: "cannot open for writing: \(String(cString: strerror(errno)))") }
+        guard ftruncate(fd, off_t(length)) == 0, lseek(fd, off_t(length), SEEK_SET) >= 0 else {
+            close(fd)
+            throw .io(path: path, reason: "cannot truncate to \(length) bytes: \(String(cString: strerror(errno)))")
+        }
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    /// The current length in bytes.
+    var length: Int { Int(lseek(descriptor, 0, SEEK_CUR)) }
+
+    /// Appends one line.
+    func append(_ value: JSONValue) throws(TrainingError) {
+        let bytes = Array((value.compactText + "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress!, $0.count) }
+        guard written == bytes.count else { throw .io(path: path, reason: "cannot append a line: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Flushes the file to disk.
+    func sync() { _ = fsync(descriptor) }
+}

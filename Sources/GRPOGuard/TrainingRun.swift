@@ -1,0 +1,213 @@
+import Foundation
+import LoRA
+import SafeTensors
+import Transformers
+
+/// What a finished (or deliberately stopped) run produced.
+public struct TrainingReport: Sendable {
+    /// The run folder.
+    public var output: String
+    /// Training steps completed.
+    public var steps: Int
+    /// Optimizer steps taken.
+    public var optimizerSteps: Int
+    /// The step the run resumed from (nil for a fresh start).
+    public var resumedFrom: Int?
+    /// Seconds spent in this process.
+    public var seconds: Double
+    /// The last rollout's mean reward.
+    public var lastRewardMean: Double?
+    /// `RUN/diagnostics.jsonl`.
+    public var diagnostics: String
+    /// Complete checkpoint folders, oldest first.
+    public var checkpoints: [String]
+    /// Exported files by kind (`peft`, `diffusers`, `kohya`, `archive`); empty when stopped early.
+    public var exports: [(kind: String, path: String)]
+    /// Noise-free evaluation reward without and with the adapter (when the run finished).
+    public var evaluation: (base: Double, trained: Double)?
+    /// The number of adapted modules.
+    public var modules: Int
+    /// The number of trainable values.
+    public var parameters: Int
+}
+
+/// Runs `flowguard train`: loads the model, prompts and reward, creates or resumes the run folder,
+/// trains with checkpoints, and exports the adapter. Layout of the run folder: `docs/training.md`.
+public enum TrainingRun {
+    /// Trains per `config`. With `resume` the newest complete checkpoint in the run folder is
+    /// continued (bit-identical to an uninterrupted run); without it the folder must hold none.
+    /// `stopAfter` ends the process's work after that many training steps in all (for tests of
+    /// interruption: no export). `log` receives progress lines.
+    public static func run(config: TrainingConfig, resume: Bool, stopAfter: Int? = nil,
+                           log: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
+        let started = Date()
+        let weights: TransformerWeights
+        let model: any DiffusionTransformer
+        do {
+            weights = try TransformerWeights(path: config.model, configPath: config.modelConfig)
+            model = try TransformerModel.load(weights)
+        } catch {
+            throw .model(path: config.model, reason: error.description)
+        }
+        let prompts = try TrainingPrompts.load(path: config.prompts, architecture: weights.architecture)
+        let reward = try makeReward(config)
+        defer { (reward as? ExternalReward)?.close() }
+        let trainer = try Trainer(config: config, weights: weights, model: model, prompts: prompts, reward: reward)
+
+        let fm = FileManager.default
+        let run = config.output
+        let checkpoints = run + "/checkpoints"
+        do { try fm.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
+            throw .io(path: checkpoints, reason: "cannot create the run folder: \(error.localizedDescription)")
+        }
+        TrainingCheckpoint.removeStale(in: checkpoints)
+        let fingerprint = config.fingerprintJSON.compactText
+        let existing = TrainingCheckpoint.list(in: checkpoints)
+        var resumedFrom: Int?
+        var diagnosticsLength = 0
+        if resume, let newest = existing.last {
+            let (state, stored) = try TrainingCheckpoint.readState(at: newest.path)
+            guard stored == fingerprint else {
+                throw .badCheckpoint(path: newest.path, reason: "it was made with a different config (\(difference(stored, fingerprint))); "
+                                     + "resume with the same settings or train into a new output folder")
+            }
+            try trainer.restore(state, source: newest.path)
+            resumedFrom = state.step
+            diagnosticsLength = newest.diagnosticsBytes
+            log("resuming \(run) from step \(state.step)")
+        } else if !resume, !existing.isEmpty {
+            throw .io(path: run, reason: "the run folder already holds checkpoints (up to step \(existing.last!.step)); "
+                      + "pass --resume to continue it, or choose another output folder")
+        }
+        let diagnosticsPath = run + "/diagnostics.jsonl"
+        let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
+        try writeFileSynced(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
+
+        var lastReward: Double?
+        var stepSeconds: [Double] = []
+        let target = min(config.steps, stopAfter ?? config.steps)
+        while trainer.step < target {
+            let t0 = Date()
+            let records = try trainer.trainStep()
+            for r in records { try diagnostics.append(r.json) }
+            let seconds = Date().timeIntervalSince(t0)
+            stepSeconds.append(seconds)
+            lastReward = records.last?.rewardMean
+            if let r = records.last { log(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
+            let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
+            if due || trainer.step == config.steps {
+                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
+            }
+        }
+        var exports: [(kind: String, path: String)] = []
+        var evaluation: (base: Double, trained: Double)?
+        if trainer.step >= config.steps {
+            if TrainingCheckpoint.list(in: checkpoints).last?.step != trainer.step {
+                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
+            }
+            exports = try export(trainer, run: run)
+            let ids = Array(0..<min(prompts.count, config.evalPrompts))
+            if !ids.isEmpty {
+                let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
+                let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
+                evaluation = (base, trained)
+            }
+        }
+        return TrainingReport(output: run, steps: trainer.step, optimizerSteps: trainer.optimizerSteps, resumedFrom: resumedFrom,
+                              seconds: Date().timeIntervalSince(started), lastRewardMean: lastReward, diagnostics: diagnosticsPath,
+                              checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
+                              evaluation: evaluation, modules: trainer.modules.count,
+                              parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+    }
+
+    /// The reward a config names: `builtin:…` or an external command line.
+    public static func makeReward(_ config: TrainingConfig) throws(TrainingError) -> any Reward {
+        if config.reward.hasPrefix(BuiltinRewards.prefix) {
+            do { return try BuiltinRewards.make(spec: config.reward) } catch { throw .reward(error.description) }
+        }
+        let words = config.reward.split(separator: " ").map(String.init)
+        guard let command = words.first else { throw .reward("the reward command is empty") }
+        let policy = RewardFailurePolicy(config.rewardOnFailure) ?? .fail
+        do {
+            return try ExternalReward(config: ExternalRewardConfig(command: command, arguments: Array(words.dropFirst()),
+                                                                   timeout: config.rewardTimeout, onFailure: policy))
+        } catch {
+            throw .reward(error.description)
+        }
+    }
+
+    /// Writes the exported adapter as a diffusers file to `path`.
+    static func writeAdapter(_ trainer: Trainer, to path: String) throws(TrainingError) {
+        let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
+                                                    alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
+        do { try LoRAWriter.write(adapter, format: .diffusers, to: path, architecture: trainer.weights.architecture) } catch {
+            throw .io(path: path, reason: "cannot write the adapter: \(error)")
+        }
+    }
+
+    /// Checkpoints the trainer's current state.
+    static func checkpoint(_ trainer: Trainer, diagnostics: DiagnosticsLog, fingerprint: String, folder: String) throws(TrainingError) {
+        diagnostics.sync()
+        let scratch = folder + "/.tmp-adapter-\(getpid()).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try writeAdapter(trainer, to: scratch)
+        _ = try TrainingCheckpoint.write(state: trainer.state, diagnosticsBytes: diagnostics.length, fingerprint: fingerprint,
+                                         modules: trainer.modules, adapterFile: scratch, useXOR: trainer.config.checkpointXOR,
+                                         threads: trainer.config.threads, in: folder)
+    }
+
+    /// Exports the adapter into `RUN/final/` (written in a temporary folder, then renamed).
+    static func export(_ trainer: Trainer, run: String) throws(TrainingError) -> [(kind: String, path: String)] {
+        let fm = FileManager.default
+        let final = run + "/final", temp = run + "/.final-tmp"
+        try? fm.removeItem(atPath: temp)
+        do { try fm.createDirectory(atPath: temp, withIntermediateDirectories: true) } catch {
+            throw .io(path: temp, reason: "cannot create: \(error.localizedDescription)")
+        }
+        try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors")
+        let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
+                                                    alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
+        do {
+            try LoRAWriter.write(adapter, format: .peft, to: temp + "/peft", architecture: trainer.weights.architecture)
+            try LoRAWriter.write(adapter, format: .kohya, to: temp + "/adapter_kohya.safetensors", architecture: trainer.weights.architecture)
+        } catch {
+            throw .io(path: temp, reason: "cannot export the adapter: \(error)")
+        }
+        do {
+            try DeltaArchive.pack(input: temp + "/pytorch_lora_weights.safetensors", output: temp + "/adapter.fgdelta",
+                                  options: PackOptions(threads: trainer.config.threads))
+        } catch {
+            throw .io(path: temp + "/adapter.fgdelta", reason: error.description)
+        }
+        syncPath(temp)
+        let old = run + "/.final-old"
+        try? fm.removeItem(atPath: old)
+        if fm.fileExists(atPath: final), rename(final, old) != 0 {
+            throw .io(path: final, reason: "cannot replace: \(String(cString: strerror(errno)))")
+        }
+        guard rename(temp, final) == 0 else { throw .io(path: final, reason: "cannot rename the export into place: \(String(cString: strerror(errno)))") }
+        syncPath(run)
+        try? fm.removeItem(atPath: old)
+        return [("diffusers", final + "/pytorch_lora_weights.safetensors"), ("peft", final + "/peft"),
+                ("kohya", final + "/adapter_kohya.safetensors"), ("archive", final + "/adapter.fgdelta")]
+    }
+
+    /// The progress line of a training step.
+    static func progressLine(_ r: UpdateRecord, total: Int, secondsPerStep: Double, done: Int) -> String {
+        func f(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
+        let ratioStd = r.mean(\.ratioStd), normStd = r.mean(\.normalizedRatioStd)
+        let eta = Double(total - done) * secondsPerStep
+        return "step \(done)/\(total)  reward \(f(r.rewardMean)) ± \(f(r.rewardStd))  r \(f(r.mean(\.ratioMean), 6)) ± \(f(ratioStd, 6))"
+            + "  r̂ \(f(r.mean(\.normalizedRatioMean), 6)) ± \(f(normStd, 6))  clip +\(f(r.mean(\.clipFractionAbove), 2))/-\(f(r.mean(\.clipFractionBelow), 2))"
+            + "  loss \(String(format: "%.3e", r.loss))  \(f(secondsPerStep, 2)) s/step  ETA \(Int(eta.rounded())) s"
+    }
+
+    /// The first config key whose value differs between two fingerprints.
+    static func difference(_ a: String, _ b: String) -> String {
+        guard let x = try? JSONValue.parse(Array(a.utf8)).objectMembers, let y = try? JSONValue.parse(Array(b.utf8)) else { return "settings differ" }
+        for (key, value) in x where y[key] != value {
+            return "\(key) was \(value.compactText), now \(y[key]?.compactText ?? "absent")"
+        }
+        return "settings differ"
+    }
+}

@@ -1,0 +1,270 @@
+import ArgumentParser
+import Foundation
+import GRPOGuard
+import SafeTensors
+
+/// `flowguard train`: fine-tunes a LoRA adapter with GRPO-Guard (or Flow-GRPO) on the CPU.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Fine-tune a LoRA adapter of an SD3.5/FLUX transformer with GRPO-Guard on the CPU.",
+        discussion: """
+        The config is a JSON object whose keys are the flags below with dashes written as underscores (docs/training.md); every flag overrides the config's value. Relative paths in the config file are relative to its folder. Required: model, prompts, reward, output.
+
+        The run folder receives diagnostics.jsonl (one JSON line per optimizer step), config.json, checkpoints/step-NNNNNN/ (written atomically) and, at the end, final/ with the adapter in diffusers (pytorch_lora_weights.safetensors), PEFT (peft/) and kohya (adapter_kohya.safetensors) form and as a delta archive (adapter.fgdelta).
+
+        --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run.
+
+        Examples:
+          flowguard train --config fixtures/train/sd35_tiny_demo.json
+          flowguard train --config train.json --group-size 8 --steps 50 --output runs/a
+          flowguard train --config train.json --output runs/a --resume --json
+        """
+    )
+
+    @Option(help: "The training config (JSON).")
+    var config: String?
+
+    @Flag(help: "Continue from the newest complete checkpoint in the run folder.")
+    var resume = false
+
+    @Flag(help: "Print one JSON object describing the run.")
+    var json = false
+
+    @Option(name: .customLong("stop-after"), help: ArgumentHelp("Stop after this many training steps in all, without exporting (for tests).", visibility: .hidden))
+    var stopAfter: Int?
+
+    @Option(name: .customLong("model"), help: "The transformer checkpoint (file, shard index or diffusers folder).")
+    var model: String?
+
+    @Option(name: .customLong("model-config"), help: "A diffusers config.json for the model.")
+    var modelConfig: String?
+
+    @Option(name: .customLong("prompts"), help: "The prompt-embedding safetensors file.")
+    var prompts: String?
+
+    @Option(name: .customLong("reward"), help: "builtin:NAME[:options] or an external reward command line.")
+    var reward: String?
+
+    @Option(name: .customLong("reward-timeout"), help: "Seconds an external reward may take per batch (300).")
+    var rewardTimeout: String?
+
+    @Option(name: .customLong("reward-on-failure"), help: "External reward failure policy: fail or retry(N).")
+    var rewardOnFailure: String?
+
+    @Option(name: .customLong("output"), help: "The run folder.")
+    var output: String?
+
+    @Option(name: .customLong("seed"), help: "Seed of every random draw (0).")
+    var seed: String?
+
+    @Option(name: .customLong("steps"), help: "Training steps, each one rollout (100).")
+    var steps: String?
+
+    @Option(name: .customLong("prompts-per-step"), help: "Prompts per rollout (1).")
+    var promptsPerStep: String?
+
+    @Option(name: .customLong("group-size"), help: "Samples per prompt G (24).")
+    var groupSize: String?
+
+    @Option(name: .customLong("batch-size"), help: "Samples per forward pass; 0 = the whole rollout (0).")
+    var batchSize: String?
+
+    @Option(name: .customLong("updates-per-rollout"), help: "Optimizer steps per rollout (1).")
+    var updatesPerRollout: String?
+
+    @Option(name: .customLong("sampling-steps"), help: "Denoising steps T of a rollout (10).")
+    var samplingSteps: String?
+
+    @Option(name: .customLong("eval-steps"), help: "Noise-free evaluation steps (40).")
+    var evalSteps: String?
+
+    @Option(name: .customLong("eval-prompts"), help: "Prompts evaluated noise-free at the end, with and without the adapter; 0 = none (4).")
+    var evalPrompts: String?
+
+    @Option(name: .customLong("shift"), help: "Schedule shift (3).")
+    var shift: String?
+
+    @Option(name: .customLong("noise-level"), help: "SDE noise level a (0.7).")
+    var noiseLevel: String?
+
+    @Option(name: .customLong("timestep-fraction"), help: "Fraction of the T steps trained (0.99).")
+    var timestepFraction: String?
+
+    @Option(name: .customLong("cfg-scale"), help: "Classifier-free guidance scale; 1 = off (1).")
+    var cfgScale: String?
+
+    @Option(name: .customLong("guidance"), help: "FLUX guidance input (3.5).")
+    var guidance: String?
+
+    @Option(name: .customLong("latent-size"), help: "Latent height and width (64).")
+    var latentSize: String?
+
+    @Option(name: .customLong("objective"), help: "grpo-guard or flow-grpo (grpo-guard).")
+    var objective: String?
+
+    @Option(name: .customLong("clip-range"), help: "Clip range ε (2e-6 guard, 1e-4 flow-grpo).")
+    var clipRange: String?
+
+    @Option(name: .customLong("bias-mode"), help: "RatioNorm bias: batch or per-sample (batch).")
+    var biasMode: String?
+
+    @Option(name: .customLong("reweighting"), help: "GRPO-Guard's 1/|dt| reweighting: true or false (true).")
+    var reweighting: String?
+
+    @Option(name: .customLong("kl-beta"), help: "KL coefficient β (0).")
+    var klBeta: String?
+
+    @Option(name: .customLong("advantage-scale"), help: "per-group or global (per-group).")
+    var advantageScale: String?
+
+    @Option(name: .customLong("advantage-clip"), help: "Advantage clamp (5).")
+    var advantageClip: String?
+
+    @Option(name: .customLong("lora-rank"), help: "LoRA rank r (32).")
+    var loraRank: String?
+
+    @Option(name: .customLong("lora-alpha"), help: "LoRA α (64).")
+    var loraAlpha: String?
+
+    @Option(name: .customLong("lora-targets"), help: "Comma-separated module names in every attention.")
+    var loraTargets: String?
+
+    @Option(name: .customLong("learning-rate"), help: "AdamW learning rate (1e-4 SD3, 2e-4 FLUX).")
+    var learningRate: String?
+
+    @Option(name: .customLong("adam-beta1"), help: "AdamW β1 (0.9).")
+    var adamBeta1: String?
+
+    @Option(name: .customLong("adam-beta2"), help: "AdamW β2 (0.999).")
+    var adamBeta2: String?
+
+    @Option(name: .customLong("adam-epsilon"), help: "AdamW ε (1e-8).")
+    var adamEpsilon: String?
+
+    @Option(name: .customLong("weight-decay"), help: "AdamW weight decay (1e-4).")
+    var weightDecay: String?
+
+    @Option(name: .customLong("max-grad-norm"), help: "Gradient-norm clip (1.0).")
+    var maxGradNorm: String?
+
+    @Option(name: .customLong("ema-decay"), help: "EMA decay (0.9).")
+    var emaDecay: String?
+
+    @Option(name: .customLong("ema-interval"), help: "EMA update interval in optimizer steps (8).")
+    var emaInterval: String?
+
+    @Option(name: .customLong("ema"), help: "Export the EMA adapter: true or false (true).")
+    var ema: String?
+
+    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint every N training steps; 0 = only at the end (10).")
+    var checkpointEvery: String?
+
+    @Option(name: .customLong("checkpoint-xor"), help: "Store checkpoints as XOR deltas of the previous one (true).")
+    var checkpointXor: String?
+
+    @Option(name: .customLong("threads"), help: "Compute threads (1).")
+    var threads: String?
+
+    /// The flags given, as config overrides.
+    var overrides: [(key: String, value: String)] {
+        let all: [(String, String?)] = [
+            ("model", model),
+            ("model_config", modelConfig),
+            ("prompts", prompts),
+            ("reward", reward),
+            ("reward_timeout", rewardTimeout),
+            ("reward_on_failure", rewardOnFailure),
+            ("output", output),
+            ("seed", seed),
+            ("steps", steps),
+            ("prompts_per_step", promptsPerStep),
+            ("group_size", groupSize),
+            ("batch_size", batchSize),
+            ("updates_per_rollout", updatesPerRollout),
+            ("sampling_steps", samplingSteps),
+            ("eval_steps", evalSteps),
+            ("eval_prompts", evalPrompts),
+            ("shift", shift),
+            ("noise_level", noiseLevel),
+            ("timestep_fraction", timestepFraction),
+            ("cfg_scale", cfgScale),
+            ("guidance", guidance),
+            ("latent_size", latentSize),
+            ("objective", objective),
+            ("clip_range", clipRange),
+            ("bias_mode", biasMode),
+            ("reweighting", reweighting),
+            ("kl_beta", klBeta),
+            ("advantage_scale", advantageScale),
+            ("advantage_clip", advantageClip),
+            ("lora_rank", loraRank),
+            ("lora_alpha", loraAlpha),
+            ("lora_targets", loraTargets),
+            ("learning_rate", learningRate),
+            ("adam_beta1", adamBeta1),
+            ("adam_beta2", adamBeta2),
+            ("adam_epsilon", adamEpsilon),
+            ("weight_decay", weightDecay),
+            ("max_grad_norm", maxGradNorm),
+            ("ema_decay", emaDecay),
+            ("ema_interval", emaInterval),
+            ("ema", ema),
+            ("checkpoint_every", checkpointEvery),
+            ("checkpoint_xor", checkpointXor),
+            ("threads", threads)
+        ]
+        return all.compactMap { key, value in value.map { (key, $0) } }
+    }
+
+    func run() throws {
+        let settings: TrainingConfig
+        let report: TrainingReport
+        do {
+            if let config {
+                settings = try TrainingConfig.load(path: config, overrides: overrides)
+            } else {
+                settings = try TrainingConfig.from(overrides: overrides)
+            }
+            report = try TrainingRun.run(config: settings, resume: resume, stopAfter: stopAfter) { printError($0) }
+        } catch {
+            throw CommandFailure(message: "error: \(error.description)")
+        }
+        print(json ? Self.json(report).compactText : Self.summary(report))
+    }
+
+    /// The human summary printed at the end.
+    static func summary(_ r: TrainingReport) -> String {
+        var lines = ["trained \(r.steps) steps (\(r.optimizerSteps) optimizer steps) of \(r.modules) LoRA modules (\(r.parameters) values) in \(String(format: "%.1f", r.seconds)) s"
+                     + (r.resumedFrom.map { ", resumed from step \($0)" } ?? "")]
+        if let reward = r.lastRewardMean { lines.append("  last rollout reward mean: \(String(format: "%.6g", reward))") }
+        if let e = r.evaluation {
+            lines.append("  noise-free evaluation reward: base \(String(format: "%.6g", e.base)) → adapted \(String(format: "%.6g", e.trained))")
+        }
+        lines.append("  diagnostics: \(r.diagnostics)")
+        if let last = r.checkpoints.last { lines.append("  checkpoints: \(r.checkpoints.count), newest \(last)") }
+        if r.exports.isEmpty {
+            lines.append("  stopped before the last step: nothing exported (continue with --resume)")
+        }
+        for e in r.exports { lines.append("  \(e.kind): \(e.path)") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The `--json` object.
+    static func json(_ r: TrainingReport) -> JSONValue {
+        .object([
+            ("output", .string(r.output)),
+            ("steps", .int(Int64(r.steps))),
+            ("optimizer_steps", .int(Int64(r.optimizerSteps))),
+            ("resumed_from", r.resumedFrom.map { .int(Int64($0)) } ?? .null),
+            ("seconds", .double(r.seconds)),
+            ("last_reward_mean", r.lastRewardMean.map { .double($0) } ?? .null),
+            ("modules", .int(Int64(r.modules))),
+            ("parameters", .int(Int64(r.parameters))),
+            ("diagnostics", .string(r.diagnostics)),
+            ("checkpoints", .array(r.checkpoints.map { .string($0) })),
+            ("exports", .object(r.exports.map { ($0.kind, .string($0.path)) })),
+            ("evaluation", r.evaluation.map { .object([("base", .double($0.base)), ("adapted", .double($0.trained))]) } ?? .null),
+        ])
+    }
+}
