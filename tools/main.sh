@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# The main job on the bundled default: installs what is missing, builds flowguard (release),
-# then inspects, verifies, converts (original -> diffusers, bf16) and diffs the bundled fixtures,
-# and runs both fixture transformers forward (one with a LoRA) on the CPU.
+# The main job on the bundled default: installs what is missing, builds flowguard (release), then
+# fine-tunes a LoRA on the bundled tiny SD3.5-style model and prompt set with GRPO-Guard on a
+# built-in reward (about a minute on 2 cores), writes the delta archive, the diffusers/PEFT/kohya
+# exports and an HTML report, and prints where they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 swift build -c release --product flowguard >&2
 bin=$(swift build -c release --show-bin-path)/flowguard
+run=.build/demo-run
+rm -rf "$run"
 set -x
-"$bin" inspect --group fixtures/sd35_tiny/original.safetensors
-"$bin" inspect fixtures/sd35_tiny/diffusers_sharded
-"$bin" verify --read-data fixtures/sd35_tiny/original.safetensors fixtures/sd35_tiny/diffusers_sharded fixtures/flux_tiny/diffusers
-out=$(mktemp -d)
-"$bin" convert fixtures/sd35_tiny/original.safetensors "$out/sd35_tiny_diffusers" --layout diffusers --dtype bf16
-"$bin" diff --map-layouts --tolerance 0.01 fixtures/sd35_tiny/original.safetensors "$out/sd35_tiny_diffusers"
-"$bin" run --model "$out/sd35_tiny_diffusers" --inputs fixtures/sd35_tiny/io.safetensors --output "$out/sd35_tiny_output.safetensors" --lora fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors --threads 2
-"$bin" run --model fixtures/flux_tiny/original.safetensors --config fixtures/flux_tiny/diffusers/config.json --inputs fixtures/flux_tiny/io.safetensors --output "$out/flux_tiny_output.safetensors" --threads 2
-rm -rf "$out"
+"$bin" train --config fixtures/train/sd35_tiny_demo.json --output "$run" \
+    --steps 240 --sampling-steps 10 --eval-steps 40 --latent-size 16 --updates-per-rollout 2 \
+    --learning-rate 0.01 --ema true --checkpoint-every 20 --threads 2
+"$bin" report "$run"
+"$bin" lora inspect "$run/final/adapter_kohya.safetensors" | head -n 8
+"$bin" run --model fixtures/sd35_tiny/original.safetensors --inputs fixtures/sd35_tiny/io.safetensors \
+    --output "$run/output_with_adapter.safetensors" --lora "$run/final/adapter_kohya.safetensors" --threads 2
+{ set +x; } 2>/dev/null
+echo
+echo "GRPO-Guard demo run: $run"
+echo "  report:      $run/report.html"
+echo "  archive:     $run/final/adapter.fgdelta (zstd delta archive; flowguard lora unpack restores the safetensors)"
+echo "  diffusers:   $run/final/pytorch_lora_weights.safetensors"
+echo "  PEFT:        $run/final/peft"
+echo "  kohya:       $run/final/adapter_kohya.safetensors"
+echo "  diagnostics: $run/diagnostics.jsonl, checkpoints in $run/checkpoints"

@@ -28,10 +28,15 @@ enum ReportSVG {
 
     /// A line plot.
     struct LinePlot {
+        /// The heading (also the SVG's `<title>`).
         var title: String
+        /// The x axis's label.
         var xLabel: String
+        /// The y axis's label.
         var yLabel: String
+        /// The lines, drawn in order over the bands.
         var series: [Series]
+        /// Shaded regions, drawn first.
         var bands: [Band] = []
         /// Horizontal lines drawn in grey (e.g. r = 1, 1 ± ε).
         var referenceLines: [(y: Double, label: String)] = []
@@ -39,7 +44,9 @@ enum ReportSVG {
 
     /// A grid of values coloured by their distance from `center`: blue below, red above.
     struct Heatmap {
+        /// The heading (also the SVG's `<title>`).
         var title: String
+        /// The x axis's label.
         var xLabel: String
         /// Row labels, top to bottom.
         var rows: [String]
@@ -51,7 +58,9 @@ enum ReportSVG {
         var center: Double
     }
 
+    /// Width of every figure (SVG user units).
     static let width = 660.0
+    /// Height of a line plot's data area.
     static let plotHeight = 240.0
 
     // MARK: text

@@ -15,7 +15,8 @@ of its diagnostics line (rollout + update, model loading and export excluded). T
 split is derived from a second run training a single timestep (--timestep-fraction 0.1):
 update(9) = (step(9) − step(1)) · 9/8, rollout = step(9) − update(9).
 PyTorch: reference.py times the rollout and the update directly.
-Best of --reps for every number. Progress on stderr.
+Best of --reps for every number; the sides alternate within each repetition (PyTorch, ours with
+each OpenBLAS setting), so that other load on the machine hits both alike. Progress on stderr.
 """
 import argparse
 import json
@@ -112,42 +113,54 @@ def main():
             sys.exit(1)
     cfg = config(args.work, args.threads)
 
-    torch = None
-    if not args.skip_torch:
-        torch, err, _ = run_json([TORCH_PYTHON, REFERENCE, "bench", "--dir", args.work, "--threads", str(args.threads),
-                                  "--reps", str(args.reps), "--warmup", "1"], label="PyTorch")
-        if err:
-            errors.append(err)
-    result["torch"] = torch
-
     base = dict(os.environ)
     envs = []
     if "env" in args.settings:
         envs.append(("env", base))
     if "auto" in args.settings:
         envs.append(("auto", {k: v for k, v in base.items() if k not in OPENBLAS_VARS}))
-    result["ours"] = {}
-    for name, env in envs:
-        full, single, walls = [], [], []
-        for k in range(args.reps):
+    # Rounds interleave the sides, so that load from other work on the machine hits both alike.
+    torch_runs, full, single, walls = [], {n: [] for n, _ in envs}, {n: [] for n, _ in envs}, {n: [] for n, _ in envs}
+    failed = set()
+    for k in range(args.reps):
+        if not args.skip_torch and "torch" not in failed:
+            obj, err, _ = run_json([TORCH_PYTHON, REFERENCE, "bench", "--dir", args.work, "--threads", str(args.threads),
+                                    "--reps", "1", "--warmup", "1"], label=f"PyTorch {k + 1}/{args.reps}")
+            if err:
+                errors.append(err)
+                failed.add("torch")
+            else:
+                torch_runs.append(obj)
+                log(f"PyTorch: step {obj['step_s']:.3f} s (rollout {obj['rollout_s']:.3f} s, update {obj['update_s']:.3f} s)")
+        for name, env in envs:
+            if name in failed:
+                continue
             s9, wall, err = ours_step(fg, cfg, args.work, env, 0.99, f"ours[{name}] 9 timesteps {k + 1}/{args.reps}")
-            if err:
-                errors.append(err)
-                break
-            s1, _, err = ours_step(fg, cfg, args.work, env, 0.1, f"ours[{name}] 1 timestep {k + 1}/{args.reps}")
-            if err:
-                errors.append(err)
-                break
-            full.append(s9)
-            single.append(s1)
-            walls.append(wall)
+            s1, _, err1 = (None, 0, None) if err else ours_step(fg, cfg, args.work, env, 0.1, f"ours[{name}] 1 timestep {k + 1}/{args.reps}")
+            if err or err1:
+                errors.append(err or err1)
+                failed.add(name)
+                continue
+            full[name].append(s9)
+            single[name].append(s1)
+            walls[name].append(wall)
             log(f"ours[{name}]: step {s9:.3f} s (1 trained timestep: {s1:.3f} s), process {wall:.2f} s")
-        if full:
-            step, one = min(full), min(single)
+    torch = None
+    if torch_runs:
+        torch = dict(torch_runs[0])
+        for key in ("rollout_s", "update_s", "step_s"):
+            torch[key] = min(r[key] for r in torch_runs)
+        torch["rollout_all_s"] = [r["rollout_s"] for r in torch_runs]
+        torch["update_all_s"] = [r["update_s"] for r in torch_runs]
+    result["torch"] = torch
+    result["ours"] = {}
+    for name, _ in envs:
+        if full[name]:
+            step, one = min(full[name]), min(single[name])
             update = max(0.0, (step - one) * 9 / 8)
             result["ours"][name] = {"step_s": step, "rollout_s": step - update, "update_s": update,
-                                    "one_timestep_step_s": one, "process_wall_s": min(walls),
-                                    "step_all_s": full, "one_timestep_all_s": single}
+                                    "one_timestep_step_s": one, "process_wall_s": min(walls[name]),
+                                    "step_all_s": full[name], "one_timestep_all_s": single[name]}
 
     rows = []
     for name, o in result["ours"].items():
