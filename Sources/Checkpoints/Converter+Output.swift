@@ -44,6 +44,9 @@ extension Converter {
             let code = errno
             throw SafeTensorsError.io(file: folder, operation: "create the output folder", message: Converter.systemMessage(code))
         }
+        // If a source file is truncated under us, the SIGBUS handler empties and removes this.
+        let guardToken = MappingGuard.registerCleanup(path: staging, isFolder: true)
+        defer { MappingGuard.unregisterCleanup(guardToken) }
         do {
             var staged = try ShardedWriter.write(folder: staging, baseName: Converter.folderBaseName, specs: specs,
                                                  metadata: outputMetadata, maxShardBytes: shardSize, produce: produce)

@@ -3,25 +3,6 @@ import LoRA
 import TensorRuntime
 import Transformers
 
-/// A small deterministic generator of uniform numbers (SplitMix64), for LoRA initialization and
-/// prompt order. Its whole state is one integer.
-struct SplitMix64: Sendable, Equatable {
-    /// The state.
-    var state: UInt64
-
-    /// The next 64 random bits.
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform value in [0, 1).
-    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-}
-
 /// Creates a fresh LoRA adapter for a transformer the way PEFT does (`init_lora_weights=True`):
 /// A ~ kaiming-uniform(a = √5), i.e. U(−1/√in, 1/√in), B = 0, so the adapted model starts equal to
 /// the base model. Modules are every weight `….<attn*>.<target>.weight` of the model.

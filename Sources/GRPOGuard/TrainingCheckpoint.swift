@@ -54,8 +54,8 @@ public enum TrainingCheckpoint {
     /// Reads `checkpoint.json` of a checkpoint folder.
     public static func info(at path: String) throws(TrainingError) -> Info {
         let file = path + "/checkpoint.json"
-        guard let data = FileManager.default.contents(atPath: file),
-              let json = try? JSONValue.parse([UInt8](data)),
+        guard let data = try? readWholeFile(file, limit: 1 << 20),
+              let json = try? JSONValue.parse(data),
               let step = json["step"]?.nonNegativeInt, let bytes = json["diagnostics_bytes"]?.nonNegativeInt else {
             throw .badCheckpoint(path: path, reason: "checkpoint.json is missing or unreadable")
         }

@@ -131,12 +131,12 @@ public struct TrainingConfig: Sendable, Equatable {
 
     /// Reads a config file, applies `overrides` (key → text, as from CLI flags) and validates.
     public static func load(path: String, overrides: [(key: String, value: String)] = []) throws(TrainingError) -> TrainingConfig {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw .unreadableConfig(path: path, reason: "cannot be read (\((error as NSError).localizedDescription))")
+        let data: [UInt8]
+        do { data = try readWholeFile(path, limit: 16 << 20) } catch {
+            throw .unreadableConfig(path: path, reason: "cannot be read (\(error))")
         }
         let json: JSONValue
-        do { json = try JSONValue.parse([UInt8](data)) } catch {
+        do { json = try JSONValue.parse(data) } catch {
             throw .unreadableConfig(path: path, reason: "is not valid JSON: \(error)")
         }
         guard let members = json.objectMembers else { throw .unreadableConfig(path: path, reason: "is not a JSON object") }

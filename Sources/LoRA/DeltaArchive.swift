@@ -339,43 +339,54 @@ public enum DeltaArchive {
                 try file.write(reader.sourceHeaderBytes)
             } catch { throw .source(error) }
             let units = reader.entries.flatMap { e in e.chunks.indices.map { (e, $0) } }
-            let window = max(1, threads * 2)
             let total = reader.sourceHeader.dataSize
             var done = 0
             var next = 0
             let capacity = reader.index.chunkSize
-            // A batch's chunks are consecutive in the output: they are decoded side by side into
-            // one buffer that is then written with one call, without a copy into the write buffer.
-            let batchBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: window * capacity, alignment: 4096)
+            let workers = max(1, threads)
+            // A batch is as many consecutive chunks as fit in `batchCapacity` bytes (at least one;
+            // every chunk is ≤ capacity, validated): LoRA factors are often far smaller than a
+            // chunk, so batching by count would leave the workers idle between tiny batches. The
+            // chunks are decoded side by side into one buffer, taken by whichever worker is free,
+            // and the buffer is written with one call, without a copy.
+            let batchCapacity = max(2 * workers, 4) * capacity
+            let batchBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: batchCapacity, alignment: 4096)
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: workers * capacity, alignment: 4096)
             defer { batchBuffer.deallocate(); scratch.deallocate() }
             var decompressors: [ZstdDecompressor] = []
             // zstd's content checksum is not recomputed here: decodeChunk hashes every restored
             // chunk (XXH64, 64 bits, over the final bytes), which catches any damage that changes
             // the output; `DeltaArchiveReader.verify` checks both.
-            do { for _ in 0..<window { decompressors.append(try ZstdDecompressor(verifyChecksum: false)) } }
+            do { for _ in 0..<workers { decompressors.append(try ZstdDecompressor(verifyChecksum: false)) } }
             catch { throw .invalidInput(file: reader.path, reason: error.description) }
             while next < units.count {
-                let batch = Array(units[next..<min(units.count, next + window)])
                 var starts: [Int] = []
                 var batchBytes = 0
-                for (entry, i) in batch { starts.append(batchBytes); batchBytes += entry.chunks[i].rawLength }
+                var end = next
+                while end < units.count {
+                    let length = units[end].0.chunks[units[end].1].rawLength
+                    if end > next && batchBytes + length > batchCapacity { break }
+                    starts.append(batchBytes)
+                    batchBytes += length
+                    end += 1
+                }
+                let batch = Array(units[next..<end])
                 let errors = ErrorSlots(count: batch.count)
-                parallelFor(batch.count, threads: threads) { k in
+                parallelForDynamic(batch.count, threads: workers) { worker, k in
                     let (entry, i) = batch[k]
-                    // Invariant: chunk k's bytes are [starts[k], starts[k] + rawLength) and every
-                    // rawLength ≤ capacity (validated), so the batch fits in window · capacity.
+                    // Invariant: chunk k's bytes are [starts[k], starts[k] + rawLength) ⊂ the batch
+                    // buffer; `worker` owns scratch slot `worker` and decompressor `worker`.
                     let slot = UnsafeMutableRawBufferPointer(rebasing: batchBuffer[starts[k]..<(starts[k] + entry.chunks[i].rawLength)])
-                    let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[(k * capacity)..<((k + 1) * capacity)])
+                    let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[(worker * capacity)..<((worker + 1) * capacity)])
                     do throws(DeltaArchiveError) {
-                        try reader.decodeChunk(entry, i, into: slot, scratch: planes, decompressor: decompressors[k])
+                        try reader.decodeChunk(entry, i, into: slot, scratch: planes, decompressor: decompressors[worker])
                     } catch { errors.set(k, error) }
                 }
                 if let error = errors.first { throw error }
                 do { try file.writeUnbuffered(UnsafeRawBufferPointer(rebasing: batchBuffer[0..<batchBytes])) } catch { throw .source(error) }
                 done += batchBytes
                 progress?(done, total)
-                next += batch.count
+                next = end
             }
             let decoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }

@@ -24,7 +24,8 @@ extension DeltaArchiveReader {
         guard indexLength <= UInt64(DeltaArchiveFormat.maximumIndexLength) else {
             throw .tooLarge(file: path, tensor: nil, declared: indexLength, limit: UInt64(DeltaArchiveFormat.maximumIndexLength), offset: trailer + 8)
         }
-        guard indexOffset >= UInt64(pre), indexOffset + indexLength == UInt64(trailer) else {
+        // Compared without adding: a hostile offset near 2^64 must not overflow.
+        guard indexOffset >= UInt64(pre), indexOffset <= UInt64(trailer), UInt64(trailer) - indexOffset == indexLength else {
             throw .corruptIndex(file: path, tensor: nil, reason: "trailer places the index at \(indexOffset)..<\(indexOffset &+ indexLength) but it must end at the trailer (byte \(trailer))", offset: trailer)
         }
         let start = Int(indexOffset)

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import Foundation
 import SafeTensors
 
 /// The tensors an archive's XOR deltas were taken against: a safetensors file or another archive.
@@ -90,6 +91,7 @@ public final class DeltaArchiveReader: @unchecked Sendable {
     public let reference: DeltaReference?
     private let base: UnsafeRawPointer
     private let byName: [String: Int]
+    private let guardToken: Int
 
     /// The tensors, in the original file's data order.
     public var entries: [DeltaEntry] { index.entries }
@@ -130,12 +132,15 @@ public final class DeltaArchiveReader: @unchecked Sendable {
             throw .io(file: path, operation: "mmap", message: String(cString: strerror(errno)))
         }
         let pointer = UnsafeRawPointer(mapped)
+        // Registered so that a truncation under us is reported by the SIGBUS handler, not a crash.
+        guardToken = MappingGuard.registerMapping(start: pointer, length: size, path: path)
         do {
             let parsed = try DeltaArchiveReader.validate(UnsafeRawBufferPointer(start: pointer, count: size), file: path, limits: limits)
             index = parsed.index
             sourceHeaderBytes = parsed.headerBytes
             sourceHeader = parsed.header
         } catch {
+            MappingGuard.unregisterMapping(guardToken)
             munmap(mapped, size)
             throw error
         }
@@ -145,7 +150,10 @@ public final class DeltaArchiveReader: @unchecked Sendable {
         self.byName = byName
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), fileSize) }
+    deinit {
+        MappingGuard.unregisterMapping(guardToken)
+        munmap(UnsafeMutableRawPointer(mutating: base), fileSize)
+    }
 
     /// Decodes tensor `name` (random access: only its frames are read).
     public func readTensor(_ name: String, threads: Int = activeProcessors()) throws(DeltaArchiveError) -> [UInt8] {
@@ -260,6 +268,42 @@ func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
                 i += workers
             }
         }
+    }
+}
+
+/// Runs `body(worker, i)` for every i in `0..<count` on up to `threads` workers that take the next
+/// index as they become free (work items of uneven size stay balanced). `worker` is in
+/// `0..<threads`: per-worker scratch state can be indexed by it.
+func parallelForDynamic(_ count: Int, threads: Int, _ body: (Int, Int) -> Void) {
+    let workers = max(1, min(threads, count))
+    if workers == 1 {
+        for i in 0..<count { body(0, i) }
+        return
+    }
+    let counter = WorkCounter()
+    withoutActuallyEscaping(body) { body in
+        let box = UncheckedBox(body)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            while true {
+                let i = counter.next()
+                if i >= count { break }
+                box.value(w, i)
+            }
+        }
+    }
+}
+
+/// A shared "next index" handed out under a lock.
+final class WorkCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+
+    /// The next index (0, 1, 2, …), one per call across threads.
+    func next() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value - 1
     }
 }
 

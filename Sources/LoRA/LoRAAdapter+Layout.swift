@@ -152,11 +152,15 @@ extension LoRAAdapter {
         guard let fam = family ?? familyFromModuleNames(modules.map(\.name)) else {
             throw LoRAError.unknownArchitecture(reason: "the module names fit both SD3 and FLUX; give --base or --config")
         }
-        func indices(_ heads: [String]) -> [Int] {
-            modules.compactMap { m -> Int? in
+        func indices(_ heads: [String]) throws -> [Int] {
+            let found = modules.compactMap { m -> Int? in
                 for h in heads where m.name.hasPrefix(h) { return Int(m.name.dropFirst(h.count).prefix { $0.isNumber }) }
                 return nil
             }
+            if let big = found.first(where: { $0 >= maximumInferredBlocks }) {
+                throw LoRAError.unknownArchitecture(reason: "block index \(big) is beyond any model (at most \(maximumInferredBlocks) blocks are inferred); give --base or --config")
+            }
+            return found
         }
         let attn = layout == .original ? ["attn.qkv", "img_attn.qkv", "txt_attn.qkv", "linear1", "attn.proj", "img_attn.proj"]
                                        : ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
@@ -167,7 +171,7 @@ extension LoRAAdapter {
         let config: ModelConfig
         switch fam {
         case .sd3:
-            let blocks = indices(layout == .original ? ["joint_blocks."] : ["transformer_blocks."])
+            let blocks = try indices(layout == .original ? ["joint_blocks."] : ["transformer_blocks."])
             var n = (blocks.max() ?? 0) + 1
             let last = n - 1
             let fullContext = modules.contains { m in
@@ -183,8 +187,8 @@ extension LoRAAdapter {
             notes.append("\(n) joint blocks (highest adapted block + 1\(fullContext ? ", +1 because it has a full context stream" : "")), attn2 on \(dual.isEmpty ? "no blocks" : "blocks \(dual)")")
             config = .sd3(SD3Config(hiddenSize: hidden, numLayers: n, attentionHeadDim: nil, dualAttentionLayers: dual, qkNorm: false))
         case .flux:
-            let double = indices(layout == .original ? ["double_blocks."] : ["transformer_blocks."])
-            let single = indices(layout == .original ? ["single_blocks."] : ["single_transformer_blocks."])
+            let double = try indices(layout == .original ? ["double_blocks."] : ["transformer_blocks."])
+            let single = try indices(layout == .original ? ["single_blocks."] : ["single_transformer_blocks."])
             let nd = (double.max() ?? -1) + 1, ns = (single.max() ?? -1) + 1
             let head = hidden % 128 == 0 ? 128 : hidden
             notes.append("\(nd) double + \(ns) single blocks (highest adapted index + 1)")
@@ -193,3 +197,7 @@ extension LoRAAdapter {
         return (try Architecture(config: config), notes)
     }
 }
+
+/// The most blocks an architecture is inferred with from an adapter's block indices (published
+/// models have at most 57): a hostile index must not size a huge (or overflowing) module list.
+let maximumInferredBlocks = 1024

@@ -20,6 +20,8 @@ public final class AtomicFile {
     /// Bytes written so far (buffered included).
     public private(set) var bytesWritten = 0
     private var finished = false
+    /// The temporary file's entry in `MappingGuard`, removed once it is renamed or deleted.
+    private var guardToken = -1
 
     /// Creates the temporary file beside `destination` (exclusively; mode 0644 less the umask).
     public init(destination: String) throws(SafeTensorsError) {
@@ -42,6 +44,7 @@ public final class AtomicFile {
         }
         fd = created
         temporaryPath = path
+        guardToken = MappingGuard.registerCleanup(path: path)
         buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 4096)
     }
 
@@ -150,7 +153,8 @@ public final class AtomicFile {
             if n < 0 {
                 let code = errno
                 if code == EINTR { continue }
-                let hint = code == ENOSPC || code == EDQUOT ? " (not enough disk space)" : ""
+                let hint = code == ENOSPC || code == EDQUOT ? " (not enough disk space)"
+                    : code == EFAULT ? " (the bytes being written come from a file that was truncated while being read)" : ""
                 throw .io(file: destination, operation: "write", message: errnoMessage(code) + hint)
             }
             done += n
@@ -187,6 +191,7 @@ public final class AtomicFile {
                 throw .io(file: destination, operation: "rename into place", message: errnoMessage())
             }
             finished = true
+            MappingGuard.unregisterCleanup(guardToken)
             AtomicFile.syncFolder(AtomicFile.folder(of: destination))
         } catch {
             abandon()
@@ -200,6 +205,7 @@ public final class AtomicFile {
         finished = true
         if fd >= 0 { close(fd); fd = -1 }
         unlink(temporaryPath)
+        MappingGuard.unregisterCleanup(guardToken)
     }
 
     /// The folder part of a path ("." when there is none).

@@ -35,8 +35,12 @@ public struct SafeTensorsHeader: Sendable {
         }
         let json = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + n)])
         if let bad = firstInvalidUTF8(json) { throw .headerNotUTF8(file: file, offset: 8 + bad) }
+        // Ours: a bound on the number of JSON values, so that parsing cannot take gigabytes.
+        if let offset = JSONValue.offsetExceedingValueCount(json, limit: JSONValue.maximumValues) {
+            throw .invalidHeader(file: file, tensor: nil, reason: "more than \(JSONValue.maximumValues) JSON values and keys (about 360,000 tensors); refused before parsing, to bound memory", offset: 8 + offset)
+        }
         let root: JSONValue
-        do { root = try JSONValue.parse(json) } catch {
+        do { root = try JSONValue.parse(json, maximumValues: .max) } catch {
             throw .headerNotJSON(file: file, reason: error.reason, offset: 8 + error.offset)
         }
         // json-c accepts raw control characters inside strings; JSON (and the reference) does not.
@@ -146,6 +150,17 @@ public struct SafeTensorsHeader: Sendable {
         for raw in raws {
             guard raw.shape.allSatisfy({ $0 <= UInt64(Int.max) }) else {
                 throw .invalidHeader(file: file, tensor: raw.name, reason: "a dimension exceeds 2^63-1", offset: raw.keyOffset)
+            }
+            // A zero-sized tensor passes 9–13 whatever its other dimensions are; refuse those whose
+            // non-zero dimensions multiply past Int.max, so no product of dimensions in any order
+            // overflows Int for our users (Matrix, elementCount, row sizes).
+            var nonZeroProduct: UInt64 = 1
+            for d in raw.shape where d != 0 {
+                let (p, o) = nonZeroProduct.multipliedReportingOverflow(by: d)
+                guard !o, p <= UInt64(Int.max) else {
+                    throw .invalidHeader(file: file, tensor: raw.name, reason: "the non-zero dimensions multiply past 2^63-1", offset: raw.keyOffset)
+                }
+                nonZeroProduct = p
             }
             index[raw.name] = tensors.count
             tensors.append(TensorInfo(name: raw.name, dtype: raw.dtype, shape: raw.shape.map { Int($0) },

@@ -80,9 +80,43 @@ extension JSONValue {
     /// Maximum nesting accepted; deeper documents are rejected rather than risking the stack.
     public static let maximumDepth: Int32 = 64
 
+    /// Most values (and object keys) accepted in one document by default. Parsed JSON costs
+    /// about 100–200 bytes a value (json-c's tree, then ours), so 100 MB of `[0,0,0,…]` would
+    /// need 5–6 GB; this bounds a parse to well under 1 GB. Real documents (a checkpoint header
+    /// of 100k tensors, an index, a config) hold far fewer.
+    public static let maximumValues = 4_000_000
+
+    /// Where the text holds more than `limit` values and keys (counted, without parsing, as
+    /// one plus the `{`, `[`, `,` and `:` outside strings), or nil when it holds at most `limit`.
+    /// A linear scan that allocates nothing, so a document can be refused before parsing.
+    public static func offsetExceedingValueCount(_ bytes: UnsafeRawBufferPointer, limit: Int) -> Int? {
+        var count = 1
+        var inString = false
+        var escaped = false
+        for i in 0..<bytes.count {
+            let c = bytes[i]
+            if inString {
+                if escaped { escaped = false } else if c == 0x5C { escaped = true } else if c == 0x22 { inString = false }
+                continue
+            }
+            switch c {
+            case 0x22: inString = true
+            case 0x7B, 0x5B, 0x2C, 0x3A:
+                count += 1
+                if count > limit { return i }
+            default: break
+            }
+        }
+        return nil
+    }
+
     /// Parses a complete JSON text with json-c in strict mode. Leading and trailing JSON
-    /// whitespace is allowed; anything else after the value is an error.
-    public static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
+    /// whitespace is allowed; anything else after the value is an error, and so is a text of
+    /// more than `maximumValues` values (refused before parsing, to bound memory).
+    public static func parse(_ bytes: UnsafeRawBufferPointer, maximumValues: Int = JSONValue.maximumValues) throws(JSONParseError) -> JSONValue {
+        if let offset = offsetExceedingValueCount(bytes, limit: maximumValues) {
+            throw JSONParseError(reason: "more than \(maximumValues) values (refused before parsing, to bound memory)", offset: offset)
+        }
         guard let tokener = json_tokener_new_ex(maximumDepth) else {
             throw JSONParseError(reason: "out of memory creating the JSON parser", offset: 0)
         }

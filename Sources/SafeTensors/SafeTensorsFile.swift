@@ -21,6 +21,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let base: UnsafeRawPointer?
     /// The open descriptor, kept for kernel-side copies (`copy_file_range`).
     let descriptor: Int32
+    /// The mapping's entry in `MappingGuard` (so a truncation under us is reported, not a crash).
+    private let guardToken: Int
 
     /// Opens, maps and validates `path`. Throws a `SafeTensorsError` naming the file (and tensor
     /// and byte offset where it applies) if it is not a valid safetensors file.
@@ -42,9 +44,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw .io(file: path, operation: "mmap", message: errnoMessage())
         }
         let pointer = UnsafeRawPointer(mapped)
+        guardToken = MappingGuard.registerMapping(start: pointer, length: size, path: path)
         do {
             header = try SafeTensorsHeader.parse(UnsafeRawBufferPointer(start: pointer, count: size), fileSize: size, file: path)
         } catch {
+            MappingGuard.unregisterMapping(guardToken)
             munmap(mapped, size)
             throw error
         }
@@ -54,6 +58,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     deinit {
+        MappingGuard.unregisterMapping(guardToken)
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), fileSize) }
         close(descriptor)
     }

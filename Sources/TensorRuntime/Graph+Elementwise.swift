@@ -156,34 +156,31 @@ extension Graph {
 
     /// GELU with the tanh approximation.
     public func gelu(_ x: Variable) -> Variable {
-        let threads = self.threads
-        let y = Tensor.uninitialized(x.shape) { yp in
-            x.value.withPointer { Kernels.gelu($0, yp, count: x.value.count, threads: threads) }
-        }
-        let record = needsRecord(x)
-        let savedX: Tensor? = record ? x.value : nil
-        return output(y, record: record) { [unowned self] g in
-            let dx = Tensor.uninitialized(x.shape) { dp in
-                savedX!.withPointer { xp in
-                    g.withPointer { Kernels.geluBackward(xp, $0, dp, count: g.count, threads: threads) }
-                }
-            }
-            self.accumulate(x, dx)
-        }
+        pointwise(x, forward: Kernels.gelu, backward: Kernels.geluBackward)
     }
 
     /// SiLU: x·sigmoid(x).
     public func silu(_ x: Variable) -> Variable {
+        pointwise(x, forward: Kernels.silu, backward: Kernels.siluBackward)
+    }
+
+    /// A pointwise activation: `forward(x, y, count, threads)` writes y; `backward(x, g, dx,
+    /// count, threads)` writes ∂loss/∂x from the saved input and the incoming gradient.
+    private func pointwise(
+        _ x: Variable,
+        forward: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Int) -> Void,
+        backward: @escaping (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Int) -> Void
+    ) -> Variable {
         let threads = self.threads
         let y = Tensor.uninitialized(x.shape) { yp in
-            x.value.withPointer { Kernels.silu($0, yp, count: x.value.count, threads: threads) }
+            x.value.withPointer { forward($0, yp, x.value.count, threads) }
         }
         let record = needsRecord(x)
         let savedX: Tensor? = record ? x.value : nil
         return output(y, record: record) { [unowned self] g in
             let dx = Tensor.uninitialized(x.shape) { dp in
                 savedX!.withPointer { xp in
-                    g.withPointer { Kernels.siluBackward(xp, $0, dp, count: g.count, threads: threads) }
+                    g.withPointer { backward(xp, $0, dp, g.count, threads) }
                 }
             }
             self.accumulate(x, dx)

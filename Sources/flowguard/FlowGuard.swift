@@ -20,6 +20,8 @@ struct FlowGuard: ParsableCommand {
     static func main() {
         // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
         signal(SIGXFSZ, SIG_IGN)
+        // A checkpoint truncated by another process while mapped: a clean error, not a crash.
+        MappingGuard.installSignalHandler()
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -59,11 +59,9 @@ struct LoRAConvert: ParsableCommand {
             return try Architecture.detect(TensorCollection(path: base).infos).architecture
         }
         if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw CommandFailure(message: "error: \(config): cannot read the file.")
-            }
+            let data = try readWholeFile(config, limit: 16 << 20)
             let value: JSONValue
-            do { value = try JSONValue.parse([UInt8](data)) } catch {
+            do { value = try JSONValue.parse(data) } catch {
                 throw CommandFailure(message: "error: \(config): not JSON (\(error)).")
             }
             return try Architecture(diffusersConfig: value)

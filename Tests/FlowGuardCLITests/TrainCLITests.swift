@@ -79,7 +79,7 @@ import Glibc
         #expect(full.status == 0, "\(full.stderr)")
 
         let run = dir.file("killed")
-        var random = SplitMix(state: 42)
+        var random = SeededGenerator(seed: 42)
         var kills = 0
         for attempt in 0..<4 {
             let process = Process()
@@ -115,14 +115,3 @@ import Glibc
     }
 }
 
-/// A seeded generator for the kill moments.
-private struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,7 +1,10 @@
-"""Shared by the benchmarks: the release `flowguard` binary, built first."""
+"""Shared by the benchmarks: the release `flowguard` binary, built first, and running a command
+that reports one JSON object."""
+import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -15,3 +18,30 @@ def release_binary(given=None):
     out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
                          capture_output=True, text=True)
     return os.path.join(out.stdout.strip(), "flowguard")
+
+
+def run_json(cmd, env=None, label="", log=None, capture_stderr=False):
+    """Runs a command that prints one JSON object last on stdout (stderr streams through unless
+    `capture_stderr`, then its last lines go into the error). Returns (object or None, error text
+    or None, wall seconds)."""
+    if log:
+        log(f"{label}: {' '.join(cmd)}")
+    t = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture_stderr else None,
+                           text=True, env=env)
+    except OSError as e:
+        return None, f"{label}: cannot start: {e}", 0.0
+    wall = time.perf_counter() - t
+    lines = [line for line in r.stdout.strip().splitlines() if line.startswith("{")]
+    obj = None
+    if lines:
+        try:
+            obj = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            obj = None
+    if r.returncode != 0 or obj is None or "error" in obj:
+        why = (obj or {}).get("error") or f"exit code {r.returncode}" + (" (crashed?)" if r.returncode < 0 else "")
+        tail = "\n" + "\n".join(r.stderr.strip().splitlines()[-5:]) if capture_stderr and r.stderr.strip() else ""
+        return None, f"{label} failed: {why}{tail}", wall
+    return obj, None, wall

@@ -50,10 +50,15 @@ public enum LoRAReader {
             guard FileManager.default.fileExists(atPath: model) else {
                 throw LoRAError.notAnAdapter(path: path, reason: "a folder must be a PEFT adapter holding adapter_model.safetensors and adapter_config.json")
             }
-            guard let data = FileManager.default.contents(atPath: configFile) else {
+            guard FileManager.default.fileExists(atPath: configFile) else {
                 throw LoRAError.badConfig(file: configFile, field: "(file)", reason: "adapter_config.json is missing")
             }
-            do { peftConfig = try JSONValue.parse([UInt8](data)) } catch {
+            // Bounded: a hostile folder may hold a huge config, or a link to /dev/zero.
+            let data: [UInt8]
+            do { data = try readWholeFile(configFile, limit: 16 << 20) } catch {
+                throw LoRAError.badConfig(file: configFile, field: "(file)", reason: "cannot be read: \(error.description)")
+            }
+            do { peftConfig = try JSONValue.parse(data) } catch {
                 throw LoRAError.badConfig(file: configFile, field: "(file)", reason: "not JSON (\(error))")
             }
             source = try FactorSource(path: model)

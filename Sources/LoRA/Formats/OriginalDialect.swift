@@ -52,11 +52,13 @@ enum OriginalDialect {
     /// Original module names of a generic architecture big enough for every block index in
     /// kohya's underscored names (`joint_blocks_12_…`, `double_blocks_3_…`, `single_blocks_37_…`).
     static func genericModuleNames(underscored: [String]) -> [String] {
+        // Indices at or above maximumInferredBlocks size no architecture: their keys stay
+        // unresolved (unknownDialect) instead of building (or overflowing) a huge module list.
         func maxIndex(_ head: String) -> Int? {
             underscored.compactMap { name -> Int? in
                 guard name.hasPrefix(head) else { return nil }
                 return Int(name.dropFirst(head.count).prefix { $0.isNumber })
-            }.max()
+            }.filter { $0 < maximumInferredBlocks }.max()
         }
         var names: [String] = []
         let joint = maxIndex("joint_blocks_")

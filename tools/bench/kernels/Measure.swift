@@ -1,4 +1,5 @@
 import Foundation
+import TensorRuntime
 
 /// Seconds on a monotonic clock.
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
@@ -20,21 +21,8 @@ func progress(_ message: String) {
     FileHandle.standardError.write(Data("kernel-bench: \(message)\n".utf8))
 }
 
-/// Deterministic pseudo-random values for benchmark weights (splitmix64).
-struct Random {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// `count` values uniform in [-amplitude, amplitude].
-    mutating func values(_ count: Int, amplitude: Float) -> [Float] {
-        (0..<count).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * amplitude }
-    }
-}
+/// Deterministic pseudo-random values for benchmark weights.
+typealias Random = SplitMix64
 
 /// One measured thing: our time, the anchor's time and what they mean.
 struct Measurement {

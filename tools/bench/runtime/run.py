@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from release_build import ROOT, release_binary  # noqa: E402
+from release_build import ROOT, release_binary, run_json as shared_run_json  # noqa: E402
 
 TORCH_PYTHON = "/opt/fg-venv/bin/python"
 REFERENCE = os.path.join(HERE, "reference.py")
@@ -59,26 +59,7 @@ def block_flops(n_img=1024, n_txt=154, dim=1536, ff_mult=4):
 
 
 def run_json(cmd, env=None, label=""):
-    """Runs a command that prints one JSON object last on stdout; stderr streams through.
-    Returns (object or None, error text or None, wall seconds)."""
-    log(f"{label}: {' '.join(cmd)}")
-    t = time.perf_counter()
-    try:
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
-    except OSError as e:
-        return None, f"{label}: cannot start: {e}", 0.0
-    wall = time.perf_counter() - t
-    lines = [l for l in r.stdout.strip().splitlines() if l.startswith("{")]
-    obj = None
-    if lines:
-        try:
-            obj = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            obj = None
-    if r.returncode != 0 or obj is None or "error" in obj:
-        why = (obj or {}).get("error") or f"exit code {r.returncode}" + (" (crashed?)" if r.returncode < 0 else "")
-        return None, f"{label} failed: {why}", wall
-    return obj, None, wall
+    return shared_run_json(cmd, env=env, label=label, log=log, capture_stderr=False)
 
 
 def build_runtime_bench(given):

@@ -57,17 +57,10 @@ func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
     return den > 0 ? (num / den).squareRoot() : num.squareRoot()
 }
 
-/// Deterministic pseudo-random values in [-1, 1) (splitmix64), for shapes whose values do not matter.
+/// Deterministic pseudo-random values in [-1, 1) (SplitMix64), for shapes whose values do not matter.
 func randomValues(_ count: Int, seed: UInt64) -> [Float] {
-    var state = seed &+ 0x9E37_79B9_7F4A_7C15
-    return (0..<count).map { _ in
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Float(Double(z >> 40) / Double(1 << 24) * 2 - 1)
-    }
+    var random = SplitMix64(state: seed &+ 0x9E37_79B9_7F4A_7C15)
+    return random.values(count, amplitude: 1)
 }
 
 /// A tensor of a safetensors file, widened to Float32, with its shape.
