@@ -15,7 +15,7 @@ set -x
     --steps 240 --sampling-steps 10 --eval-steps 40 --latent-size 16 --updates-per-rollout 2 \
     --learning-rate 0.01 --ema true --checkpoint-every 20 --threads 2
 "$bin" report "$run"
-"$bin" lora inspect "$run/final/adapter_kohya.safetensors" | head -n 8
+"$bin" lora inspect "$run/final/adapter_kohya.safetensors"
 "$bin" run --model fixtures/sd35_tiny/original.safetensors --inputs fixtures/sd35_tiny/io.safetensors \
     --output "$run/output_with_adapter.safetensors" --lora "$run/final/adapter_kohya.safetensors" --threads 2
 { set +x; } 2>/dev/null

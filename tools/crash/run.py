@@ -110,10 +110,15 @@ class Harness:
         elif os.path.lexists(path):
             os.unlink(path)
 
-    def run_and_kill(self, argv, delay):
-        """Starts flowguard, SIGKILLs it after `delay` seconds; returns True when it was killed
-        (False: it finished first, and its exit status must be 0)."""
+    def run_and_kill(self, argv, delay, trigger=None):
+        """Starts flowguard, SIGKILLs it after `delay` seconds — or, with `trigger` (a function
+        returning True once a path of interest exists), `delay` seconds after the trigger fires,
+        polled every millisecond. Returns (killed, exit status, stderr); a run that finished
+        first must have succeeded."""
         p = subprocess.Popen([self.bin, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if trigger is not None:
+            while p.poll() is None and not trigger():
+                time.sleep(0.001)
         try:
             p.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -377,9 +382,23 @@ class Harness:
             # or the chain has had its share of kills; then an uninterrupted --resume.
             while stats["kills"] < kills and attempts < kills * 3:
                 attempts += 1
-                delay = self.rng.uniform(0.0, 1.05 * t)
+                # Spread the kill over what is left to do: a resumed run starts at its newest
+                # checkpoint (model loading and the export take about a quarter of a run).
+                cks = os.path.join(run, "checkpoints")
+                done = max([int(n[5:]) for n in os.listdir(cks) if n.startswith("step-")] if os.path.isdir(cks) else [0], default=0)
+                left = 0.25 + 0.75 * (steps - done) / steps
+                delay = self.rng.uniform(0.0, 1.05 * t * left)
                 argv = self.train_args(run, steps) + ([] if first else ["--resume"])
-                killed, status, err = self.run_and_kill(argv, delay)
+                # Every third run is killed within 30 ms of a checkpoint or the export starting
+                # (those windows are short: the time is in the training steps).
+                trigger = None
+                if stats["runs"] % 3 == 2:
+                    delay = self.rng.uniform(0.0, 0.03)
+                    if done >= steps - 1 or self.rng.random() < 0.4:
+                        trigger = lambda: os.path.exists(os.path.join(run, ".final-tmp"))  # noqa: E731
+                    else:
+                        trigger = lambda: any(n.startswith(".tmp-step-") for n in os.listdir(cks)) if os.path.isdir(cks) else False  # noqa: E731
+                killed, status, err = self.run_and_kill(argv, delay, trigger)
                 stats["runs"] += 1
                 where = f"{run} (run {stats['runs']}, killed after {delay:.3f} s)"
                 if not killed and status != 0:

@@ -6,12 +6,12 @@ import LoRA
 import SafeTensors
 
 /// The in-memory file every input is written to (libFuzzer runs inputs one at a time).
-nonisolated(unsafe) private let file = MemoryFile(name: "fuzz.fgdelta")
+private let file = MemoryFile(name: "fuzz.fgdelta")
 
 /// The reference XOR tensors are undone against: the safetensors file named by
 /// `FLOWGUARD_FUZZ_DELTA_REFERENCE` (run.sh passes `corpus-reference/delta-reference.safetensors`,
 /// which the XOR seed archive was packed against), or none.
-nonisolated(unsafe) private let reference: DeltaReference? = {
+private let reference: DeltaReference? = {
     guard let path = getenv("FLOWGUARD_FUZZ_DELTA_REFERENCE").map({ String(cString: $0) }), !path.isEmpty else { return nil }
     return .safetensors(try! SafeTensorsFile(path: path))
 }()

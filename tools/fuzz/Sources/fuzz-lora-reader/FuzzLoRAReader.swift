@@ -4,7 +4,7 @@ import LoRA
 import SafeTensors
 
 /// The in-memory file every input is written to (libFuzzer runs inputs one at a time).
-nonisolated(unsafe) private let file = MemoryFile(name: "fuzz-lora.safetensors")
+private let file = MemoryFile(name: "fuzz-lora.safetensors")
 
 /// Adapter structures already converted (see `fuzzLoRAReader`).
 nonisolated(unsafe) private var seenStructures = Set<String>()

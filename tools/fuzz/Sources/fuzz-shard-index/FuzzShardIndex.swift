@@ -2,7 +2,7 @@ import FuzzSupport
 import SafeTensors
 
 /// The in-memory file every input is written to (libFuzzer runs inputs one at a time).
-nonisolated(unsafe) private let file = MemoryFile(name: "fuzz-shard-index")
+private let file = MemoryFile(name: "fuzz-shard-index")
 
 /// Fuzzes reading a shard index (`*.safetensors.index.json`) with `ShardIndex.read(path:)`.
 ///
