@@ -37,6 +37,9 @@ extension Converter {
         } else if Converter.fileIdentity(folder) != nil {
             throw SafeTensorsError.io(file: folder, operation: "create the output folder", message: "a file of that name exists")
         }
+        // Staging folders of killed earlier conversions to this folder are removed first.
+        if exists { StaleTemporaries.remove(in: folder, prefix: ".convert-tmp-") }
+        StaleTemporaries.remove(in: Converter.parentFolder(of: folder), prefix: "." + Converter.lastComponent(of: folder) + ".tmp-")
         let tag = "tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let staging = exists ? folder + "/.convert-" + tag
                              : Converter.parentFolder(of: folder) + "/." + Converter.lastComponent(of: folder) + "." + tag

@@ -204,6 +204,22 @@ func writeFileSynced(_ bytes: [UInt8], to path: String) throws(TrainingError) {
     guard n == bytes.count, fsync(fd) == 0 else { throw .io(path: path, reason: "cannot write: \(String(cString: strerror(errno)))") }
 }
 
+/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder):
+/// a kill leaves the old file or the new one, never a partial one.
+func writeFileAtomically(_ bytes: [UInt8], to path: String) throws(TrainingError) {
+    do {
+        let file = try AtomicFile(destination: path)
+        var failure: SafeTensorsError?
+        bytes.withUnsafeBytes { raw in
+            do throws(SafeTensorsError) { try file.write(raw) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        try file.commit()
+    } catch {
+        throw .io(path: path, reason: "cannot write: \(error)")
+    }
+}
+
 /// fsync of a file or folder (best effort).
 func syncPath(_ path: String) {
     let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -81,7 +81,7 @@ public enum TrainingRun {
         }
         let diagnosticsPath = run + "/diagnostics.jsonl"
         let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
-        try writeFileSynced(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
+        try writeFileAtomically(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
 
         var lastReward: Double?
         var stepSeconds: [Double] = []

@@ -28,6 +28,9 @@ public final class AtomicFile {
         self.destination = destination
         let folder = AtomicFile.folder(of: destination)
         let name = destination.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? destination
+        // Temporaries of earlier writers of this destination that were killed (SIGKILL cannot be
+        // caught) would otherwise stay forever, each as large as the output.
+        StaleTemporaries.remove(in: folder, prefix: ".\(name).tmp-")
         var attempt = 0
         var created: Int32 = -1
         var path = ""

@@ -36,7 +36,8 @@ import Darwin
 /// waits, right after it is registered, until a byte is written to (or the writer closes) the
 /// named pipe FIFO. A test uses that pause to truncate the file at a known moment.
 public enum MappingGuard {
-    /// Installs the SIGBUS handler for the whole process. Call once, early, from `main`.
+    /// Installs the SIGBUS handler, and SIGINT/SIGTERM/SIGHUP handlers that remove the temporary
+    /// outputs before dying of the signal, for the whole process. Call once, early, from `main`.
     public static func installSignalHandler() {
         // Touch the tables here, in normal context: the handler must never run their lazy
         // initialisation (which allocates).
@@ -53,6 +54,19 @@ public enum MappingGuard {
         action.sa_flags = SA_SIGINFO
         sigemptyset(&action.sa_mask)
         _ = sigaction(SIGBUS, &action, nil)
+        // Interrupted (Ctrl-C, kill, hang-up): remove the temporary outputs, then die of the
+        // same signal so the exit status tells what happened.
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            var terminate = sigaction()
+            #if canImport(Glibc)
+            terminate.__sigaction_handler = .init(sa_handler: handleTermination)
+            #else
+            terminate.__sigaction_u = .init(__sa_handler: handleTermination)
+            #endif
+            terminate.sa_flags = 0
+            sigemptyset(&terminate.sa_mask)
+            _ = sigaction(signal, &terminate, nil)
+        }
     }
 
     /// Records that `length` bytes at `start` map the file `path`. Returns a token for
@@ -203,6 +217,21 @@ private func handleSIGBUS(_ signal: Int32, _ info: UnsafeMutablePointer<siginfo_
     _ = write(2, path, strlen(path))
     writeToStandardError(MappingGuard.messageTail)
     _exit(1)
+}
+
+/// SIGINT/SIGTERM/SIGHUP: removes the registered temporary outputs, restores the default action
+/// and raises the signal again (all async-signal-safe).
+private func handleTermination(_ signal: Int32) {
+    removeCleanupPaths()
+    var action = sigaction()
+    sigemptyset(&action.sa_mask)
+    #if canImport(Glibc)
+    action.__sigaction_handler = .init(sa_handler: SIG_DFL)
+    #else
+    action.__sigaction_u = .init(__sa_handler: SIG_DFL)
+    #endif
+    _ = sigaction(signal, &action, nil)
+    _ = raise(signal)
 }
 
 private func writeToStandardError(_ text: StaticString) {

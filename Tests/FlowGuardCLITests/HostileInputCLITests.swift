@@ -159,7 +159,7 @@ import Glibc
         for round in 0..<rounds {
             let results = UnsafeMutableBufferPointer<ProcessResult?>.allocate(capacity: commands.count)
             results.initialize(repeating: nil)
-            defer { results.deallocate() }
+            defer { _ = results.deinitialize(); results.deallocate() }
             nonisolated(unsafe) let slots = results
             DispatchQueue.concurrentPerform(iterations: commands.count) { i in
                 slots[i] = try? runProcess(CLITests.binary, commands[i])
