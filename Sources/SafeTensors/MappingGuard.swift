@@ -203,14 +203,7 @@ private func handleSIGBUS(_ signal: Int32, _ info: UnsafeMutablePointer<siginfo_
     removeCleanupPaths()
     guard let path = MappingGuard.mappedRegions.path(containing: address) else {
         // Not a mapping of ours: die of SIGBUS as we would have without the handler.
-        var action = sigaction()
-        sigemptyset(&action.sa_mask)
-        #if canImport(Glibc)
-        action.__sigaction_handler = .init(sa_handler: SIG_DFL)
-        #else
-        action.__sigaction_u = .init(__sa_handler: SIG_DFL)
-        #endif
-        _ = sigaction(SIGBUS, &action, nil)
+        restoreDefaultAction(SIGBUS)
         return
     }
     writeToStandardError("error: ")
@@ -223,6 +216,12 @@ private func handleSIGBUS(_ signal: Int32, _ info: UnsafeMutablePointer<siginfo_
 /// and raises the signal again (all async-signal-safe).
 private func handleTermination(_ signal: Int32) {
     removeCleanupPaths()
+    restoreDefaultAction(signal)
+    _ = raise(signal)
+}
+
+/// Puts back the default action of `signal` (async-signal-safe).
+private func restoreDefaultAction(_ signal: Int32) {
     var action = sigaction()
     sigemptyset(&action.sa_mask)
     #if canImport(Glibc)
@@ -231,7 +230,6 @@ private func handleTermination(_ signal: Int32) {
     action.__sigaction_u = .init(__sa_handler: SIG_DFL)
     #endif
     _ = sigaction(signal, &action, nil)
-    _ = raise(signal)
 }
 
 private func writeToStandardError(_ text: StaticString) {
