@@ -9,7 +9,8 @@ there in a subprocess. Builds `flowguard` in release mode. Adapter: a trained on
 §6 (A ~ N(0, 1/1536), B ~ N(0, 0.01): "trained-like", non-zero B). The output says which.
 
 Timing: wall time of whole commands (process start, mmap, fsync included), best (minimum) of --reps
-runs, files in the page cache: the machine this runs on is usually shared, and the minimum is the
+runs, inputs in the page cache, each run writing a fresh output (the previous run's output is
+removed before it, untimed, for every method alike): the machine this runs on is usually shared, and the minimum is the
 run least disturbed by other work (zipnn and zstd are timed the same way). Throughput is also
 measured on the same layout at rank 128 (4x the bytes) so start-up does not dominate. Next to the
 wall time: codec MB/s (from `--json`: `codec_seconds`, everything but the final commit) and the
@@ -118,10 +119,16 @@ def entropy_bound(path):
     return bits / 8 + 8 + n
 
 
-def timed(cmd, reps):
-    """Best (minimum) wall seconds of `reps` runs, and every run's standard output."""
+def timed(cmd, reps, output):
+    """Best (minimum) wall seconds of `reps` runs, and every run's standard output.
+
+    `output` (the file the command writes) is removed before each run, outside the timing: every
+    run writes a fresh file, as a first pack or unpack does. Replacing the previous run's output
+    would add the kernel's work of freeing that file's pages (≈35 ms for 190 MB here) to the run."""
     times, outs = [], []
     for _ in range(reps):
+        if os.path.exists(output):
+            os.remove(output)
         t = time.perf_counter()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         times.append(time.perf_counter() - t)
@@ -174,12 +181,12 @@ def ours(fg, path, work, reps, threads, reference=None):
     arc = os.path.join(work, os.path.basename(path) + f".t{threads}.fgdelta")
     back = arc + ".out.safetensors"
     ref = ["--reference", reference] if reference else []
-    tp, outs = timed([fg, "lora", "pack", path, arc, "--threads", str(threads), "--json"] + ref, reps)
+    tp, outs = timed([fg, "lora", "pack", path, arc, "--threads", str(threads), "--json"] + ref, reps, arc)
     runs = [json.loads(o) for o in outs]
     # (binaries from before codec/commit seconds were reported: the whole run counts as codec)
     codec_p = min(r.get("codec_seconds", r["seconds"]) for r in runs)
     commit_p = min(r.get("commit_seconds", 0.0) for r in runs)
-    tu, outs = timed([fg, "lora", "unpack", arc, back, "--threads", str(threads), "--json"] + ref, reps)
+    tu, outs = timed([fg, "lora", "unpack", arc, back, "--threads", str(threads), "--json"] + ref, reps, back)
     runs = [json.loads(o) for o in outs]
     codec_u = min(r.get("codec_seconds", r["seconds"]) for r in runs)
     commit_u = min(r.get("commit_seconds", 0.0) for r in runs)
@@ -192,8 +199,8 @@ def ours(fg, path, work, reps, threads, reference=None):
 def zstd_measure(path, work, reps):
     z = os.path.join(work, os.path.basename(path) + ".zst")
     back = z + ".out"
-    tp, _ = timed(["zstd", "-3", "-T1", "-q", "-f", path, "-o", z], reps)
-    tu, _ = timed(["zstd", "-d", "-T1", "-q", "-f", z, "-o", back], reps)
+    tp, _ = timed(["zstd", "-3", "-T1", "-q", "-f", path, "-o", z], reps, z)
+    tu, _ = timed(["zstd", "-d", "-T1", "-q", "-f", z, "-o", back], reps, back)
     ok = same(path, back)
     os.remove(back)
     return {"size": os.path.getsize(z), "pack": tp, "unpack": tu, "ok": ok}
