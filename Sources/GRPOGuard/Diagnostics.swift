@@ -3,7 +3,8 @@ import Foundation
 /// What one trained step's ratios looked like (design §6, flow_grpo's logged `clipfrac_gt_one`,
 /// `clipfrac_lt_one`, `approx_kl`): mean and standard deviation (population) of the raw ratio r
 /// and the normalized ratio r̂, the fractions of samples whose clipped ratio lies above 1+ε and
-/// below 1−ε, and approx KL = ½·mean((log p_θ − log p_old)²).
+/// below 1−ε, the same fractions split by advantage sign (the side where PPO's clip removes the
+/// gradient: above for A > 0, below for A < 0), and approx KL = ½·mean((log p_θ − log p_old)²).
 public struct StepDiagnostics: Sendable, Equatable {
     /// Mean of r = exp(log p_θ − log p_old) over samples.
     public var ratioMean: Double
@@ -17,12 +18,23 @@ public struct StepDiagnostics: Sendable, Equatable {
     public var clipFractionAbove: Double
     /// Fraction of samples with 1 − (clipped ratio) > ε.
     public var clipFractionBelow: Double
+    /// Among samples with advantage A > 0, the fraction with (clipped ratio) − 1 > ε: those whose
+    /// gradient the clip removes (PPO's min takes the clipped branch exactly there for A > 0).
+    /// 0 when no sample has A > 0.
+    public var clipFractionPositive: Double
+    /// Among samples with advantage A < 0, the fraction with 1 − (clipped ratio) > ε: those whose
+    /// gradient the clip removes for A < 0. 0 when no sample has A < 0.
+    public var clipFractionNegative: Double
     /// ½·mean((log p_θ − log p_old)²).
     public var approximateKL: Double
 
     /// Statistics from per-sample raw and normalized log-ratios; the clip fractions are taken on
-    /// `clippedRatios` (r for Flow-GRPO, r̂ for GRPO-Guard) with clip range `clipRange`.
-    public init(logRatios: [Double], normalizedLogRatios: [Double], clippedRatios: [Double], clipRange: Double) {
+    /// `clippedRatios` (r for Flow-GRPO, r̂ for GRPO-Guard) with clip range `clipRange`, the
+    /// signed ones split by `advantages` (one per sample, as in `clippedRatios`; A = 0 counts in
+    /// neither).
+    public init(logRatios: [Double], normalizedLogRatios: [Double], clippedRatios: [Double], advantages: [Double], clipRange: Double) {
+        precondition(advantages.count == clippedRatios.count,
+                     "StepDiagnostics: \(clippedRatios.count) clipped ratios but \(advantages.count) advantages")
         let r = logRatios.map { Foundation.exp($0) }
         let rHat = normalizedLogRatios.map { Foundation.exp($0) }
         (ratioMean, ratioStd) = Self.meanAndStd(r)
@@ -30,23 +42,29 @@ public struct StepDiagnostics: Sendable, Equatable {
         let n = Double(max(clippedRatios.count, 1))
         clipFractionAbove = Double(clippedRatios.filter { $0 - 1 > clipRange }.count) / n
         clipFractionBelow = Double(clippedRatios.filter { 1 - $0 > clipRange }.count) / n
+        clipFractionPositive = Self.fraction(of: zip(clippedRatios, advantages).filter { $0.1 > 0 }.map(\.0)) { $0 - 1 > clipRange }
+        clipFractionNegative = Self.fraction(of: zip(clippedRatios, advantages).filter { $0.1 < 0 }.map(\.0)) { 1 - $0 > clipRange }
         approximateKL = 0.5 * logRatios.reduce(0) { $0 + $1 * $1 } / Double(max(logRatios.count, 1))
     }
 
     /// A value from its fields.
     public init(ratioMean: Double, ratioStd: Double, normalizedRatioMean: Double, normalizedRatioStd: Double,
-                clipFractionAbove: Double, clipFractionBelow: Double, approximateKL: Double) {
+                clipFractionAbove: Double, clipFractionBelow: Double, clipFractionPositive: Double, clipFractionNegative: Double,
+                approximateKL: Double) {
         self.ratioMean = ratioMean
         self.ratioStd = ratioStd
         self.normalizedRatioMean = normalizedRatioMean
         self.normalizedRatioStd = normalizedRatioStd
         self.clipFractionAbove = clipFractionAbove
         self.clipFractionBelow = clipFractionBelow
+        self.clipFractionPositive = clipFractionPositive
+        self.clipFractionNegative = clipFractionNegative
         self.approximateKL = approximateKL
     }
 
     /// The field-wise mean of several steps' diagnostics (how flow_grpo logs one optimizer step);
-    /// nil for none.
+    /// nil for none. The signed clip fractions are averaged like the others (a step without
+    /// samples of that sign contributes its 0).
     public static func average(_ steps: [StepDiagnostics]) -> StepDiagnostics? {
         guard !steps.isEmpty else { return nil }
         func avg(_ key: KeyPath<StepDiagnostics, Double>) -> Double {
@@ -55,7 +73,13 @@ public struct StepDiagnostics: Sendable, Equatable {
         return StepDiagnostics(ratioMean: avg(\.ratioMean), ratioStd: avg(\.ratioStd),
                                normalizedRatioMean: avg(\.normalizedRatioMean), normalizedRatioStd: avg(\.normalizedRatioStd),
                                clipFractionAbove: avg(\.clipFractionAbove), clipFractionBelow: avg(\.clipFractionBelow),
+                               clipFractionPositive: avg(\.clipFractionPositive), clipFractionNegative: avg(\.clipFractionNegative),
                                approximateKL: avg(\.approximateKL))
+    }
+
+    /// The fraction of `values` satisfying `test` (0 for no values).
+    static func fraction(of values: [Double], where test: (Double) -> Bool) -> Double {
+        values.isEmpty ? 0 : Double(values.filter(test).count) / Double(values.count)
     }
 
     /// Mean and population standard deviation (0, 0 for no values).

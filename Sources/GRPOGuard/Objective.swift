@@ -106,31 +106,37 @@ public struct VanillaObjective: StepObjective, Equatable {
     public var clipRange: Double
     /// The KL coefficient β (0: no KL term).
     public var klCoefficient: Double
+    /// Whether the policy loss is multiplied by δ = 1/|dt| (GRPO-Guard's reweighting on the raw
+    /// ratio: not Flow-GRPO, but the "reweighting only" ablation; off by default).
+    public var reweights: Bool
 
     /// Flow-GRPO with the official defaults unless given.
-    public init(clipRange: Double = 1e-4, klCoefficient: Double = 0) {
+    public init(clipRange: Double = 1e-4, klCoefficient: Double = 0, reweights: Bool = false) {
         self.clipRange = clipRange
         self.klCoefficient = klCoefficient
+        self.reweights = reweights
     }
 
     /// See `StepObjective.evaluate`.
     public func evaluate(mean: Tensor, batch: StepBatch, referenceMean: Tensor? = nil) -> StepLoss {
         let parts = PolicyTerms(mean: mean, batch: batch, biasMode: .batch)
         let b = batch.batchSize
+        let weight = reweights ? 1 / abs(batch.step.dt) : 1
         var policy = 0.0
         var coefficients = [Double](repeating: 0, count: b)
         for i in 0..<b {
             let (l, d) = ClippedSurrogate.evaluate(ratio: parts.ratios[i], advantage: batch.advantages[i], clipRange: clipRange)
             policy += l / Double(b)
-            coefficients[i] = d * parts.ratios[i] / Double(b)   // ∂L/∂log p_θ,i
+            coefficients[i] = weight * d * parts.ratios[i] / Double(b)   // ∂(weight·L)/∂log p_θ,i
         }
         var gradient = parts.logProbabilityGradient(perSample: coefficients)
         let kl = klTerm(mean: mean, batch: batch, referenceMean: referenceMean, coefficient: klCoefficient, gradient: &gradient)
-        return StepLoss(loss: policy + klCoefficient * kl, policyLoss: policy, klLoss: kl, weight: 1,
+        return StepLoss(loss: weight * policy + klCoefficient * kl, policyLoss: policy, klLoss: kl, weight: weight,
                         meanGradient: gradient, shape: mean.shape, ratios: parts.ratios,
                         normalizedRatios: parts.normalizedRatios,
                         diagnostics: StepDiagnostics(logRatios: parts.logRatios, normalizedLogRatios: parts.normalizedLogRatios,
-                                                     clippedRatios: parts.ratios, clipRange: clipRange))
+                                                     clippedRatios: parts.ratios, advantages: batch.advantages,
+                                                     clipRange: clipRange))
     }
 }
 
@@ -191,7 +197,8 @@ public struct GuardObjective: StepObjective, Equatable {
                         meanGradient: gradient, shape: mean.shape, ratios: parts.ratios,
                         normalizedRatios: parts.normalizedRatios,
                         diagnostics: StepDiagnostics(logRatios: parts.logRatios, normalizedLogRatios: parts.normalizedLogRatios,
-                                                     clippedRatios: parts.normalizedRatios, clipRange: clipRange))
+                                                     clippedRatios: parts.normalizedRatios, advantages: batch.advantages,
+                                                     clipRange: clipRange))
     }
 }
 

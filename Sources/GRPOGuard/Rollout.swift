@@ -130,7 +130,13 @@ struct ModelDriver {
 
     /// The model's output variable for latents `x` ([b, …]) at σ, and the (guided) velocity.
     func velocity(_ x: Tensor, sigma: Double, promptIDs: [Int], adapters: LoRAParameters?, graph: Graph) -> (output: Variable, velocity: Tensor) {
+        velocity(x, sigmas: [Double](repeating: sigma, count: x.shape[0]), promptIDs: promptIDs, adapters: adapters, graph: graph)
+    }
+
+    /// The same with one σ per sample (`sigmas.count == x.shape[0]`).
+    func velocity(_ x: Tensor, sigmas: [Double], promptIDs: [Int], adapters: LoRAParameters?, graph: Graph) -> (output: Variable, velocity: Tensor) {
         let b = x.shape[0]
+        precondition(sigmas.count == b, "one sigma per sample")
         var hidden = x
         var text = TrainingPrompts.gather(prompts.embeddings, promptIDs)
         var pooled = TrainingPrompts.gather(prompts.pooled, promptIDs)
@@ -147,11 +153,13 @@ struct ModelDriver {
             "encoder_hidden_states": graph.constant(text),
             "pooled_projections": graph.constant(pooled),
         ]
+        // With guidance the batch is [unconditional; conditional]: both halves take the samples' σ.
+        let perSample = n == b ? sigmas : sigmas + sigmas
         switch family {
         case .sd3:
-            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: [Float](repeating: Float(1000 * sigma), count: n)))
+            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: perSample.map { Float(1000 * $0) }))
         case .flux:
-            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: [Float](repeating: Float(sigma), count: n)))
+            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: perSample.map { Float($0) }))
             inputs["img_ids"] = graph.constant(imageIDs!)
             inputs["txt_ids"] = graph.constant(Tensor(repeating: 0, shape: [text.shape[1], 3]))
             if hasGuidanceInput { inputs["guidance"] = graph.constant(Tensor(shape: [n], scalars: [Float](repeating: Float(guidance), count: n))) }

@@ -203,18 +203,38 @@ extension RunReport {
 
         html += "<h2>Clipping and KL</h2>\n"
         html += "<p class=\"note\">Fractions of samples whose clipped ratio (\(clipped)) lies above 1 + ε and below 1 − ε"
-            + (epsilon.map { " (ε = \(String(format: "%g", $0)))" } ?? "") + ", averaged over the trained timesteps; "
-            + "approx KL = ½·mean((log p<sub>θ</sub> − log p<sub>old</sub>)²).</p>\n<div class=\"grid\">\n"
+            + (epsilon.map { " (ε = \(String(format: "%g", $0)))" } ?? "") + ", averaged over the trained timesteps. "
+            + "By advantage sign: among the samples with A &gt; 0, the fraction above 1 + ε, and among those with A &lt; 0, "
+            + "the fraction below 1 − ε — the samples whose gradient the clip removes (a timestep's minibatch without "
+            + "samples of that sign counts 0). Under vanilla Flow-GRPO the ratio's mean sits below 1, so the positive-advantage "
+            + "fraction stays near 0 while the negative one does not; RatioNorm re-centres r̂ on 1, so under GRPO-Guard both can clip. "
+            + "approx KL = ½·mean((log p<sub>θ</sub> − log p<sub>old</sub>)²).</p>\n"
+        if recordsWithoutSignedClipFractions > 0 {
+            html += "<p class=\"warn\">\(recordsWithoutSignedClipFractions) of \(records.count) record(s) were written without "
+                + "<code>clip_fraction_positive</code>/<code>clip_fraction_negative</code> (an older trainer); "
+                + "the clip fractions by advantage sign show 0 there.</p>\n"
+        }
+        html += "<div class=\"grid\">\n"
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "clip fractions", xLabel: "optimizer step", yLabel: "fraction of samples",
             series: [overall("above 1 + ε", "#b2182b") { $0.mean(\.clipFractionAbove) },
                      overall("below 1 − ε", "#2166ac") { $0.mean(\.clipFractionBelow) }]))
+        html += ReportSVG.render(ReportSVG.LinePlot(
+            title: "clip fractions by advantage sign", xLabel: "optimizer step", yLabel: "fraction of samples of that sign",
+            series: [overall("A > 0, above 1 + ε", "#b2182b") { $0.mean(\.clipFractionPositive) },
+                     overall("A < 0, below 1 − ε", "#2166ac") { $0.mean(\.clipFractionNegative) }]))
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "clip fraction above 1 + ε per timestep", xLabel: "optimizer step", yLabel: "fraction",
             series: perTimestep { $0.diagnostics.clipFractionAbove }))
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "clip fraction below 1 − ε per timestep", xLabel: "optimizer step", yLabel: "fraction",
             series: perTimestep { $0.diagnostics.clipFractionBelow }))
+        html += ReportSVG.render(ReportSVG.LinePlot(
+            title: "clip fraction of A > 0 samples above 1 + ε per timestep", xLabel: "optimizer step", yLabel: "fraction of A > 0",
+            series: perTimestep { $0.diagnostics.clipFractionPositive }))
+        html += ReportSVG.render(ReportSVG.LinePlot(
+            title: "clip fraction of A < 0 samples below 1 − ε per timestep", xLabel: "optimizer step", yLabel: "fraction of A < 0",
+            series: perTimestep { $0.diagnostics.clipFractionNegative }))
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "approx KL", xLabel: "optimizer step", yLabel: "approx KL",
             series: [overall("mean over timesteps", "#333333") { $0.mean(\.approximateKL) }]))

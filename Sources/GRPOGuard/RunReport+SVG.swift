@@ -1,61 +1,99 @@
 import Foundation
 
-/// A small SVG writer for the run report: line plots (axes, ticks at nice numbers, a legend,
-/// optional shaded bands and horizontal reference lines; non-finite values break a line into
-/// segments) and heatmaps with a diverging colour scale. Every text it writes is escaped.
-enum ReportSVG {
-    /// One line of a plot; a non-finite y (or x) ends the current segment.
-    struct Series {
+/// A small SVG writer for the run report (and other tools drawing figures): line plots (axes,
+/// ticks at nice numbers, a legend, optional shaded bands and horizontal reference lines;
+/// non-finite values break a line into segments) and heatmaps with a diverging colour scale.
+/// Every text it writes is escaped; each `render` returns one standalone `<svg>` element.
+public enum ReportSVG {
+    /// One line of a plot, with its own x values; a non-finite y (or x) ends the current segment.
+    public struct Series: Sendable {
         /// The legend text.
-        var name: String
+        public var name: String
         /// A CSS colour.
-        var color: String
-        /// The points in data coordinates.
-        var points: [(x: Double, y: Double)]
+        public var color: String
+        /// The points in data coordinates, drawn in the given order.
+        public var points: [(x: Double, y: Double)]
         /// Drawn dashed.
-        var dashed = false
+        public var dashed: Bool
+
+        /// A line named `name` in `color` through `points` (solid unless `dashed`).
+        public init(name: String, color: String, points: [(x: Double, y: Double)], dashed: Bool = false) {
+            self.name = name
+            self.color = color
+            self.points = points
+            self.dashed = dashed
+        }
     }
 
-    /// A shaded region between two curves sharing x values (mean ± std).
-    struct Band {
+    /// A shaded region between a lower and an upper curve sharing x values (mean ± std); a
+    /// non-finite value ends the current piece, and a piece needs two points to be drawn.
+    public struct Band: Sendable {
         /// The legend text.
-        var name: String
+        public var name: String
         /// A CSS colour (drawn translucent).
-        var color: String
+        public var color: String
         /// x, lower and upper values.
-        var points: [(x: Double, lower: Double, upper: Double)]
+        public var points: [(x: Double, lower: Double, upper: Double)]
+
+        /// A band named `name` in `color` over `points`.
+        public init(name: String, color: String, points: [(x: Double, lower: Double, upper: Double)]) {
+            self.name = name
+            self.color = color
+            self.points = points
+        }
     }
 
-    /// A line plot.
-    struct LinePlot {
+    /// A line plot: the axes span all finite series, band and reference-line values.
+    public struct LinePlot: Sendable {
         /// The heading (also the SVG's `<title>`).
-        var title: String
+        public var title: String
         /// The x axis's label.
-        var xLabel: String
+        public var xLabel: String
         /// The y axis's label.
-        var yLabel: String
+        public var yLabel: String
         /// The lines, drawn in order over the bands.
-        var series: [Series]
+        public var series: [Series]
         /// Shaded regions, drawn first.
-        var bands: [Band] = []
+        public var bands: [Band]
         /// Horizontal lines drawn in grey (e.g. r = 1, 1 ± ε).
-        var referenceLines: [(y: Double, label: String)] = []
+        public var referenceLines: [(y: Double, label: String)]
+
+        /// A plot of `series` over `bands`, with optional horizontal `referenceLines`.
+        public init(title: String, xLabel: String, yLabel: String, series: [Series], bands: [Band] = [],
+                    referenceLines: [(y: Double, label: String)] = []) {
+            self.title = title
+            self.xLabel = xLabel
+            self.yLabel = yLabel
+            self.series = series
+            self.bands = bands
+            self.referenceLines = referenceLines
+        }
     }
 
     /// A grid of values coloured by their distance from `center`: blue below, red above.
-    struct Heatmap {
+    public struct Heatmap: Sendable {
         /// The heading (also the SVG's `<title>`).
-        var title: String
+        public var title: String
         /// The x axis's label.
-        var xLabel: String
+        public var xLabel: String
         /// Row labels, top to bottom.
-        var rows: [String]
+        public var rows: [String]
         /// The x value of each column.
-        var columns: [Double]
+        public var columns: [Double]
         /// values[row][column].
-        var values: [[Double]]
+        public var values: [[Double]]
         /// The neutral value (white).
-        var center: Double
+        public var center: Double
+
+        /// A heatmap of `values` (one array per row, one value per column) around `center`.
+        public init(title: String, xLabel: String, rows: [String], columns: [Double], values: [[Double]], center: Double) {
+            self.title = title
+            self.xLabel = xLabel
+            self.rows = rows
+            self.columns = columns
+            self.values = values
+            self.center = center
+        }
     }
 
     /// Width of every figure (SVG user units).
@@ -173,7 +211,7 @@ enum ReportSVG {
 
     /// The SVG of a line plot: one `<polyline class="line">` per finite segment of each series
     /// (a lone point is a `<circle class="point">`), bands as `<polygon class="band">`.
-    static func render(_ plot: LinePlot) -> String {
+    public static func render(_ plot: LinePlot) -> String {
         var xs: [Double] = [], ys: [Double] = []
         for s in plot.series { for p in s.points where p.x.isFinite && p.y.isFinite { xs.append(p.x); ys.append(p.y) } }
         for b in plot.bands {
@@ -292,7 +330,7 @@ enum ReportSVG {
 
     /// The SVG of a heatmap: one `<rect class="cell">` per (row, column), NaN cells grey, and a
     /// colour bar labelled center − m, center, center + m (m = the largest |value − center|).
-    static func render(_ input: Heatmap) -> String {
+    public static func render(_ input: Heatmap) -> String {
         let map = binned(input, limit: 300)
         let finite = map.values.flatMap { $0 }.filter(\.isFinite)
         let spread = finite.map { Swift.abs($0 - map.center) }.max() ?? 0

@@ -45,6 +45,9 @@ public struct RunReport: Sendable {
     public var records: [UpdateRecord]
     /// True when the file ended in an incomplete line (a run writing right now), which was left out.
     public var skippedIncompleteLine: Bool
+    /// How many records lack `clip_fraction_positive` or `clip_fraction_negative` in some timestep
+    /// (lines written before those fields existed); the missing values read as 0.
+    public var recordsWithoutSignedClipFractions = 0
     /// `RUN/config.json`'s members, when present.
     public var config: [(key: String, value: JSONValue)]?
     /// The complete checkpoints, oldest first.
@@ -74,9 +77,9 @@ public struct RunReport: Sendable {
             config = members
         }
         var records: [UpdateRecord] = []
-        var skipped = false
+        var skipped = false, withoutSigned = 0
         if fm.fileExists(atPath: diagnosticsPath) {
-            (records, skipped) = try parseDiagnostics(try readAll(diagnosticsPath), path: diagnosticsPath)
+            (records, skipped, withoutSigned) = try parseDiagnosticLines(try readAll(diagnosticsPath), path: diagnosticsPath)
         }
         let checkpoints = TrainingCheckpoint.list(in: checkpointFolder)
         var exports: [Export] = []
@@ -88,6 +91,7 @@ public struct RunReport: Sendable {
         }
         var report = RunReport(run: run, diagnosticsPath: diagnosticsPath, records: records, skippedIncompleteLine: skipped,
                                config: config, checkpoints: checkpoints, exports: exports, prompts: nil)
+        report.recordsWithoutSignedClipFractions = withoutSigned
         if let file = report.configText("prompts") { report.prompts = promptStrings(file) }
         return report
     }
@@ -125,9 +129,18 @@ public struct RunReport: Sendable {
 
     /// Parses the lines of a diagnostics file. Blank lines are skipped; a last line without a
     /// newline that does not parse is left out (the trainer may be writing it); any other bad line
-    /// is an error naming it. `nan`/`inf` spellings and `null` read as NaN (drawn as gaps).
+    /// is an error naming it. `nan`/`inf` spellings and `null` read as NaN (drawn as gaps). The
+    /// optional `clip_fraction_positive`/`clip_fraction_negative` of a timestep read as 0 when absent.
     public static func parseDiagnostics(_ bytes: [UInt8], path: String) throws(ReportError) -> (records: [UpdateRecord], skippedIncompleteLine: Bool) {
+        let parsed = try parseDiagnosticLines(bytes, path: path)
+        return (parsed.records, parsed.skippedIncompleteLine)
+    }
+
+    /// `parseDiagnostics`, also counting the records that lack a signed clip fraction.
+    static func parseDiagnosticLines(_ bytes: [UInt8], path: String) throws(ReportError)
+        -> (records: [UpdateRecord], skippedIncompleteLine: Bool, withoutSignedClipFractions: Int) {
         var records: [UpdateRecord] = []
+        var withoutSigned = 0
         var start = 0, number = 0
         while start < bytes.count {
             number += 1
@@ -137,13 +150,15 @@ public struct RunReport: Sendable {
             start = end + 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             do throws(ReportError) {
-                records.append(try parseRecord(line, path: path, line: number))
+                let (record, hasSigned) = try parseRecord(line, path: path, line: number)
+                records.append(record)
+                if !hasSigned { withoutSigned += 1 }
             } catch {
-                if !complete { return (records, true) }
+                if !complete { return (records, true, withoutSigned) }
                 throw error
             }
         }
-        return (records, false)
+        return (records, false, withoutSigned)
     }
 
     /// Rewrites bare non-finite number spellings (`nan`, `-nan`, `inf`, `-inf`, `NaN`,
@@ -184,8 +199,8 @@ public struct RunReport: Sendable {
         return out
     }
 
-    /// One record from one line.
-    static func parseRecord(_ line: [UInt8], path: String, line lineNumber: Int) throws(ReportError) -> UpdateRecord {
+    /// One record from one line, and whether every timestep had both signed clip fractions.
+    static func parseRecord(_ line: [UInt8], path: String, line lineNumber: Int) throws(ReportError) -> (record: UpdateRecord, hasSignedClipFractions: Bool) {
         func bad(_ reason: String) -> ReportError { .malformedLine(path: path, line: lineNumber, reason: reason) }
         let json: JSONValue
         do { json = try JSONValue.parse(nonFiniteAsNull(line)) } catch { throw bad("not valid JSON (\(error))") }
@@ -195,6 +210,10 @@ public struct RunReport: Sendable {
             if value == .null { return .nan }
             guard let d = value.doubleValue else { throw bad("\(context)\"\(key)\" must be a number, found \(value.compactText)") }
             return d
+        }
+        /// A number that older files lack: nil when absent, otherwise as `number`.
+        func optionalNumber(_ object: JSONValue, _ key: String, context: String = "") throws(ReportError) -> Double? {
+            object[key] == nil ? nil : try number(object, key, context: context)
         }
         func integer(_ object: JSONValue, _ key: String, context: String = "", required: Bool = true) throws(ReportError) -> Int? {
             guard let value = object[key] else {
@@ -209,26 +228,34 @@ public struct RunReport: Sendable {
             throw bad(json["timesteps"] == nil ? "\"timesteps\" is missing" : "\"timesteps\" must be an array")
         }
         var timesteps: [TimestepRecord] = []
+        var hasSigned = true
         for (k, item) in items.enumerated() {
             let context = "timesteps[\(k)]: "
             guard item.objectMembers != nil else { throw bad("timesteps[\(k)] is not an object") }
-            let diagnostics = StepDiagnostics(
+            var diagnostics = StepDiagnostics(
                 ratioMean: try number(item, "ratio_mean", context: context), ratioStd: try number(item, "ratio_std", context: context),
                 normalizedRatioMean: try number(item, "normalized_ratio_mean", context: context),
                 normalizedRatioStd: try number(item, "normalized_ratio_std", context: context),
                 clipFractionAbove: try number(item, "clip_fraction_above", context: context),
                 clipFractionBelow: try number(item, "clip_fraction_below", context: context),
+                clipFractionPositive: 0, clipFractionNegative: 0,
                 approximateKL: try number(item, "approx_kl", context: context))
+            let positive = try optionalNumber(item, "clip_fraction_positive", context: context)
+            let negative = try optionalNumber(item, "clip_fraction_negative", context: context)
+            if positive == nil || negative == nil { hasSigned = false }
+            diagnostics.clipFractionPositive = positive ?? 0
+            diagnostics.clipFractionNegative = negative ?? 0
             timesteps.append(TimestepRecord(index: try integer(item, "index", context: context)!, sigma: try number(item, "sigma", context: context),
                                             diagnostics: diagnostics, gradientNorm: try number(item, "grad_norm", context: context),
                                             loss: try number(item, "loss", context: context)))
         }
-        return UpdateRecord(step: step, update: try integer(json, "update", required: false) ?? 0,
+        let record = UpdateRecord(step: step, update: try integer(json, "update", required: false) ?? 0,
                             optimizerStep: try integer(json, "optimizer_step", required: false) ?? step,
                             rewardMean: try number(json, "reward_mean"), rewardStd: try number(json, "reward_std"),
                             loss: try number(json, "loss"), learningRate: json["lr"] == nil ? .nan : try number(json, "lr"),
                             gradientNorm: try number(json, "grad_norm"), timesteps: timesteps,
                             seconds: json["seconds"] == nil ? .nan : try number(json, "seconds"))
+        return (record, hasSigned)
     }
 
     // MARK: summary

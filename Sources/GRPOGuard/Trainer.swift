@@ -275,6 +275,19 @@ public final class Trainer {
     /// The mean reward of noise-free (ODE) samples with `steps` Euler steps from seeded noise,
     /// with the exported adapter (`adapted`) or without any adapter.
     public func evaluate(promptIDs ids: [Int], steps: Int, seed: UInt64, adapted: Bool) throws(TrainingError) -> Double {
+        let x = sample(promptIDs: ids, steps: steps, seed: seed, adapted: adapted)
+        let scores: [Float]
+        do { scores = try reward.score(latents: x, prompts: ids.map { driver.prompts.texts[$0] }, promptIDs: ids) } catch {
+            throw .reward(error.description)
+        }
+        return scores.reduce(0.0) { $0 + Double($1) } / Double(max(scores.count, 1))
+    }
+
+    /// Noise-free (ODE) samples, one per entry of `ids` ([ids.count, …] latents): `steps` Euler
+    /// steps of the config's schedule from the noise of `GaussianGenerator(seed:)`, with the
+    /// exported adapter (`adapted`, the EMA average unless `ema` is off) or without any adapter.
+    /// Does not touch the training state.
+    public func sample(promptIDs ids: [Int], steps: Int, seed: UInt64, adapted: Bool) -> Tensor {
         var generator = GaussianGenerator(seed: seed)
         var x = generator.tensor(shape: [ids.count] + driver.sampleShape)
         let evalSchedule = FlowMatchSchedule(steps: steps, shift: config.shift)
@@ -301,10 +314,6 @@ public final class Trainer {
             }
             x = Batch.join(parts)
         }
-        let scores: [Float]
-        do { scores = try reward.score(latents: x, prompts: ids.map { driver.prompts.texts[$0] }, promptIDs: ids) } catch {
-            throw .reward(error.description)
-        }
-        return scores.reduce(0.0) { $0 + Double($1) } / Double(max(scores.count, 1))
+        return x
     }
 }

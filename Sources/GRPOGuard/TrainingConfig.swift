@@ -65,8 +65,12 @@ public struct TrainingConfig: Sendable, Equatable {
     public var clipRange: Double?
     /// How GRPO-Guard's RatioNorm bias is averaged.
     public var biasMode: RatioBiasMode = .batch
-    /// GRPO-Guard's reweighting by 1/|dt|.
-    public var reweighting: Bool = true
+    /// Reweighting of each step's policy loss by 1/|dt|; nil takes the objective's own choice
+    /// (on for GRPO-Guard, off for Flow-GRPO). On with Flow-GRPO gives the "reweighting only"
+    /// ablation, off with GRPO-Guard "RatioNorm only".
+    public var reweighting: Bool?
+    /// The reweighting in effect.
+    public var effectiveReweighting: Bool { reweighting ?? (objective == .grpoGuard) }
     /// The KL coefficient β (needs a reference forward without the adapter).
     public var klBeta: Double = 0
     /// How advantages are scaled.
@@ -122,8 +126,8 @@ public struct TrainingConfig: Sendable, Equatable {
     /// The step objective the config selects.
     public var stepObjective: any StepObjective {
         switch objective {
-        case .grpoGuard: return GuardObjective(clipRange: effectiveClipRange, biasMode: biasMode, reweights: reweighting, klCoefficient: klBeta)
-        case .flowGRPO: return VanillaObjective(clipRange: effectiveClipRange, klCoefficient: klBeta)
+        case .grpoGuard: return GuardObjective(clipRange: effectiveClipRange, biasMode: biasMode, reweights: effectiveReweighting, klCoefficient: klBeta)
+        case .flowGRPO: return VanillaObjective(clipRange: effectiveClipRange, klCoefficient: klBeta, reweights: effectiveReweighting)
         }
     }
 
@@ -283,7 +287,7 @@ public struct TrainingConfig: Sendable, Equatable {
         case "objective": objective = try choice(ObjectiveKind.self, ["grpo-guard": .grpoGuard, "flow-grpo": .flowGRPO])
         case "clip_range": clipRange = value == .null ? nil : try double(open: 0)
         case "bias_mode": biasMode = try choice(RatioBiasMode.self, ["batch": .batch, "per-sample": .perSample])
-        case "reweighting": reweighting = try bool()
+        case "reweighting": reweighting = value == .null ? nil : try bool()
         case "kl_beta": klBeta = try double(0...1e6)
         case "advantage_scale": advantageScale = try choice(AdvantageScale.self, ["per-group": .perGroup, "global": .global])
         case "advantage_clip": advantageClip = try double(open: 0)
@@ -356,7 +360,7 @@ public struct TrainingConfig: Sendable, Equatable {
             ("noise_level", d(noiseLevel)), ("timestep_fraction", d(timestepFraction)), ("cfg_scale", d(cfgScale)),
             ("guidance", d(guidance)), ("latent_size", i(latentSize)), ("objective", .string(objective.rawValue)),
             ("clip_range", clipRange.map(d) ?? .null), ("bias_mode", .string(biasMode == .batch ? "batch" : "per-sample")),
-            ("reweighting", .bool(reweighting)), ("kl_beta", d(klBeta)),
+            ("reweighting", .bool(effectiveReweighting)), ("kl_beta", d(klBeta)),
             ("advantage_scale", .string(advantageScale == .perGroup ? "per-group" : "global")),
             ("advantage_clip", d(advantageClip)), ("lora_rank", i(loraRank)), ("lora_alpha", d(loraAlpha)),
             ("lora_targets", .array(loraTargets.map { .string($0) })), ("learning_rate", learningRate.map(d) ?? .null),

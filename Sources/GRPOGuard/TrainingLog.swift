@@ -51,6 +51,8 @@ public struct UpdateRecord: Sendable, Equatable {
             ("lr", .double(learningRate)), ("grad_norm", .double(gradientNorm)),
             ("ratio_mean", .double(mean(\.ratioMean))), ("normalized_ratio_mean", .double(mean(\.normalizedRatioMean))),
             ("clip_fraction_above", .double(mean(\.clipFractionAbove))), ("clip_fraction_below", .double(mean(\.clipFractionBelow))),
+            ("clip_fraction_positive", .double(mean(\.clipFractionPositive))),
+            ("clip_fraction_negative", .double(mean(\.clipFractionNegative))),
             ("approx_kl", .double(mean(\.approximateKL))),
             ("timesteps", .array(timesteps.map { t in
                 .object([
@@ -60,6 +62,8 @@ public struct UpdateRecord: Sendable, Equatable {
                     ("normalized_ratio_std", .double(t.diagnostics.normalizedRatioStd)),
                     ("clip_fraction_above", .double(t.diagnostics.clipFractionAbove)),
                     ("clip_fraction_below", .double(t.diagnostics.clipFractionBelow)),
+                    ("clip_fraction_positive", .double(t.diagnostics.clipFractionPositive)),
+                    ("clip_fraction_negative", .double(t.diagnostics.clipFractionNegative)),
                     ("approx_kl", .double(t.diagnostics.approximateKL)),
                     ("grad_norm", .double(t.gradientNorm)), ("loss", .double(t.loss)),
                 ])

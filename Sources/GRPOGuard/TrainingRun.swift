@@ -199,6 +199,7 @@ public enum TrainingRun {
         let eta = Double(total - done) * secondsPerStep
         return "step \(done)/\(total)  reward \(f(r.rewardMean)) ± \(f(r.rewardStd))  r \(f(r.mean(\.ratioMean), 6)) ± \(f(ratioStd, 6))"
             + "  r̂ \(f(r.mean(\.normalizedRatioMean), 6)) ± \(f(normStd, 6))  clip +\(f(r.mean(\.clipFractionAbove), 2))/-\(f(r.mean(\.clipFractionBelow), 2))"
+            + " (A>0 \(f(r.mean(\.clipFractionPositive), 2)), A<0 \(f(r.mean(\.clipFractionNegative), 2)))"
             + "  loss \(String(format: "%.3e", r.loss))  \(f(secondsPerStep, 2)) s/step  ETA \(Int(eta.rounded())) s"
     }
 

@@ -109,7 +109,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("bias-mode"), help: "RatioNorm bias: batch or per-sample (batch).")
     var biasMode: String?
 
-    @Option(name: .customLong("reweighting"), help: "GRPO-Guard's 1/|dt| reweighting: true or false (true).")
+    @Option(name: .customLong("reweighting"), help: "1/|dt| reweighting of each step's loss: true or false (default: on for grpo-guard, off for flow-grpo).")
     var reweighting: String?
 
     @Option(name: .customLong("kl-beta"), help: "KL coefficient β (0).")

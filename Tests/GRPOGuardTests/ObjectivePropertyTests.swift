@@ -35,6 +35,7 @@ import TensorRuntime
             #expect(result.ratios.allSatisfy { $0 == 1 })
             #expect(result.normalizedRatios.allSatisfy { $0 == 1 })
             #expect(result.diagnostics.clipFractionAbove == 0 && result.diagnostics.clipFractionBelow == 0)
+            #expect(result.diagnostics.clipFractionPositive == 0 && result.diagnostics.clipFractionNegative == 0)
             #expect(result.diagnostics.approximateKL == 0)
         }
         // Recomputing μ from the same x and v reproduces μ_old bit for bit, so the trainer's
@@ -123,8 +124,28 @@ import TensorRuntime
         #expect(abs(weighted.loss - 10 * plain.loss) <= 1e-12 * max(1, abs(plain.loss)) * 10)
         #expect(abs(weighted.policyLoss - plain.policyLoss) < 1e-15)
         for i in 0..<mean.count { #expect(abs(weighted.meanGradient[i] - 10 * plain.meanGradient[i]) <= 1e-9 * max(1, abs(weighted.meanGradient[i]))) }
-        // Vanilla Flow-GRPO never reweights.
-        #expect(VanillaObjective(clipRange: 0.5).evaluate(mean: mean, batch: batch, referenceMean: nil).weight == 1)
+        // Flow-GRPO does not reweight unless asked ("reweighting only" ablation): then the same 10×.
+        let vanilla = VanillaObjective(clipRange: 0.5).evaluate(mean: mean, batch: batch, referenceMean: nil)
+        let vanillaWeighted = VanillaObjective(clipRange: 0.5, reweights: true).evaluate(mean: mean, batch: batch, referenceMean: nil)
+        #expect(vanilla.weight == 1 && abs(vanillaWeighted.weight - 10) < 1e-9)
+        #expect(abs(vanillaWeighted.loss - 10 * vanilla.loss) <= 1e-12 * max(1, abs(vanilla.loss)) * 10)
+        for i in 0..<mean.count {
+            #expect(abs(vanillaWeighted.meanGradient[i] - 10 * vanilla.meanGradient[i]) <= 1e-9 * max(1, abs(vanillaWeighted.meanGradient[i])))
+        }
+    }
+
+    /// The config's reweighting defaults to the objective's own choice and can be set either way.
+    @Test func reweightingFollowsTheObjectiveUnlessSet() {
+        var config = TrainingConfig()
+        config.objective = .grpoGuard
+        #expect((config.stepObjective as? GuardObjective)?.reweights == true)
+        config.objective = .flowGRPO
+        #expect((config.stepObjective as? VanillaObjective)?.reweights == false)
+        config.reweighting = true
+        #expect((config.stepObjective as? VanillaObjective)?.reweights == true)
+        config.objective = .grpoGuard
+        config.reweighting = false
+        #expect((config.stepObjective as? GuardObjective)?.reweights == false)
     }
 
     /// PPO clipping: a positive advantage stops gaining above 1+ε, a negative one below 1−ε;
@@ -149,9 +170,9 @@ import TensorRuntime
     /// Clip fractions count each side separately, on the ratio the objective clips.
     @Test func clipFractionsAreSided() {
         let d = StepDiagnostics(logRatios: [0, 0, 0, 0], normalizedLogRatios: [0, 0, 0, 0],
-                                clippedRatios: [1.2, 1.05, 0.5, 0.95], clipRange: 0.1)
+                                clippedRatios: [1.2, 1.05, 0.5, 0.95], advantages: [1, 1, 1, 1], clipRange: 0.1)
         #expect(d.clipFractionAbove == 0.25 && d.clipFractionBelow == 0.25)
-        let k = StepDiagnostics(logRatios: [0.2, -0.2], normalizedLogRatios: [0, 0], clippedRatios: [1, 1], clipRange: 0.1)
+        let k = StepDiagnostics(logRatios: [0.2, -0.2], normalizedLogRatios: [0, 0], clippedRatios: [1, 1], advantages: [1, -1], clipRange: 0.1)
         #expect(abs(k.approximateKL - 0.02) < 1e-15)
         #expect(abs(k.ratioMean - (exp(0.2) + exp(-0.2)) / 2) < 1e-15)
         #expect(k.normalizedRatioMean == 1 && k.normalizedRatioStd == 0)

@@ -10,14 +10,18 @@ import TensorRuntime
 @Suite struct RunReportTests {
     let dir = TemporaryDirectory(prefix: "flowguard-report")
 
-    /// One diagnostics line with `timesteps` trained steps; `nanAt` makes timestep 0's ratio mean NaN.
-    static func line(step: Int, timesteps: Int = 3, reward: String? = nil, ratio: String? = nil) -> String {
+    /// One diagnostics line with `timesteps` trained steps; `ratio` replaces timestep 0's ratio mean;
+    /// `signed` adds `clip_fraction_positive`/`_negative` to every timestep (without it the line
+    /// is as written before those fields existed).
+    static func line(step: Int, timesteps: Int = 3, reward: String? = nil, ratio: String? = nil, signed: (String, String)? = nil) -> String {
         let ts = (0..<timesteps).map { j in
             let sigma = 1 - Double(j) / Double(timesteps + 1)
             let r = j == 0 && ratio != nil ? ratio! : String(1 - 1e-6 * Double(j + 1) * Double(step))
             return #"{"index":\#(j),"sigma":\#(sigma),"ratio_mean":\#(r),"ratio_std":\#(1e-6 * Double(j + 1)),"#
                 + #""normalized_ratio_mean":\#(1 + 1e-7 * Double(j)),"normalized_ratio_std":1e-6,"clip_fraction_above":0.25,"#
-                + #""clip_fraction_below":0.5,"approx_kl":\#(1e-9 * Double(step)),"grad_norm":\#(0.1 * Double(j + 1)),"loss":-0.01}"#
+                + #""clip_fraction_below":0.5,"#
+                + (signed.map { #""clip_fraction_positive":\#($0.0),"clip_fraction_negative":\#($0.1),"# } ?? "")
+                + #""approx_kl":\#(1e-9 * Double(step)),"grad_norm":\#(0.1 * Double(j + 1)),"loss":-0.01}"#
         }.joined(separator: ",")
         return #"{"step":\#(step),"update":0,"optimizer_step":\#(step),"reward_mean":\#(reward ?? String(0.1 * Double(step))),"#
             + #""reward_std":0.05,"loss":-0.01,"lr":0.0001,"grad_norm":0.5,"ratio_mean":1.0,"normalized_ratio_mean":1.0,"#
@@ -62,10 +66,10 @@ import TensorRuntime
         let html = try String(contentsOfFile: output, encoding: .utf8)
         #expect(html.hasPrefix("<!DOCTYPE html>") && html.hasSuffix("</html>\n"))
         #expect(report.records.count == 5)
-        // 12 line plots and 2 heatmaps.
-        #expect(Self.count("<svg class=\"plot\"", in: html) == 12)
+        // 15 line plots and 2 heatmaps.
+        #expect(Self.count("<svg class=\"plot\"", in: html) == 15)
         #expect(Self.count("<svg class=\"heatmap\"", in: html) == 2)
-        #expect(Self.count("<svg", in: html) == 14)
+        #expect(Self.count("<svg", in: html) == 17)
         // Self-contained: no scripts, no external references.
         #expect(!html.contains("<script") && !html.contains("href=") && !html.contains("src="))
         // Reward: one line of 5 points plus its band.
@@ -83,6 +87,75 @@ import TensorRuntime
         // The header: checkpoints, exports and config.
         #expect(html.contains("Checkpoints") && html.contains("None yet"))
         #expect(html.contains("1 prompt(s) × G = 8 samples × T = 10 steps"))
+    }
+
+    /// A record with signed clip fractions goes through the log's JSON line and back unchanged.
+    @Test func signedClipFractionsRoundTripThroughTheLog() throws {
+        func diagnostics(_ p: Double, _ n: Double) -> StepDiagnostics {
+            StepDiagnostics(ratioMean: 0.99, ratioStd: 0.01, normalizedRatioMean: 1.0001, normalizedRatioStd: 1e-6,
+                            clipFractionAbove: 0.125, clipFractionBelow: 0.625, clipFractionPositive: p, clipFractionNegative: n,
+                            approximateKL: 1e-5)
+        }
+        let record = UpdateRecord(step: 2, update: 1, optimizerStep: 4, rewardMean: 0.5, rewardStd: 0.25, loss: -0.01,
+                                  learningRate: 1e-4, gradientNorm: 0.75,
+                                  timesteps: [TimestepRecord(index: 0, sigma: 1, diagnostics: diagnostics(0.25, 0.875), gradientNorm: 0.5, loss: -0.02),
+                                              TimestepRecord(index: 3, sigma: 0.5, diagnostics: diagnostics(1.0 / 3, 0), gradientNorm: 0.25, loss: 0)],
+                                  seconds: 2.5)
+        let json = record.json
+        #expect(json["clip_fraction_positive"]?.doubleValue == (0.25 + 1.0 / 3) / 2)
+        #expect(json["clip_fraction_negative"]?.doubleValue == 0.875 / 2)
+        #expect(json["timesteps"]?.arrayValue?[1]["clip_fraction_positive"]?.doubleValue == 1.0 / 3)
+        #expect(json["timesteps"]?.arrayValue?[0]["clip_fraction_negative"]?.doubleValue == 0.875)
+        let run = try makeRun([json.compactText])
+        let report = try RunReport.load(run: run)
+        #expect(report.records == [record])
+        #expect(report.recordsWithoutSignedClipFractions == 0)
+        #expect(!report.html().contains("written without"))
+    }
+
+    /// Lines written before the signed fractions existed still load: the fields read as 0, the
+    /// records are counted, and the page says so. A present but malformed value is still an error.
+    @Test func linesWithoutSignedClipFractionsReadAsZero() throws {
+        let partial = Self.line(step: 3, signed: ("0.5", "0.25")).replacingOccurrences(of: #""clip_fraction_negative":0.25,"#, with: "")
+        let run = try makeRun([Self.line(step: 1), Self.line(step: 2, signed: ("0.5", "0.25")), partial])
+        let report = try RunReport.load(run: run)
+        #expect(report.records.count == 3)
+        #expect(report.records[0].timesteps.allSatisfy { $0.diagnostics.clipFractionPositive == 0 && $0.diagnostics.clipFractionNegative == 0 })
+        #expect(report.records[1].timesteps.allSatisfy { $0.diagnostics.clipFractionPositive == 0.5 && $0.diagnostics.clipFractionNegative == 0.25 })
+        #expect(report.records[2].timesteps.allSatisfy { $0.diagnostics.clipFractionPositive == 0.5 && $0.diagnostics.clipFractionNegative == 0 })
+        #expect(report.records[0].timesteps.allSatisfy { $0.diagnostics.clipFractionAbove == 0.25 })
+        #expect(report.recordsWithoutSignedClipFractions == 2)
+        #expect(report.html().contains("2 of 3 record(s) were written without"))
+        // null reads as NaN like every other number.
+        let nullRun = try makeRun([Self.line(step: 1, signed: ("null", "0"))], name: "null")
+        #expect(try RunReport.load(run: nullRun).records[0].timesteps[0].diagnostics.clipFractionPositive.isNaN)
+        for (k, bad) in [Self.line(step: 2, signed: (#""high""#, "0")), Self.line(step: 2, signed: ("0", "[1]"))].enumerated() {
+            let badRun = try makeRun([Self.line(step: 1), bad], name: "bad-signed\(k)")
+            do {
+                _ = try RunReport.load(run: badRun)
+                Issue.record("case \(k) was accepted")
+            } catch {
+                #expect(error.description.hasPrefix("\(badRun)/diagnostics.jsonl, line 2: timesteps[0]: \"clip_fraction_"), "\(error.description)")
+                #expect(error.description.contains("must be a number"), "\(error.description)")
+            }
+        }
+    }
+
+    /// The page draws the clip fractions by advantage sign: overall (two lines) and per timestep.
+    @Test func rendersTheClipFractionsByAdvantageSign() throws {
+        let run = try makeRun((1...4).map { Self.line(step: $0, signed: ("0", $0 % 2 == 0 ? "0.75" : "0.5")) })
+        let html = try RunReport.load(run: run).html()
+        let overall = Self.polylines(in: html, plot: "clip fractions by advantage sign")
+        #expect(overall.count == 2 && overall.allSatisfy { $0.count == 4 })
+        #expect(html.contains("data-series=\"A &gt; 0, above 1 + ε\"") && html.contains("data-series=\"A &lt; 0, below 1 − ε\""))
+        // The positive line is flat (all 0), the negative one alternates.
+        #expect(Set(overall[0].map { $0.split(separator: ",")[1] }).count == 1)
+        #expect(Set(overall[1].map { $0.split(separator: ",")[1] }).count == 2)
+        let positive = Self.polylines(in: html, plot: "clip fraction of A &gt; 0 samples above 1 + ε per timestep")
+        let negative = Self.polylines(in: html, plot: "clip fraction of A &lt; 0 samples below 1 − ε per timestep")
+        #expect(positive.count == 3 && negative.count == 3 && negative.allSatisfy { $0.count == 4 })
+        #expect(html.contains("among the samples with A &gt; 0, the fraction above 1 + ε"))
+        #expect(!html.contains("written without"))
     }
 
     @Test func escapesTextFromTheRun() throws {
