@@ -42,10 +42,16 @@ let package = Package(
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
         .executableTarget(name: "runtime-bench", dependencies: ["TensorRuntime", "Transformers", "Checkpoints", "SafeTensors", "BLAS"],
                           path: "tools/bench/runtime/swift"),
+        // The over-optimization study (tools/study/run.sh; docs/study.md).
+        .executableTarget(name: "flowguard-study",
+                          dependencies: ["GRPOGuard", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "tools/study/swift"),
         .executableTarget(name: "kernel-bench", dependencies: ["TensorRuntime", "BLAS"],
                           path: "tools/bench/kernels",
                           swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
 
+        .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
