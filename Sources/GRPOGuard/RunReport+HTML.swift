@@ -223,18 +223,16 @@ extension RunReport {
             title: "clip fractions by advantage sign", xLabel: "optimizer step", yLabel: "fraction of samples of that sign",
             series: [overall("A > 0, above 1 + ε", "#b2182b") { $0.mean(\.clipFractionPositive) },
                      overall("A < 0, below 1 − ε", "#2166ac") { $0.mean(\.clipFractionNegative) }]))
-        html += ReportSVG.render(ReportSVG.LinePlot(
-            title: "clip fraction above 1 + ε per timestep", xLabel: "optimizer step", yLabel: "fraction",
-            series: perTimestep { $0.diagnostics.clipFractionAbove }))
-        html += ReportSVG.render(ReportSVG.LinePlot(
-            title: "clip fraction below 1 − ε per timestep", xLabel: "optimizer step", yLabel: "fraction",
-            series: perTimestep { $0.diagnostics.clipFractionBelow }))
-        html += ReportSVG.render(ReportSVG.LinePlot(
-            title: "clip fraction of A > 0 samples above 1 + ε per timestep", xLabel: "optimizer step", yLabel: "fraction of A > 0",
-            series: perTimestep { $0.diagnostics.clipFractionPositive }))
-        html += ReportSVG.render(ReportSVG.LinePlot(
-            title: "clip fraction of A < 0 samples below 1 − ε per timestep", xLabel: "optimizer step", yLabel: "fraction of A < 0",
-            series: perTimestep { $0.diagnostics.clipFractionNegative }))
+        let perTimestepClipPlots: [(title: String, yLabel: String, value: KeyPath<StepDiagnostics, Double>)] = [
+            ("clip fraction above 1 + ε per timestep", "fraction", \.clipFractionAbove),
+            ("clip fraction below 1 − ε per timestep", "fraction", \.clipFractionBelow),
+            ("clip fraction of A > 0 samples above 1 + ε per timestep", "fraction of A > 0", \.clipFractionPositive),
+            ("clip fraction of A < 0 samples below 1 − ε per timestep", "fraction of A < 0", \.clipFractionNegative),
+        ]
+        for plot in perTimestepClipPlots {
+            html += ReportSVG.render(ReportSVG.LinePlot(title: plot.title, xLabel: "optimizer step", yLabel: plot.yLabel,
+                                                        series: perTimestep { $0.diagnostics[keyPath: plot.value] }))
+        }
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "approx KL", xLabel: "optimizer step", yLabel: "approx KL",
             series: [overall("mean over timesteps", "#333333") { $0.mean(\.approximateKL) }]))

@@ -67,6 +67,8 @@ struct StudyFolder {
     var initial: String { root + "/base-initial" }
     var base: String { root + "/base" }
     var pretrainCurve: String { root + "/pretrain.json" }
+    /// The wall time of the last `all` (pretraining, runs and report).
+    var runtime: String { root + "/runtime.json" }
     func run(_ method: String, _ seed: UInt64) -> String { root + "/runs/\(method)-seed\(seed)" }
 }
 
@@ -202,6 +204,9 @@ struct All: ParsableCommand {
         }
         guard failures.isEmpty else { throw ValidationError("runs failed: \(failures.joined(separator: "; "))") }
         let seconds = Date().timeIntervalSince(started)
+        // Kept so that `summarize` can re-render the report of these runs with their runtime.
+        let runtime = JSONValue.object([("seconds", .double(seconds)), ("jobs", .int(Int64(jobs)))])
+        try Data((runtime.compactText + "\n").utf8).write(to: URL(fileURLWithPath: folder.runtime), options: .atomic)
         try StudyReport.write(settings: settings, folder: folder, output: report, totalSeconds: seconds)
         progress(String(format: "study done in %.1f min → %@", seconds / 60, report))
     }
@@ -216,6 +221,13 @@ struct Summarize: ParsableCommand {
 
     func run() throws {
         let settings = try StudySettings.load(common.config)
-        try StudyReport.write(settings: settings, folder: StudyFolder(root: common.work), output: report, totalSeconds: nil)
+        let folder = StudyFolder(root: common.work)
+        // The runtime `all` measured for these runs, when it is there.
+        var seconds: Double?
+        if let data = FileManager.default.contents(atPath: folder.runtime),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            seconds = object["seconds"] as? Double
+        }
+        try StudyReport.write(settings: settings, folder: folder, output: report, totalSeconds: seconds)
     }
 }
