@@ -42,6 +42,8 @@ enum StudyReport {
         case "grpo-guard": return "#1f77b4"
         case "ratio-norm": return "#2ca02c"
         case "reweight": return "#9467bd"
+        case "flow-grpo-slow": return "#8c564b"
+        case "grpo-guard-wide": return "#17becf"
         default: return "#7f7f7f"
         }
     }
@@ -121,13 +123,13 @@ enum StudyReport {
 
     /// One row per method: objective, clipped ratio, ε, reweighting, KL and the seeds used.
     static func methodTable(_ data: StudyData, settings: StudySettings) -> [String] {
-        var out = ["| method | objective | clipped ratio | ε | reweighting | KL β | seeds used |", "|---|---|---|---|---|---|---|"]
+        var out = ["| method | objective | clipped ratio | ε | reweighting | KL β | learning rate | seeds used |", "|---|---|---|---|---|---|---|---|"]
         for m in data.methods {
             var used = m.runs.map { String($0.seed) }.joined(separator: ", ")
             if !m.missing.isEmpty { used += " (missing: " + m.missing.map { "seed \($0.seed), \($0.reason)" }.joined(separator: "; ") + ")" }
             let objective = m.runs.first?.objective.rawValue ?? m.method.objective
             out.append("| \(m.method.label) | \(objective) | \(m.clippedSymbol) | \(sig3(m.clipRange)) | \(m.method.reweighting ? "1/dt" : "no") | "
-                       + "\(m.method.kl ? sig3(settings.runs.klBeta) : "0") | \(used) |")
+                       + "\(m.method.kl ? sig3(settings.runs.klBeta) : "0") | \(sig3(settings.runs.learningRate * m.method.learningRateScale)) | \(used) |")
         }
         return out + [""]
     }

@@ -32,6 +32,10 @@ struct Method: Codable, Equatable {
     var objective: String
     var reweighting: Bool
     var kl: Bool
+    /// The run's learning rate is the settings' times this.
+    var learningRateScale = 1.0
+    /// The clip range ε; nil takes the objective's default (1e-4 Flow-GRPO, 2e-6 GRPO-Guard).
+    var clipRange: Double?
 
     static let all: [Method] = [
         Method(name: "flow-grpo", label: "Flow-GRPO", objective: "flow-grpo", reweighting: false, kl: false),
@@ -39,6 +43,11 @@ struct Method: Codable, Equatable {
         Method(name: "grpo-guard", label: "GRPO-Guard", objective: "grpo-guard", reweighting: true, kl: false),
         Method(name: "ratio-norm", label: "RatioNorm only", objective: "grpo-guard", reweighting: false, kl: false),
         Method(name: "reweight", label: "reweighting only", objective: "flow-grpo", reweighting: true, kl: false),
+        // Controls: is GRPO-Guard's gold cost at equal proxy a matter of speed, or of its clipping?
+        Method(name: "flow-grpo-slow", label: "Flow-GRPO, lr × 0.4", objective: "flow-grpo", reweighting: false, kl: false,
+               learningRateScale: 0.4),
+        Method(name: "grpo-guard-wide", label: "GRPO-Guard, ε = 2e-5", objective: "grpo-guard", reweighting: true, kl: false,
+               clipRange: 2e-5),
     ]
 }
 
@@ -79,7 +88,8 @@ enum StudyRun {
         config.klBeta = method.kl ? s.klBeta : 0
         config.loraRank = s.loraRank
         config.loraAlpha = s.loraAlpha
-        config.learningRate = s.learningRate
+        config.learningRate = s.learningRate * method.learningRateScale
+        config.clipRange = method.clipRange
         config.threads = threads
         config.useEMA = false
         config.checkpointEvery = 0

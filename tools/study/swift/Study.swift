@@ -12,7 +12,7 @@ struct StudySettings: Codable, Equatable {
     var model = ModelSettings()
     var pretrain = PretrainSettings()
     var runs = RunSettings()
-    var seeds: [UInt64] = [1, 2, 3, 4, 5]
+    var seeds: [UInt64] = [1, 2, 3, 4]
     var methods: [String] = Method.all.map(\.name)
 
     /// The defaults overlaid with the file's keys (snake_case, nested objects merged key by key).
