@@ -75,7 +75,7 @@ extension Converter {
             Converter.syncFolder(Converter.parentFolder(of: folder))
             return names.map { folder + "/" + $0 }
         } catch {
-            Converter.removeFolder(staging)
+            StaleTemporaries.removeFolder(staging)
             throw error
         }
     }
@@ -100,20 +100,4 @@ extension Converter {
         if fd >= 0 { _ = fsync(fd); close(fd) }
     }
 
-    /// Removes a staging folder and the plain files in it. Best effort: it only ever holds files
-    /// this process wrote.
-    static func removeFolder(_ folder: String) {
-        if let dir = opendir(folder) {
-            var names: [String] = []
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(dir)
-            for name in names { unlink(folder + "/" + name) }
-        }
-        rmdir(folder)
-    }
 }

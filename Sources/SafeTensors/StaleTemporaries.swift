@@ -35,8 +35,10 @@ public enum StaleTemporaries {
         return removed
     }
 
-    /// Removes a staging folder's plain files, then the folder.
-    private static func removeFolder(_ path: String) -> Bool {
+    /// Removes a staging folder's plain files, then the folder (best effort: such folders only
+    /// ever hold files a writer put there). True when the folder is gone.
+    @discardableResult
+    public static func removeFolder(_ path: String) -> Bool {
         guard let dir = opendir(path) else { return false }
         var names: [String] = []
         while let entry = readdir(dir) {

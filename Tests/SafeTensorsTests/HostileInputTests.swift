@@ -14,14 +14,7 @@ import Glibc
     let dir = TemporaryDirectory()
 
     func openError(_ bytes: [UInt8], sparseSize: Int? = nil) throws -> SafeTensorsError {
-        let path = dir.file("bad.safetensors")
-        try writeBytes(bytes, to: path)
-        if let sparseSize { #expect(truncate(path, off_t(sparseSize)) == 0) }
-        do {
-            _ = try SafeTensorsFile(path: path)
-        } catch {
-            return error
-        }
+        if let error = try openingError(bytes, at: dir.file("bad.safetensors"), sparseSize: sparseSize) { return error }
         Issue.record("expected the file to be rejected")
         throw PeerUnavailable(reason: "accepted a bad file")
     }

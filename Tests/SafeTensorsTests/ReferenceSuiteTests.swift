@@ -14,13 +14,7 @@ import TestSupport
     }
 
     func openError(_ bytes: [UInt8]) throws -> SafeTensorsError {
-        let path = dir.file("bad.safetensors")
-        try writeBytes(bytes, to: path)
-        do {
-            _ = try SafeTensorsFile(path: path)
-        } catch {
-            return error
-        }
+        if let error = try openingError(bytes, at: dir.file("bad.safetensors")) { return error }
         Issue.record("expected the file to be rejected")
         throw PeerUnavailable(reason: "accepted a bad file")
     }

@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import TensorRuntime
 
 /// A folder under the system temporary directory, removed when the value is released.
 public final class TemporaryDirectory: @unchecked Sendable {
@@ -96,6 +97,19 @@ public func rawSafeTensors(header: String, data: [UInt8] = [], declaredLength: U
 }
 
 /// Writes bytes to a path.
+/// Writes `bytes` to `path` (then extends the file to `sparseSize` bytes when given) and opens it
+/// as safetensors: the error it is rejected with, or nil when it opens.
+public func openingError(_ bytes: [UInt8], at path: String, sparseSize: Int? = nil) throws -> SafeTensorsError? {
+    try writeBytes(bytes, to: path)
+    if let sparseSize, truncate(path, off_t(sparseSize)) != 0 { throw PeerUnavailable(reason: "cannot extend \(path)") }
+    do {
+        _ = try SafeTensorsFile(path: path)
+        return nil
+    } catch {
+        return error
+    }
+}
+
 public func writeBytes(_ bytes: [UInt8], to path: String) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
@@ -108,16 +122,10 @@ public func readBytes(_ path: String) throws -> [UInt8] {
 /// A deterministic pseudo-random generator (SplitMix64) for tests and fuzzing: seeded, so a
 /// failure can be replayed.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var base: SplitMix64
     /// Creates a generator from a seed.
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public init(seed: UInt64) { base = SplitMix64(state: seed) }
+    public mutating func next() -> UInt64 { base.next() }
 }
 
 /// The reference safetensors implementation (Python, pip `safetensors`) driven through
