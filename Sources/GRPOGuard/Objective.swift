@@ -129,14 +129,9 @@ public struct VanillaObjective: StepObjective, Equatable {
             policy += l / Double(b)
             coefficients[i] = weight * d * parts.ratios[i] / Double(b)   // ∂(weight·L)/∂log p_θ,i
         }
-        var gradient = parts.logProbabilityGradient(perSample: coefficients)
-        let kl = klTerm(mean: mean, batch: batch, referenceMean: referenceMean, coefficient: klCoefficient, gradient: &gradient)
-        return StepLoss(loss: weight * policy + klCoefficient * kl, policyLoss: policy, klLoss: kl, weight: weight,
-                        meanGradient: gradient, shape: mean.shape, ratios: parts.ratios,
-                        normalizedRatios: parts.normalizedRatios,
-                        diagnostics: StepDiagnostics(logRatios: parts.logRatios, normalizedLogRatios: parts.normalizedLogRatios,
-                                                     clippedRatios: parts.ratios, advantages: batch.advantages,
-                                                     clipRange: clipRange))
+        let gradient = parts.logProbabilityGradient(perSample: coefficients)
+        return parts.stepLoss(policy: policy, weight: weight, gradient: gradient, clippedRatios: parts.ratios, clipRange: clipRange,
+                              mean: mean, batch: batch, referenceMean: referenceMean, klCoefficient: klCoefficient)
     }
 }
 
@@ -192,13 +187,8 @@ public struct GuardObjective: StepObjective, Equatable {
         }
         var gradient = parts.logProbabilityGradient(perSample: coefficients)
         parts.addBiasGradient(perSample: coefficients, into: &gradient)
-        let kl = klTerm(mean: mean, batch: batch, referenceMean: referenceMean, coefficient: klCoefficient, gradient: &gradient)
-        return StepLoss(loss: weight * policy + klCoefficient * kl, policyLoss: policy, klLoss: kl, weight: weight,
-                        meanGradient: gradient, shape: mean.shape, ratios: parts.ratios,
-                        normalizedRatios: parts.normalizedRatios,
-                        diagnostics: StepDiagnostics(logRatios: parts.logRatios, normalizedLogRatios: parts.normalizedLogRatios,
-                                                     clippedRatios: parts.normalizedRatios, advantages: batch.advantages,
-                                                     clipRange: clipRange))
+        return parts.stepLoss(policy: policy, weight: weight, gradient: gradient, clippedRatios: parts.normalizedRatios, clipRange: clipRange,
+                              mean: mean, batch: batch, referenceMean: referenceMean, klCoefficient: klCoefficient)
     }
 }
 
@@ -217,6 +207,19 @@ struct PolicyTerms {
     var normalizedLogRatios: [Double]
     var ratios: [Double] { logRatios.map { Foundation.exp($0) } }
     var normalizedRatios: [Double] { normalizedLogRatios.map { Foundation.exp($0) } }
+
+    /// The step's result once the (unweighted) policy loss and its gradient w.r.t. μ_θ are known:
+    /// adds the KL term (unweighted, after the reweighting) and the diagnostics, whose clip
+    /// fractions are taken on `clippedRatios` (r for Flow-GRPO, r̂ for GRPO-Guard).
+    func stepLoss(policy: Double, weight: Double, gradient: [Double], clippedRatios: [Double], clipRange: Double,
+                  mean: Tensor, batch: StepBatch, referenceMean: Tensor?, klCoefficient: Double) -> StepLoss {
+        var gradient = gradient
+        let kl = klTerm(mean: mean, batch: batch, referenceMean: referenceMean, coefficient: klCoefficient, gradient: &gradient)
+        return StepLoss(loss: weight * policy + klCoefficient * kl, policyLoss: policy, klLoss: kl, weight: weight,
+                        meanGradient: gradient, shape: mean.shape, ratios: ratios, normalizedRatios: normalizedRatios,
+                        diagnostics: StepDiagnostics(logRatios: logRatios, normalizedLogRatios: normalizedLogRatios,
+                                                     clippedRatios: clippedRatios, advantages: batch.advantages, clipRange: clipRange))
+    }
 
     init(mean: Tensor, batch stepBatch: StepBatch, biasMode: RatioBiasMode) {
         precondition(mean.shape == stepBatch.next.shape, "objective: μ_θ \(mean.shape) and x' \(stepBatch.next.shape) differ")
