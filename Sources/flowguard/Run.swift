@@ -43,21 +43,21 @@ struct Run: ParsableCommand {
     @Option(help: "An adapter to apply (any dialect, or a PEFT folder); repeatable.")
     var lora: [String] = []
 
-    @Option(name: .customLong("lora-scale"), help: "Multiplier for the adapter at the same position; repeatable.")
+    @Option(name: .customLong("lora-scale"), parsing: .unconditionalSingleValue,
+            help: "Multiplier for the adapter at the same position (may be negative); repeatable.")
     var loraScale: [Float] = []
 
-    @Option(help: "Threads for the computation.")
-    var threads: Int = 1
+    @OptionGroup var compute: ThreadOptions
 
-    @Flag(help: "Print one JSON object describing the run.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard loraScale.count <= lora.count else {
             throw ValidationError("--lora-scale was given \(loraScale.count) times but --lora only \(lora.count) times.")
         }
         guard loraScale.allSatisfy(\.isFinite) else { throw ValidationError("--lora-scale must be a finite number.") }
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024.") }
     }
 
     func run() throws {
@@ -65,9 +65,9 @@ struct Run: ParsableCommand {
             ForwardRun.Adapter(path: path, scale: index < loraScale.count ? loraScale[index] : 1)
         }
         let request = ForwardRun(modelPath: model, configPath: config, inputsPath: inputs, outputPath: output,
-                                 adapters: adapters, threads: threads)
-        let report = try request.run { printError($0) }
-        if json {
+                                 adapters: adapters, threads: compute.count(default: 1))
+        let report = try request.run { log.note($0) }
+        if style.json {
             print(Self.json(report).compactText)
         } else {
             print(Self.summary(report))
