@@ -46,6 +46,10 @@ extension KeyPrefix: ExpressibleByArgument {
 
     public static var allValueStrings: [String] { allCases.map(\.argumentName) }
 
+    public static var allValueDescriptions: [String: String] {
+        ["sai": "model.diffusion_model. (Stability AI)", "comfy": "diffusion_model. (ComfyUI)", "none": "no prefix (BFL)"]
+    }
+
     public var defaultValueDescription: String { argumentName }
 
     /// The name the command line uses for the prefix.
@@ -87,6 +91,8 @@ extension RatioBiasMode: ExpressibleByArgument {
 
     public static var allValueStrings: [String] { allCases.map(\.configName) }
 
+    public static var allValueDescriptions: [String: String] { [:] }
+
     public var defaultValueDescription: String { configName }
 
     /// The spelling of a training config.
@@ -106,6 +112,8 @@ extension AdvantageScale: ExpressibleByArgument {
     }
 
     public static var allValueStrings: [String] { allCases.map(\.configName) }
+
+    public static var allValueDescriptions: [String: String] { [:] }
 
     public var defaultValueDescription: String { configName }
 

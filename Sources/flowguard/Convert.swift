@@ -18,8 +18,10 @@ struct Convert: ParsableCommand {
 
         Examples:
           flowguard convert sd3.5_medium.safetensors sd35-diffusers/ --layout diffusers
-          flowguard convert flux1-dev.safetensors transformer --layout diffusers --dtype bf16 --shard-size 5GB
-          flowguard convert transformer/ flux1-dev-fp8.safetensors --layout original --dtype f8_e4m3 --prefix comfy
+          flowguard convert flux1-dev.safetensors transformer --layout diffusers \\
+              --dtype bf16 --shard-size 5GB
+          flowguard convert transformer/ flux1-dev-fp8.safetensors --layout original \\
+              --dtype f8_e4m3 --prefix comfy
         """
     )
 
@@ -39,7 +41,7 @@ struct Convert: ParsableCommand {
             transform: ByteSize.parse)
     var shardSize: Int?
 
-    @Option(help: "Key prefix of an original-layout output: sai (model.diffusion_model.), comfy (diffusion_model.) or none.")
+    @Option(help: "Key prefix of an original-layout output (default: sai for SD3, none for FLUX).")
     var prefix: KeyPrefix?
 
     @OptionGroup var style: JSONOutput

@@ -11,7 +11,8 @@ struct Inspect: ParsableCommand {
         Examples:
           flowguard inspect model.safetensors
           flowguard inspect --group transformer/
-          flowguard inspect --json a.safetensors b.safetensors | jq '.files[0].tensor_count'
+          flowguard inspect --json a.safetensors b.safetensors \\
+              | jq '.files[0].tensor_count'
         """
     )
 

@@ -17,8 +17,10 @@ struct LoRAConvert: ParsableCommand {
         The base architecture names the modules: from --base (a checkpoint in either layout) or --config (a diffusers transformer config.json). Without either it is inferred from the adapter's shapes (width from the attention projections, depth from the highest block index), and a note says so.
 
         Examples:
-          flowguard lora convert pytorch_lora_weights.safetensors lora_kohya.safetensors --to kohya --base sd3.5_medium.safetensors
-          flowguard lora convert kohya_flux.safetensors peft_adapter --to peft --config transformer/config.json
+          flowguard lora convert pytorch_lora_weights.safetensors lora_kohya.safetensors \\
+              --to kohya --base sd3.5_medium.safetensors
+          flowguard lora convert kohya_flux.safetensors peft_adapter --to peft \\
+              --config transformer/config.json
           flowguard lora convert adapter/ comfy.safetensors --to comfy --json
         """
     )
@@ -29,7 +31,7 @@ struct LoRAConvert: ParsableCommand {
     @Argument(help: "Output: a folder for peft, a .safetensors file otherwise.")
     var output: String
 
-    @Option(name: .customLong("to"), help: "Output format.")
+    @Option(name: .customLong("to"), help: ArgumentHelp("Output format.", valueName: "format"))
     var format: LoRAFormat
 
     @Option(help: "Base checkpoint (either layout) whose architecture names the modules.")

@@ -16,9 +16,11 @@ struct LoRAExtractCommand: ParsableCommand {
         For each module the captured energy Σ_{i<R} s_i² / Σ s_i² and the relative Frobenius error ‖D − B·A‖/‖D‖ are printed.
 
         Examples:
-          flowguard lora extract sd3.5_medium.safetensors finetuned.safetensors lora.safetensors --rank 32
+          flowguard lora extract sd3.5_medium.safetensors finetuned.safetensors \\
+              lora.safetensors --rank 32
           flowguard lora extract base/ tuned/ adapter --rank 16 --to peft --json
-          flowguard lora extract flux1-dev.safetensors flux-tuned.safetensors lora_kohya.safetensors --rank 64 --to kohya
+          flowguard lora extract flux1-dev.safetensors flux-tuned.safetensors \\
+              lora_kohya.safetensors --rank 64 --to kohya
         """
     )
 
@@ -34,7 +36,7 @@ struct LoRAExtractCommand: ParsableCommand {
     @Option(help: "Rank of the extracted adapter (capped at min(out, in) per module).")
     var rank: Int
 
-    @Option(name: .customLong("to"), help: "Adapter dialect.")
+    @Option(name: .customLong("to"), help: ArgumentHelp("Adapter dialect.", valueName: "format"))
     var format: LoRAFormat = .diffusers
 
     @OptionGroup var style: JSONOutput

@@ -16,9 +16,12 @@ struct LoRAMergeCommand: ParsableCommand {
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
         Examples:
-          flowguard lora merge sd3.5_medium.safetensors my_lora.safetensors merged.safetensors
-          flowguard lora merge transformer/ pytorch_lora_weights.safetensors merged.safetensors --scale 0.8 --dtype bf16
-          flowguard lora merge merged.safetensors my_lora.safetensors restored.safetensors --unmerge
+          flowguard lora merge sd3.5_medium.safetensors my_lora.safetensors \\
+              merged.safetensors
+          flowguard lora merge transformer/ pytorch_lora_weights.safetensors \\
+              merged.safetensors --scale 0.8 --dtype bf16
+          flowguard lora merge merged.safetensors my_lora.safetensors \\
+              restored.safetensors --unmerge
         """
     )
 

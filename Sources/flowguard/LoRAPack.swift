@@ -12,8 +12,10 @@ struct LoRAPack: ParsableCommand {
 
         Examples:
           flowguard lora pack pytorch_lora_weights.safetensors adapter.fgdelta
-          flowguard lora pack step-2000.safetensors step-2000.fgdelta --reference step-1000.safetensors
-          flowguard lora pack adapter.safetensors adapter.fgdelta --base sd3.5_medium.safetensors --level 9 --json
+          flowguard lora pack step-2000.safetensors step-2000.fgdelta \\
+              --reference step-1000.safetensors
+          flowguard lora pack adapter.safetensors adapter.fgdelta \\
+              --base sd3.5_medium.safetensors --level 9 --json
         """
     )
 
@@ -80,7 +82,8 @@ struct LoRAUnpack: ParsableCommand {
 
         Examples:
           flowguard lora unpack adapter.fgdelta pytorch_lora_weights.safetensors
-          flowguard lora unpack step-2000.fgdelta step-2000.safetensors --reference step-1000.safetensors
+          flowguard lora unpack step-2000.fgdelta step-2000.safetensors \\
+              --reference step-1000.safetensors
         """
     )
 

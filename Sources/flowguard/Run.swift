@@ -12,9 +12,11 @@ struct Run: ParsableCommand {
         MODEL is a checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder), in any float dtype; bf16 weights stay bf16 in memory. --config is a diffusers config.json, needed only when the weights leave something open (a folder's own config.json is used when present).
 
         INPUTS is a safetensors file holding the forward arguments, named and scaled exactly as diffusers' forward takes them:
-          SD3:  hidden_states [B,C,H,W], encoder_hidden_states [B,T,joint], pooled_projections [B,P], timestep [B] (0..1000)
-          FLUX: hidden_states [B,N,C] (packed latents), encoder_hidden_states [B,T,joint], pooled_projections [B,P],
-                timestep [B] (σ in 0..1; the model multiplies by 1000), img_ids [N,3], txt_ids [T,3], guidance [B]
+          SD3:  hidden_states [B,C,H,W], encoder_hidden_states [B,T,joint],
+                pooled_projections [B,P], timestep [B] (0..1000)
+          FLUX: hidden_states [B,N,C] (packed latents), encoder_hidden_states [B,T,joint],
+                pooled_projections [B,P], timestep [B] (σ in 0..1; the model multiplies
+                by 1000), img_ids [N,3], txt_ids [T,3], guidance [B]
         Other tensors in the file are ignored. Any float or integer dtype is read as float32.
 
         The result is written as the float32 tensor "output" (diffusers' .sample) of OUT, atomically.
@@ -22,9 +24,12 @@ struct Run: ParsableCommand {
         --lora may be given several times; each --lora-scale applies to the --lora at the same position (default 1, on top of the adapter's own α/r).
 
         Examples:
-          flowguard run --model sd3.5_medium.safetensors --inputs io.safetensors --output out.safetensors
-          flowguard run --model transformer/ --inputs io.safetensors --output out.safetensors --lora my_lora.safetensors --lora-scale 0.8
-          flowguard run --model flux1-dev.safetensors --config config.json --inputs io.safetensors --output out.safetensors --threads 8 --json
+          flowguard run --model sd3.5_medium.safetensors --inputs io.safetensors \\
+              --output out.safetensors
+          flowguard run --model transformer/ --inputs io.safetensors --output out.safetensors \\
+              --lora my_lora.safetensors --lora-scale 0.8
+          flowguard run --model flux1-dev.safetensors --config config.json \\
+              --inputs io.safetensors --output out.safetensors --threads 8 --json
         """
     )
 

@@ -11,12 +11,13 @@ struct Synth: ParsableCommand {
 
         --layout original writes OUT as one .safetensors file (SD3 keys under model.diffusion_model.). --layout diffusers writes OUT as a folder holding diffusion_pytorch_model.safetensors (shards of at most 10 GB plus an index when larger) and config.json. --like FILE copies the architecture of an existing checkpoint instead of naming a --variant (handy for small test models).
 
-        Variants: sd3.5-medium, sd3.5-large, sd3-medium, flux-dev, flux-schnell, flux-fill, flux-depth.
-
         Examples:
-          flowguard synth --variant flux-dev --layout original --dtype bf16 flux1-dev-random.safetensors
-          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 --seed 7 transformer/
-          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 --json tiny-random.safetensors
+          flowguard synth --variant flux-dev --layout original --dtype bf16 \\
+              flux1-dev-random.safetensors
+          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 --seed 7 \\
+              transformer/
+          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 --json \\
+              tiny-random.safetensors
         """
     )
 
@@ -26,7 +27,7 @@ struct Synth: ParsableCommand {
     @Option(help: "Copy the architecture detected in this checkpoint instead of a --variant.")
     var like: String?
 
-    @Option(help: "Key layout: original (one file) or diffusers (a folder).")
+    @Option(help: "Key layout of the output: original writes one file, diffusers a folder.")
     var layout: KeyLayout
 
     @Option(help: "Dtype of every tensor.")
@@ -38,7 +39,7 @@ struct Synth: ParsableCommand {
     @Option(parsing: .unconditional, help: "Standard deviation of the values.")
     var scale: Float = 0.02
 
-    @Option(help: "Distribution of the values: normal (approximate, bounded at ±3.46·scale) or uniform.")
+    @Option(help: "Distribution of the values (normal is approximate, bounded at ±3.46·scale).")
     var distribution: SyntheticOptions.Distribution = .normal
 
     @OptionGroup var style: JSONOutput

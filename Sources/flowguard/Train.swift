@@ -229,6 +229,9 @@ struct Train: ParsableCommand {
         for (key, text) in overrides {
             do { try scratch.set(key: key, text: text, source: Self.flag(key)) } catch { throw Self.usageError(error) }
         }
+        if let reward, reward.hasPrefix(BuiltinRewards.prefix) {
+            do { _ = try BuiltinRewards.make(spec: reward) } catch { throw ValidationError("--reward: \(error.description)") }
+        }
         if config == nil {
             do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
         }
