@@ -34,7 +34,7 @@ struct Convert: ParsableCommand {
     @Option(help: "Key layout of the output.")
     var layout: KeyLayout
 
-    @Option(help: "Dtype of floating-point tensors in the output (default: unchanged).")
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own).")
     var dtype: OutputDType?
 
     @Option(help: ArgumentHelp("Write shards of at most this size (e.g. 5GB) plus an index, in a folder.", valueName: "size"),

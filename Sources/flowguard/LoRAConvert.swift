@@ -17,8 +17,8 @@ struct LoRAConvert: ParsableCommand {
         The base architecture names the modules: from --base (a checkpoint in either layout) or --config (a diffusers transformer config.json). Without either it is inferred from the adapter's shapes (width from the attention projections, depth from the highest block index), and a note says so.
 
         Examples:
-          flowguard lora convert pytorch_lora_weights.safetensors lora_kohya.safetensors \\
-              --to kohya --base sd3.5_medium.safetensors
+          flowguard lora convert pytorch_lora_weights.safetensors \\
+              lora_kohya.safetensors --to kohya --base sd3.5_medium.safetensors
           flowguard lora convert kohya_flux.safetensors peft_adapter --to peft \\
               --config transformer/config.json
           flowguard lora convert adapter/ comfy.safetensors --to comfy --json

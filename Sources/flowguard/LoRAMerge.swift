@@ -37,7 +37,7 @@ struct LoRAMergeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Multiplier of the adapter's delta (on top of its own α/r); may be negative.")
     var scale: Float = 1
 
-    @Option(help: "Dtype of floating-point tensors in the output (default: unchanged).")
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own).")
     var dtype: OutputDType?
 
     @Flag(help: "Subtract the delta instead of adding it.")

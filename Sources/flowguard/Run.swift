@@ -26,8 +26,8 @@ struct Run: ParsableCommand {
         Examples:
           flowguard run --model sd3.5_medium.safetensors --inputs io.safetensors \\
               --output out.safetensors
-          flowguard run --model transformer/ --inputs io.safetensors --output out.safetensors \\
-              --lora my_lora.safetensors --lora-scale 0.8
+          flowguard run --model transformer/ --inputs io.safetensors \\
+              --output out.safetensors --lora my_lora.safetensors --lora-scale 0.8
           flowguard run --model flux1-dev.safetensors --config config.json \\
               --inputs io.safetensors --output out.safetensors --threads 8 --json
         """

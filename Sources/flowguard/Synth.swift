@@ -14,10 +14,10 @@ struct Synth: ParsableCommand {
         Examples:
           flowguard synth --variant flux-dev --layout original --dtype bf16 \\
               flux1-dev-random.safetensors
-          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 --seed 7 \\
-              transformer/
-          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 --json \\
-              tiny-random.safetensors
+          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 \\
+              --seed 7 transformer/
+          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 \\
+              --json tiny-random.safetensors
         """
     )
 
