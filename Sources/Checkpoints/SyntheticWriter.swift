@@ -88,8 +88,8 @@ public enum SyntheticWriter {
 
     /// Writes a synthetic checkpoint of `architecture` in `layout` and `dtype` (a floating-point
     /// kind) to `path`: a `.safetensors` file for the original layout; for the diffusers layout a
-    /// folder (created if missing) holding `diffusion_pytorch_model.safetensors` (or shards and
-    /// their index) and `config.json`. Each file appears atomically.
+    /// folder holding `diffusion_pytorch_model.safetensors` (or shards and their index) and
+    /// `config.json`, staged beside `path` and put in place whole (replacing a folder there).
     /// `progress(bytesDone, bytesTotal)` is called after each tensor.
     public static func write(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
                              options: SyntheticOptions = SyntheticOptions(),
@@ -127,15 +127,16 @@ public enum SyntheticWriter {
             try SafeTensorsWriter.write(to: path, specs: specs, metadata: options.metadata, progress: progress, produce: produce)
             paths = [path]
         case .diffusers:
-            try makeFolder(path)
-            paths = try ShardedWriter.write(folder: path, baseName: "diffusion_pytorch_model", specs: specs,
-                                            metadata: options.metadata, maxShardBytes: options.maxShardBytes,
-                                            progress: progress, produce: produce)
-            let configPath = path + "/config.json"
-            let config = try AtomicFile(destination: configPath)
+            let staged = try StagedFolder(destination: path)
+            let names = try ShardedWriter.write(folder: staged.stagingPath, baseName: "diffusion_pytorch_model", specs: specs,
+                                                metadata: options.metadata, maxShardBytes: options.maxShardBytes,
+                                                progress: progress, produce: produce)
+                .map { String($0.split(separator: "/").last ?? "") } + ["config.json"]
+            let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
             try config.write(Array(architecture.diffusersConfigJSON().utf8))
             try config.commit()
-            paths.append(configPath)
+            try staged.commit()
+            paths = names.map { staged.destination + "/" + $0 }
         }
         return SyntheticResult(architecture: architecture.name, layout: layout, dtype: dtype, tensorCount: specs.count,
                                parameterCount: specs.reduce(0) { $0 + ($1.elementCount ?? 0) },
@@ -163,20 +164,6 @@ public enum SyntheticWriter {
             let first = piece.rows.lowerBound * rowElements + (lo - pieceRange.lowerBound)
             for i in 0..<(hi - lo) { output[written + i] = generator.value(key: key, index: first + i) }
             written += hi - lo
-        }
-    }
-
-    /// Creates `path` as a folder unless it already is one.
-    static func makeFolder(_ path: String) throws(SafeTensorsError) {
-        var st = stat()
-        if stat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFDIR else {
-                throw .io(file: path, operation: "create folder", message: "a file of that name exists (the diffusers layout is written as a folder)")
-            }
-            return
-        }
-        if mkdir(path, 0o755) != 0 {
-            throw .io(file: path, operation: "create folder", message: String(cString: strerror(errno)))
         }
     }
 }

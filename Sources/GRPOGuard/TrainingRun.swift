@@ -37,9 +37,13 @@ public enum TrainingRun {
     /// Trains per `config`. With `resume` the newest complete checkpoint in the run folder is
     /// continued (bit-identical to an uninterrupted run); without it the folder must hold none.
     /// `stopAfter` ends the process's work after that many training steps in all (for tests of
-    /// interruption: no export). `log` receives progress lines.
-    public static func run(config: TrainingConfig, resume: Bool, stopAfter: Int? = nil,
-                           log: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
+    /// interruption: no export). With `replace`, an existing run folder is moved aside and removed
+    /// once the model, prompts and reward have loaded, and the run starts afresh in a new one.
+    /// `log` receives notes (`resuming …`); `progress` receives the
+    /// status line of each training step (the caller decides how often to show it).
+    public static func run(config: TrainingConfig, resume: Bool, replace: Bool = false, stopAfter: Int? = nil,
+                           log: (String) -> Void = { _ in },
+                           progress: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
         let started = Date()
         let weights: TransformerWeights
         let model: any DiffusionTransformer
@@ -57,6 +61,7 @@ public enum TrainingRun {
         let fm = FileManager.default
         let run = config.output
         let checkpoints = run + "/checkpoints"
+        if replace && !resume { try removeRunFolder(run) }
         do { try fm.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
             throw .io(path: checkpoints, reason: "cannot create the run folder: \(error.localizedDescription)")
         }
@@ -93,7 +98,7 @@ public enum TrainingRun {
             let seconds = Date().timeIntervalSince(t0)
             stepSeconds.append(seconds)
             lastReward = records.last?.rewardMean
-            if let r = records.last { log(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
+            if let r = records.last { progress(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
             let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
             if due || trainer.step == config.steps {
                 try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
@@ -118,6 +123,21 @@ public enum TrainingRun {
                               checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
                               evaluation: evaluation, modules: trainer.modules.count,
                               parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+    }
+
+    /// Removes an earlier run folder: renamed aside in one step (so it is whole or gone), then
+    /// deleted.
+    static func removeRunFolder(_ run: String) throws(TrainingError) {
+        var folder = run
+        while folder.count > 1 && folder.hasSuffix("/") { folder.removeLast() }
+        guard FileManager.default.fileExists(atPath: folder) else { return }
+        let parent = (folder as NSString).deletingLastPathComponent
+        let aside = (parent.isEmpty ? "" : parent + "/") + "." + (folder as NSString).lastPathComponent + ".old-\(getpid())"
+        StagedFolder.removeTree(aside)
+        guard rename(folder, aside) == 0 else {
+            throw .io(path: folder, reason: "cannot replace the run folder: \(String(cString: strerror(errno)))")
+        }
+        StagedFolder.removeTree(aside)
     }
 
     /// The reward a config names: `builtin:…` or an external command line.

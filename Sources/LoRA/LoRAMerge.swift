@@ -31,8 +31,10 @@ public struct MergeReport: Sendable {
     public var conversion: ConversionReport
     /// Number of output tensors of each dtype.
     public var tensorsByDType: [DType: Int]
-    /// The file written.
+    /// The file or folder written.
     public var outputPath: String
+    /// The files written (one `.safetensors` file, or a diffusers folder's weights and `config.json`).
+    public var outputFiles: [String]
     /// Wall-clock seconds.
     public var elapsedSeconds: Double
 }
@@ -45,8 +47,11 @@ public enum LoRAMerge {
     /// tensors are copied byte for byte by the kernel (or converted when `dtype` differs);
     /// touched tensors are widened to Float32, receive ΔW row slices through sgemm, and are
     /// encoded back in their own dtype (or `dtype`). Peak memory: one base tensor in Float32.
-    /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded or folder base is
-    /// written as one file. Throws `LoRAError` (misplaced module, NaN/∞ in a factor),
+    /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded base is written as
+    /// one file; a base given as a folder (a diffusers model folder) is written as a folder
+    /// unless `output` ends in `.safetensors` (see `writesFolder`): its weights in one
+    /// `diffusion_pytorch_model.safetensors` beside the base's `config.json` (or the one derived
+    /// from the shapes), staged and put in place whole. Throws `LoRAError` (misplaced module, NaN/∞ in a factor),
     /// `CheckpointError` (base not recognised), `LoRAMergeError` or `SafeTensorsError`; on
     /// failure nothing is left at `output`.
     @discardableResult
@@ -56,7 +61,8 @@ public enum LoRAMerge {
         let start = monotonicSeconds()
         if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
         try checkFinite(adapter)
-        try checkOutput(output, inputs: base.files.map(\.path))
+        let asFolder = writesFolder(output, base: base)
+        try checkOutput(output, folder: asFolder, inputs: base.files.map(\.path) + (base.indexPath.map { [$0] } ?? []))
         let detected = try Architecture.detect(base.infos)
         var shapes: [String: [Int]] = [:]
         for info in base.infos { shapes[info.name] = info.shape }
@@ -80,7 +86,9 @@ public enum LoRAMerge {
         for (key, value) in base.metadata ?? [] { metadata[key] = value }
         if metadata["format"] == nil { metadata["format"] = "pt" }
 
-        try SafeTensorsWriter.write(to: output, specs: specs, metadata: metadata) { sink in
+        let staged = asFolder ? try StagedFolder(destination: output) : nil
+        let weightsPath = staged.map { $0.stagingPath + "/diffusion_pytorch_model.safetensors" } ?? output
+        try SafeTensorsWriter.write(to: weightsPath, specs: specs, metadata: metadata) { sink in
             guard let entry = base.entry(sink.info.name) else {
                 throw SafeTensorsError.tensorNotFound(file: base.path, tensor: sink.info.name)
             }
@@ -101,13 +109,21 @@ public enum LoRAMerge {
             done += sink.info.byteCount
             progress?(done, total)
         }
+        var files = [output]
+        if let staged {
+            let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
+            try config.write(try baseConfig(base) ?? Array(detected.architecture.diffusersConfigJSON().utf8))
+            try config.commit()
+            try staged.commit()
+            files = [staged.destination + "/diffusion_pytorch_model.safetensors", staged.destination + "/config.json"]
+        }
         var byDType: [DType: Int] = [:]
         for spec in specs { byDType[spec.dtype, default: 0] += 1 }
         return MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
                            adapterLayout: adapter.layout, modulesMerged: adapter.modules.count,
                            touchedTensors: placement.touchedTensors, tensorsWritten: specs.count, dataBytes: total,
                            scale: scale, unmerged: unmerge, conversion: report, tensorsByDType: byDType,
-                           outputPath: output, elapsedSeconds: monotonicSeconds() - start)
+                           outputPath: output, outputFiles: files, elapsedSeconds: monotonicSeconds() - start)
     }
 
     /// Adds each slice's rows of factor·B·A (or factor·bias) to `values`, a row-major tensor
@@ -159,17 +175,37 @@ public enum LoRAMerge {
         }
     }
 
-    /// Refuses an output that is a folder or one of the input files.
-    static func checkOutput(_ output: String, inputs: [String]) throws {
+    /// Whether the merge of `base` into `output` writes a diffusers folder: the base was given as
+    /// a folder and `output` does not end in `.safetensors`.
+    public static func writesFolder(_ output: String, base: TensorCollection) -> Bool {
         var st = stat()
-        if output.hasSuffix("/") || (stat(output, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR) {
+        let baseIsFolder = stat(base.path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        return baseIsFolder && !output.hasSuffix(".safetensors")
+    }
+
+    /// The `config.json` beside the base's weights, when the base is a folder holding one.
+    static func baseConfig(_ base: TensorCollection) throws -> [UInt8]? {
+        var st = stat()
+        guard stat(base.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        let path = base.path + "/config.json"
+        guard stat(path, &st) == 0 else { return nil }
+        return try readWholeFile(path, limit: 16 << 20)
+    }
+
+    /// Refuses an output of the wrong kind (a folder where a file is written), one of the input
+    /// files, or the folder holding them.
+    static func checkOutput(_ output: String, folder: Bool, inputs: [String]) throws {
+        var st = stat()
+        if !folder && (output.hasSuffix("/") || (stat(output, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR)) {
             throw LoRAMergeError.badOutput(path: output, reason: "is a folder; the output is a single .safetensors file")
         }
         guard stat(output, &st) == 0 else { return }
         for input in inputs {
             var other = stat()
-            if stat(input, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino {
-                throw LoRAMergeError.badOutput(path: output, reason: "is an input file; refusing to overwrite it")
+            let candidate = folder ? String(input[..<(input.lastIndex(of: "/") ?? input.startIndex)]) : input
+            if stat(candidate, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino {
+                throw LoRAMergeError.badOutput(path: output, reason: folder ? "holds the base's files; refusing to replace it"
+                                                                            : "is an input file; refusing to overwrite it")
             }
         }
     }

@@ -44,12 +44,15 @@ struct Convert: ParsableCommand {
     @Option(help: "Key prefix of an original-layout output (default: sai for SD3, none for FLUX).")
     var prefix: KeyPrefix?
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         if prefix != nil && layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
+        try overwrite.check(output, writes: Converter.writesFolder(output, layout: layout, shardSize: shardSize) ? .folder : .file)
     }
 
     func run() throws {

@@ -15,6 +15,7 @@ struct FlowGuard: ParsableCommand {
 
         Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error (a missing or unknown option, a bad option value).
         """,
+        version: FlowGuardVersion.text,
         subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self, Train.self, Report.self]
     )
 

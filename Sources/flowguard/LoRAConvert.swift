@@ -40,12 +40,27 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "diffusers transformer config.json describing the base architecture.")
     var config: String?
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         if base != nil && config != nil { throw ValidationError("Give --base or --config, not both.") }
+        try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
+    }
+
+    /// The usage checks of an adapter output: `--to peft` writes a folder, so a name ending in
+    /// `.safetensors` is refused (with the folder name to use instead); an existing output
+    /// needs `--force`.
+    static func checkOutput(_ output: String, format: LoRAFormat, overwrite: OutputOptions) throws {
+        if format == .peft && output.hasSuffix(".safetensors") {
+            let folder = String(output.dropLast(".safetensors".count))
+            throw ValidationError("--to peft writes a folder (adapter_config.json + adapter_model.safetensors), not a .safetensors file: "
+                                  + "give a folder name such as '\(folder.isEmpty ? "adapter" : folder)'.")
+        }
+        try overwrite.check(output, writes: format == .peft ? .folder : .file)
     }
 
     func run() throws {

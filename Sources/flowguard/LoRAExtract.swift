@@ -39,15 +39,19 @@ struct LoRAExtractCommand: ParsableCommand {
     @Option(name: .customLong("to"), help: ArgumentHelp("Adapter dialect.", valueName: "format"))
     var format: LoRAFormat = .diffusers
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard rank >= 1 else { throw ValidationError("--rank must be at least 1, not \(rank).") }
+        try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
     }
 
     func run() throws {
+        if format == .peft { try StagedFolder.checkWritable(output) } else { try AtomicFile.checkWritable(output) }
         let baseCollection = try TensorCollection(path: base)
         let tunedCollection = try TensorCollection(path: tuned)
         let progress = log.progress("extracting", total: 1)

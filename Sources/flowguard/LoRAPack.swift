@@ -30,11 +30,13 @@ struct LoRAPack: ParsableCommand {
     @Option(help: "Store tensors as XOR deltas of this earlier checkpoint (.safetensors or .fgdelta).") var reference: String?
     @Option(help: "Record the fingerprint of this base checkpoint (file, shard index or folder).") var base: String?
     @Option(help: "Record this adapter config file (JSON) instead of __metadata__'s lora_adapter_metadata.") var config: String?
+    @OptionGroup var overwrite: OutputOptions
     @OptionGroup var style: JSONOutput
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         if !Zstd.levels.contains(level) { throw ValidationError("--level must be in \(Zstd.levels.lowerBound)...\(Zstd.levels.upperBound)") }
+        try overwrite.check(output, writes: .file)
     }
 
     func run() throws {
@@ -91,8 +93,13 @@ struct LoRAUnpack: ParsableCommand {
     @Argument(help: "The safetensors file to write.") var output: String
     @OptionGroup var compute: ThreadOptions
     @Option(help: "The reference the archive's XOR deltas were taken against (.safetensors or .fgdelta).") var reference: String?
+    @OptionGroup var overwrite: OutputOptions
     @OptionGroup var style: JSONOutput
     @OptionGroup var log: LogOptions
+
+    func validate() throws {
+        try overwrite.check(output, writes: .file)
+    }
 
     func run() throws {
         let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.open(path: path) }

@@ -54,6 +54,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var compute: ThreadOptions
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -63,6 +65,7 @@ struct Run: ParsableCommand {
             throw ValidationError("--lora-scale was given \(loraScale.count) times but --lora only \(lora.count) times.")
         }
         guard loraScale.allSatisfy(\.isFinite) else { throw ValidationError("--lora-scale must be a finite number.") }
+        try overwrite.check(output, writes: .file)
     }
 
     func run() throws {
@@ -71,7 +74,12 @@ struct Run: ParsableCommand {
         }
         let request = ForwardRun(modelPath: model, configPath: config, inputsPath: inputs, outputPath: output,
                                  adapters: adapters, threads: compute.count(default: 1))
-        let report = try request.run { log.note($0) }
+        let stages = log.stages()
+        let report: ForwardRunReport
+        do {
+            defer { stages.finish() }
+            report = try request.run { stages.stage($0) }
+        }
         if style.json {
             print(Self.json(report).compactText)
         } else {

@@ -42,6 +42,8 @@ struct Synth: ParsableCommand {
     @Option(help: "Distribution of the values (normal is approximate, bounded at ±3.46·scale).")
     var distribution: SyntheticOptions.Distribution = .normal
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -79,6 +81,7 @@ struct Synth: ParsableCommand {
         guard scale.isFinite, scale >= 0 else {
             throw ValidationError("--scale must be a finite number >= 0, not \(scale).")
         }
+        try overwrite.check(output, writes: layout == .diffusers ? .folder : .file)
     }
 
     func run() throws {

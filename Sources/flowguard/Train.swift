@@ -28,6 +28,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest complete checkpoint in the run folder.")
     var resume = false
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -235,6 +237,28 @@ struct Train: ParsableCommand {
         if config == nil {
             do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
         }
+        try checkRunFolder()
+    }
+
+    /// The run folder's usage rules: a folder that already holds anything is continued with
+    /// `--resume` or replaced with `--force` (not both); an empty or missing one is started in.
+    func checkRunFolder() throws {
+        if resume && overwrite.force {
+            throw ValidationError("--resume continues the run folder and --force replaces it: give one of them.")
+        }
+        // The folder named by --output, or by the config file (a config that cannot be read is
+        // reported by run(), as bad input).
+        guard let folder = output ?? config.flatMap({ try? TrainingConfig.load(path: $0, overrides: []).output }) else { return }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else { return }
+        guard isFolder.boolValue else {
+            throw ValidationError("The run folder '\(folder)' is a file; give a folder name.")
+        }
+        let contents = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        if !contents.isEmpty && !resume && !overwrite.force {
+            throw ValidationError("The run folder '\(folder)' is not empty; pass --resume to continue its run, "
+                                  + "or --force to replace it with a new run.")
+        }
     }
 
     /// A config error about a flag, as the usage error naming that flag.
@@ -258,7 +282,10 @@ struct Train: ParsableCommand {
             } else {
                 settings = try TrainingConfig.from(overrides: overrides)
             }
-            report = try TrainingRun.run(config: settings, resume: resume, stopAfter: stopAfter) { log.note($0) }
+            let status = log.statusLine()
+            defer { status?.finish() }
+            report = try TrainingRun.run(config: settings, resume: resume, replace: overwrite.force, stopAfter: stopAfter,
+                                         log: { log.note($0) }, progress: { status?.update($0) })
         } catch {
             throw CommandFailure(message: "error: \(error.description)")
         }

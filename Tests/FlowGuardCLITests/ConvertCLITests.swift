@@ -69,8 +69,10 @@ struct ConvertCLITests {
     @Test func badInputsExitWithOneAndLeaveNothing() throws {
         let input = dir.file("model.safetensors")
         try FileManager.default.copyItem(atPath: Repository.path("fixtures/flux_tiny/original.safetensors"), toPath: input)
-        // Input == output.
+        // Input == output: an existing output (exit 2 without --force), and never the input.
         var result = try flowguard("convert", input, input, "--layout", "original", "--dtype", "bf16")
+        #expect(result.status == 2 && result.stderr.hasPrefix("Error: The output '\(input)' exists; pass --force to replace it (the whole file).\n"))
+        result = try flowguard("convert", input, input, "--layout", "original", "--dtype", "bf16", "--force")
         #expect(result.status == 1)
         #expect(result.stderr.contains("it is the input file"))
         // A folder that cannot exist (under a regular file).

@@ -125,10 +125,18 @@ import TestSupport
     }
 
     @Test func quietSilencesProgressAndNotes() throws {
+        // run's stage lines appear only for work over a second (FLOWGUARD_PROGRESS_AFTER=0: for all
+        // work); a millisecond run prints none, and --quiet none in any case.
         let io = Repository.path("fixtures/sd35_tiny/lora/io_lora.safetensors")
-        let loud = try flowguard(["run", "--model", model, "--inputs", io, "--output", dir.file("a.safetensors")])
-        #expect(loud.status == 0 && loud.stderr.contains("running the forward pass on 1 thread"), "\(loud.stderr)")
-        let quiet = try flowguard(["run", "--model", model, "--inputs", io, "--output", dir.file("b.safetensors"), "--quiet"])
+        let run = ["run", "--model", model, "--inputs", io, "--output"]
+        let quick = try flowguard(run + [dir.file("q.safetensors")])
+        #expect(quick.status == 0 && quick.stderr.isEmpty, "\(quick.stderr)")
+        var always = Self.environment
+        always["FLOWGUARD_PROGRESS_AFTER"] = "0"
+        let loud = try runProcess(CLITests.binary, run + [dir.file("a.safetensors")], environment: always)
+        #expect(loud.status == 0, "\(loud.stderr)")
+        #expect(loud.stderr == "loading \(model)\nrunning the forward pass on 1 thread\nwriting \(dir.file("a.safetensors"))\n")
+        let quiet = try runProcess(CLITests.binary, run + [dir.file("b.safetensors"), "--quiet"], environment: always)
         #expect(quiet.status == 0 && quiet.stderr.isEmpty, "\(quiet.stderr)")
         #expect(try readBytes(dir.file("a.safetensors")) == readBytes(dir.file("b.safetensors")))
 
@@ -164,6 +172,7 @@ import TestSupport
         USAGE: flowguard <subcommand>
 
         OPTIONS:
+          --version               Show the version.
           -h, --help              Show help information.
 
         SUBCOMMANDS:
@@ -204,11 +213,13 @@ import TestSupport
         fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation
         halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout (a sharded or folder
-        base is written as one file). Tensors without a delta are copied unchanged;
-        merged tensors are computed in float32 and written back in their own dtype, or
-        in --dtype (which then applies to every floating-point tensor). Streamed: one
-        base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout; when BASE is a model
+        folder and OUT does not end in .safetensors, OUT is a diffusers folder
+        (diffusion_pytorch_model.safetensors and the base's config.json). Tensors
+        without a delta are copied unchanged; merged tensors are computed in float32
+        and written back in their own dtype, or in --dtype (which then applies to every
+        floating-point tensor). Streamed: one base tensor in memory at a time. The
+        output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same
         scale).
@@ -221,14 +232,15 @@ import TestSupport
           flowguard lora merge merged.safetensors my_lora.safetensors \\
               restored.safetensors --unmerge
 
-        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--json] [--quiet]
+        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--force] [--json] [--quiet]
 
         ARGUMENTS:
           <base>                  Base checkpoint: a .safetensors file, a shard index
                                   or a model folder.
           <adapter>               Adapter: a .safetensors file in any dialect or a PEFT
                                   folder.
-          <output>                Output .safetensors file.
+          <output>                Output .safetensors file (or folder, for a folder
+                                  base).
 
         OPTIONS:
           --scale <scale>         Multiplier of the adapter's delta (on top of its own
@@ -237,10 +249,13 @@ import TestSupport
                                   (default: each keeps its own). (values: bf16, fp16,
                                   fp32, f8_e4m3)
           --unmerge               Subtract the delta instead of adding it.
+          --force                 Replace the output if it exists (the whole file or
+                                  folder, atomically, once the new one is complete).
           --json                  Print one JSON object on standard output instead of
                                   text.
           --quiet                 Print no progress lines or notes on standard error
                                   (warnings and errors still appear).
+          --version               Show the version.
           -h, --help              Show help information.
 
 

@@ -122,9 +122,12 @@ enum PEFTDialect {
         }
         let members = config(of: adapter, peftFolder: format == .peft)
         if format == .peft {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: path + "/adapter_model.safetensors")
-            try writeTextFileAtomically(indentedJSON(.object(members)) + "\n", to: path + "/adapter_config.json")
+            // The folder is staged and replaces whatever was at `path` whole (no stale
+            // adapter_model.bin or other file of an earlier adapter stays beside the new one).
+            let staged = try StagedFolder(destination: path)
+            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: staged.stagingPath + "/adapter_model.safetensors")
+            try writeTextFileAtomically(indentedJSON(.object(members)) + "\n", to: staged.stagingPath + "/adapter_config.json")
+            try staged.commit()
         } else {
             let prefixed = JSONValue.object(members.map { (key: diffusersPrefix + $0.key, value: $0.value) })
             try writeF32Tensors(tensors, metadata: ["format": "pt", "lora_adapter_metadata": indentedJSON(prefixed)], to: path)
