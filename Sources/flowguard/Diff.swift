@@ -106,9 +106,9 @@ struct Diff: ParsableCommand {
             ("mapping", mapping),
             ("differ", .bool(diff.differs)),
             ("summary", .object([
-                ("identical_bytes", .int(Int64(diff.identicalCount))), ("equal_within_tolerance", .int(Int64(diff.equalCount))),
-                ("differ", .int(Int64(diff.differCount))), ("only_in_a", .int(Int64(diff.onlyInACount))),
-                ("only_in_b", .int(Int64(diff.onlyInBCount))),
+                ("identical_count", .int(Int64(diff.identicalCount))), ("equal_within_tolerance_count", .int(Int64(diff.equalCount))),
+                ("differ_count", .int(Int64(diff.differCount))), ("only_in_a_count", .int(Int64(diff.onlyInACount))),
+                ("only_in_b_count", .int(Int64(diff.onlyInBCount))),
             ])),
             ("tensors", .array(diff.tensors.map { t in
                 .object([
@@ -117,7 +117,7 @@ struct Diff: ParsableCommand {
                     ("dtype_b", t.dtypeB.map { .string($0.rawValue) } ?? .null),
                     ("shape_a", shape(t.shapeA)), ("shape_b", shape(t.shapeB)),
                     ("max_abs_diff", real(t.maxAbsDifference)), ("max_rel_diff", real(t.maxRelativeDifference)),
-                    ("rms_diff", real(t.rmsDifference)), ("nan_mismatches", .int(Int64(t.nanMismatches))),
+                    ("rms_diff", real(t.rmsDifference)), ("nan_mismatch_count", .int(Int64(t.nanMismatches))),
                 ])
             })),
         ])

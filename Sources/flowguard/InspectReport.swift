@@ -97,17 +97,17 @@ enum InspectReport {
         ]
         if grouped {
             members.append(("groups", .array(TensorGrouping.groups(infos).map { g in
-                .object([("pattern", .string(g.pattern)), ("count", .int(Int64(g.names.count))),
+                .object([("pattern", .string(g.pattern)), ("tensor_count", .int(Int64(g.names.count))),
                          ("dtypes", .array(g.dtypes.map { .string($0.rawValue) })),
                          ("shapes", .array(g.shapes.map { .array($0.map { .int(Int64($0)) }) })),
-                         ("parameters", .int(Int64(g.parameters)))])
+                         ("parameter_count", .int(Int64(g.parameters)))])
             })))
         } else {
             members.append(("tensors", .array(collection.entries.map { entry in
                 let start = entry.file.fileOffset(of: entry.info)
                 return .object([("name", .string(entry.info.name)), ("dtype", .string(entry.info.dtype.rawValue)),
                                 ("shape", .array(entry.info.shape.map { .int(Int64($0)) })),
-                                ("parameters", .int(Int64(entry.info.elementCount))),
+                                ("parameter_count", .int(Int64(entry.info.elementCount))),
                                 ("data_offsets", .array([.int(Int64(entry.info.dataRange.lowerBound)), .int(Int64(entry.info.dataRange.upperBound))])),
                                 ("file", .string(entry.file.path)),
                                 ("file_offsets", .array([.int(Int64(start)), .int(Int64(start + entry.info.byteCount))]))])

@@ -86,7 +86,7 @@ struct LoRAConvert: ParsableCommand {
                 ("source_layout", .string(adapter.layout.rawValue)), ("target_layout", .string(converted.layout.rawValue)),
                 ("architecture", .string(architecture!.name)),
                 ("architecture_inferred", .bool(!notes.isEmpty)),
-                ("source_modules", .int(Int64(adapter.modules.count))), ("target_modules", .int(Int64(converted.modules.count))),
+                ("source_module_count", .int(Int64(adapter.modules.count))), ("target_module_count", .int(Int64(converted.modules.count))),
                 ("nan_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.nanCount }))),
                 ("inf_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.infCount }))),
                 ("notes", .array(notes.map { .string($0) })),

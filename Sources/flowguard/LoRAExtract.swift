@@ -112,7 +112,7 @@ struct LoRAExtractCommand: ParsableCommand {
             ("naming", .string(r.naming.rawValue)),
             ("rank", .int(Int64(r.requestedRank))),
             ("captured_energy", .double(r.totalCapturedEnergy)),
-            ("unchanged_modules", .int(Int64(r.unchangedModules))),
+            ("unchanged_module_count", .int(Int64(r.unchangedModules))),
             ("other_changed_tensors", .array(r.otherChangedTensors.map { .string($0) })),
             ("modules", .array(r.modules.map { m in
                 .object([

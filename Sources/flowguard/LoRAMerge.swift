@@ -95,12 +95,12 @@ struct LoRAMergeCommand: ParsableCommand {
             ("layout", .string(r.baseLayout.rawValue)),
             ("scale", .double(Double(r.scale))),
             ("unmerge", .bool(r.unmerged)),
-            ("modules", .int(Int64(r.modulesMerged))),
-            ("tensors", .int(Int64(r.tensorsWritten))),
+            ("module_count", .int(Int64(r.modulesMerged))),
+            ("tensor_count", .int(Int64(r.tensorsWritten))),
             ("changed_tensors", .array(r.touchedTensors.map { .string($0) })),
             ("data_bytes", .int(Int64(r.dataBytes))),
-            ("saturated", .int(Int64(r.conversion.saturated))),
-            ("nan_replaced", .int(Int64(r.conversion.nanReplaced))),
+            ("saturated_count", .int(Int64(r.conversion.saturated))),
+            ("nan_replaced_count", .int(Int64(r.conversion.nanReplaced))),
             ("elapsed_seconds", .double(r.elapsedSeconds)),
         ])
     }

@@ -53,14 +53,14 @@ struct LoRAPack: ParsableCommand {
         if style.json {
             let tensors: [JSONValue] = report.tensors.map {
                 .object([("name", .string($0.name)), ("dtype", .string($0.dtype.rawValue)), ("raw_bytes", .int(Int64($0.rawBytes))),
-                         ("compressed_bytes", .int(Int64($0.compressedBytes))), ("byte_planes", .int(Int64($0.bytePlanes))),
+                         ("compressed_bytes", .int(Int64($0.compressedBytes))), ("byte_plane_count", .int(Int64($0.bytePlanes))),
                          ("xor_reference", .bool($0.xorReference))])
             }
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(report.inputBytes))),
                 ("output_bytes", .int(Int64(report.outputBytes))), ("ratio", .double((report.ratio * 1000).rounded() / 1000)),
                 ("base_fingerprint", options.baseFingerprint.map { .string($0) } ?? .null),
-                ("seconds", .double((report.seconds * 1000).rounded() / 1000)),
+                ("elapsed_seconds", .double((report.seconds * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
                 ("threads", .int(Int64(report.threads))),
@@ -113,8 +113,8 @@ struct LoRAUnpack: ParsableCommand {
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
-                ("output_bytes", .int(Int64(reader.originalSize))), ("tensors", .int(Int64(reader.entries.count))),
-                ("seconds", .double(((Progress.now() - started) * 1000).rounded() / 1000)),
+                ("output_bytes", .int(Int64(reader.originalSize))), ("tensor_count", .int(Int64(reader.entries.count))),
+                ("elapsed_seconds", .double(((Progress.now() - started) * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
             ]).compactText)

@@ -106,7 +106,7 @@ struct Run: ParsableCommand {
             ("layout", .string(r.layout)),
             ("inputs", .object(r.inputs.map { ($0.name, .array($0.shape.map { .int(Int64($0)) })) })),
             ("adapters", .array(r.adapters.map {
-                .object([("path", .string($0.path)), ("scale", .double(Double($0.scale))), ("modules", .int(Int64($0.modules)))])
+                .object([("path", .string($0.path)), ("scale", .double(Double($0.scale))), ("module_count", .int(Int64($0.modules)))])
             })),
             ("output", .string(r.outputPath)),
             ("output_shape", .array(r.outputShape.map { .int(Int64($0)) })),

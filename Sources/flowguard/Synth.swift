@@ -101,8 +101,8 @@ struct Synth: ParsableCommand {
                 ("dtype", .string(result.dtype.rawValue)), ("seed", .uint(seed)), ("scale", .double(Double(scale))),
                 ("distribution", .string(distribution.rawValue)),
                 ("tensor_count", .int(Int64(result.tensorCount))), ("parameter_count", .int(Int64(result.parameterCount))),
-                ("data_bytes", .int(Int64(result.dataBytes))), ("saturated", .int(Int64(result.report.saturated))),
-                ("files", .array(result.paths.map { .string($0) })), ("seconds", .double(seconds)),
+                ("data_bytes", .int(Int64(result.dataBytes))), ("saturated_count", .int(Int64(result.report.saturated))),
+                ("files", .array(result.paths.map { .string($0) })), ("elapsed_seconds", .double(seconds)),
             ]).compactText)
         } else {
             print("wrote \(result.architecture) (\(result.layout.rawValue) layout, \(result.dtype.rawValue)): "

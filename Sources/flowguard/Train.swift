@@ -313,13 +313,13 @@ struct Train: ParsableCommand {
     static func json(_ r: TrainingReport) -> JSONValue {
         .object([
             ("output", .string(r.output)),
-            ("steps", .int(Int64(r.steps))),
-            ("optimizer_steps", .int(Int64(r.optimizerSteps))),
+            ("step_count", .int(Int64(r.steps))),
+            ("optimizer_step_count", .int(Int64(r.optimizerSteps))),
             ("resumed_from", r.resumedFrom.map { .int(Int64($0)) } ?? .null),
-            ("seconds", .double(r.seconds)),
+            ("elapsed_seconds", .double(r.seconds)),
             ("last_reward_mean", r.lastRewardMean.map { .double($0) } ?? .null),
-            ("modules", .int(Int64(r.modules))),
-            ("parameters", .int(Int64(r.parameters))),
+            ("module_count", .int(Int64(r.modules))),
+            ("parameter_count", .int(Int64(r.parameters))),
             ("diagnostics", .string(r.diagnostics)),
             ("checkpoints", .array(r.checkpoints.map { .string($0) })),
             ("exports", .object(r.exports.map { ($0.kind, .string($0.path)) })),

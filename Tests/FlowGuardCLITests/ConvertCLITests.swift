@@ -40,9 +40,9 @@ struct ConvertCLITests {
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         #expect(json["source_layout"] as? String == "diffusers")
         #expect(json["target_layout"] as? String == "original")
-        #expect(json["tensors"] as? Int == 92)
+        #expect(json["tensor_count"] as? Int == 92)
         #expect(json["tensors_by_dtype"] as? [String: Int] == ["BF16": 92])
-        #expect(json["saturated"] as? Int == 0)
+        #expect(json["saturated_count"] as? Int == 0)
         let files = json["files"] as! [String]
         #expect(files.count > 2 && files.last == out + "/diffusion_pytorch_model.safetensors.index.json")
         let written = try TensorCollection(path: out)

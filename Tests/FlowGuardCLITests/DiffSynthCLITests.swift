@@ -44,7 +44,7 @@ import TestSupport
         #expect(json.status == 1)
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any]
         #expect(object["differ"] as? Bool == true)
-        #expect((object["summary"] as? [String: Int])?["differ"] == 1)
+        #expect((object["summary"] as? [String: Int])?["differ_count"] == 1)
         let tensor = (object["tensors"] as! [[String: Any]])[0]
         #expect(tensor["status"] as? String == "differ" && tensor["max_abs_diff"] as? Double == 0.5)
     }
@@ -123,8 +123,8 @@ import TestSupport
         let file = (object["files"] as! [[String: Any]])[0]
         let stats = (file["tensors"] as! [[String: Any]])[0]["stats"] as! [String: Any]
         #expect(stats["min"] as? Double == -2 && stats["max"] as? Double == 3 && stats["mean"] as? Double == 0.5)
-        #expect(stats["nan"] as? Int == 1 && stats["pos_inf"] as? Int == 1 && stats["zeros"] as? Int == 1)
-        #expect((file["statistics"] as? [String: Int])?["nan"] == 1)
+        #expect(stats["nan_count"] as? Int == 1 && stats["pos_inf_count"] as? Int == 1 && stats["zero_count"] as? Int == 1)
+        #expect((file["statistics"] as? [String: Int])?["nan_count"] == 1)
         // Without --stats nothing is read and the output is unchanged.
         #expect(try flowguard("inspect", path).stdout.contains("min") == false)
     }

@@ -65,7 +65,7 @@ import TestSupport
         let r2 = try flowguard("lora", "convert", kohya, peft, "--to", "peft", "--config", Repository.path("fixtures/sd35_tiny/diffusers/config.json"), "--json")
         #expect(r2.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(r2.stdout.utf8)) as? [String: Any] ?? [:]
-        #expect(object["target_modules"] as? Int == 31)
+        #expect(object["target_module_count"] as? Int == 31)
         #expect(object["architecture_inferred"] as? Bool == false)
         #expect(FileManager.default.fileExists(atPath: peft + "/adapter_config.json"))
         let comfy = dir.file("c.safetensors")

@@ -43,7 +43,7 @@ import TestSupport
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         #expect(json["adapter_format"] as? String == "peft")
         #expect(json["layout"] as? String == "diffusers")
-        #expect(json["tensors"] as? Int == 127)
+        #expect(json["tensor_count"] as? Int == 127)
         #expect((json["changed_tensors"] as? [String])?.count == 31)
         #expect(try TensorCollection(path: out).infos.allSatisfy { $0.dtype == .bf16 })
     }

@@ -190,4 +190,21 @@ import TestSupport
         #expect(result.stderr.contains("No such file or directory"), "\(result.stderr)")
         #expect(dir.listing().isEmpty)
     }
+
+    /// With --json an error is the one JSON object on standard output, `{"error": message}`, with
+    /// the exit status of the error (1 bad input, 2 usage); standard error still says it.
+    @Test func jsonCarriesErrors() throws {
+        let missing = dir.file("absent.safetensors")
+        let bad = try flowguard(["convert", missing, dir.file("out.safetensors"), "--layout", "original", "--json"])
+        #expect(bad.status == 1)
+        let object = try JSONSerialization.jsonObject(with: Data(bad.stdout.utf8)) as? [String: String]
+        let message = try #require(object?["error"], "\(bad.stdout)")
+        #expect(object?.count == 1 && message.hasPrefix(missing + ": "), "\(bad.stdout)")
+        #expect(bad.stderr == "error: \(message)\n")
+        let usage = try flowguard(["lora", "pack", adapter, dir.file("a.fgdelta"), "--level", "99", "--json"])
+        #expect(usage.status == 2)
+        #expect(usage.stdout == #"{"error":"--level must be in -131072...22"}"# + "\n", "\(usage.stdout)")
+        #expect(usage.stderr.hasPrefix("Error: --level must be in -131072...22\n"))
+        #expect(dir.listing().isEmpty)
+    }
 }

@@ -35,7 +35,7 @@ import Glibc
         let result = try flowguard(tiny(out, steps: 2) + ["--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
-        #expect(json["steps"] as? Int == 2 && json["optimizer_steps"] as? Int == 4)
+        #expect(json["step_count"] as? Int == 2 && json["optimizer_step_count"] as? Int == 4)
         let exports = json["exports"] as! [String: String]
         #expect(Set(exports.keys) == ["diffusers", "peft", "kohya", "archive"])
         for path in exports.values { #expect(FileManager.default.fileExists(atPath: path), "\(path)") }

@@ -184,11 +184,11 @@ def ours(fg, path, work, reps, threads, reference=None):
     tp, outs = timed([fg, "lora", "pack", path, arc, "--threads", str(threads), "--json"] + ref, reps, arc)
     runs = [json.loads(o) for o in outs]
     # (binaries from before codec/commit seconds were reported: the whole run counts as codec)
-    codec_p = min(r.get("codec_seconds", r["seconds"]) for r in runs)
+    codec_p = min(r.get("codec_seconds", r.get("elapsed_seconds", r.get("seconds"))) for r in runs)
     commit_p = min(r.get("commit_seconds", 0.0) for r in runs)
     tu, outs = timed([fg, "lora", "unpack", arc, back, "--threads", str(threads), "--json"] + ref, reps, back)
     runs = [json.loads(o) for o in outs]
-    codec_u = min(r.get("codec_seconds", r["seconds"]) for r in runs)
+    codec_u = min(r.get("codec_seconds", r.get("elapsed_seconds", r.get("seconds"))) for r in runs)
     commit_u = min(r.get("commit_seconds", 0.0) for r in runs)
     ok = same(path, back)
     os.remove(back)
