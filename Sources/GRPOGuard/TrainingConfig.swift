@@ -105,6 +105,9 @@ public struct TrainingConfig: Sendable, Equatable {
     public var checkpointEvery: Int = 10
     /// Store each checkpoint's adapter as an XOR delta of the previous checkpoint's archive.
     public var checkpointXOR: Bool = true
+    /// Keep only the newest this many checkpoints (and every older one their XOR chains need);
+    /// 0 keeps all.
+    public var keepCheckpoints: Int = 0
     /// Compute threads.
     public var threads: Int = 1
 
@@ -187,7 +190,7 @@ public struct TrainingConfig: Sendable, Equatable {
         "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range", "bias_mode",
         "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
         "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "ema_decay",
-        "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "threads",
+        "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "threads",
     ]
 
     /// Sets `key` from CLI text: JSON when it parses as a JSON number/bool/array/null, else the string itself.
@@ -316,6 +319,7 @@ public struct TrainingConfig: Sendable, Equatable {
         case "ema": useEMA = try bool()
         case "checkpoint_every": checkpointEvery = try int(min: 0)
         case "checkpoint_xor": checkpointXOR = try bool()
+        case "keep_checkpoints": keepCheckpoints = try int(min: 0)
         case "threads": threads = try int(min: 1)
             if threads > 1024 { throw bad("must be at most 1024, found \(threads)") }
         default:
@@ -367,17 +371,17 @@ public struct TrainingConfig: Sendable, Equatable {
             ("adam_beta1", d(adamBeta1)), ("adam_beta2", d(adamBeta2)), ("adam_epsilon", d(adamEpsilon)),
             ("weight_decay", d(weightDecay)), ("max_grad_norm", d(maxGradNorm)), ("ema_decay", d(emaDecay)),
             ("ema_interval", i(emaInterval)), ("ema", .bool(useEMA)), ("checkpoint_every", i(checkpointEvery)),
-            ("checkpoint_xor", .bool(checkpointXOR)), ("threads", i(threads)),
+            ("checkpoint_xor", .bool(checkpointXOR)), ("keep_checkpoints", i(keepCheckpoints)), ("threads", i(threads)),
         ])
     }
 
     /// The keys a resumed run must agree on with the checkpoint's run: everything but the output
-    /// folder, the step count (a run may be extended), checkpoint cadence, reward transport
+    /// folder, the step count (a run may be extended), checkpoint cadence and retention, reward transport
     /// settings, evaluation and threads (a different thread count still resumes, but bit-exactness
     /// is promised only for the same count).
     var fingerprintJSON: JSONValue {
         guard case let .object(members) = json else { return json }
-        let ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
+        let ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
         return .object(members.filter { !ignored.contains($0.key) })
     }
 }

@@ -174,6 +174,7 @@ public enum TrainingRun {
         _ = try TrainingCheckpoint.write(state: trainer.state, diagnosticsBytes: diagnostics.length, fingerprint: fingerprint,
                                          modules: trainer.modules, adapterFile: scratch, useXOR: trainer.config.checkpointXOR,
                                          threads: trainer.config.threads, in: folder)
+        TrainingCheckpoint.prune(in: folder, keep: trainer.config.keepCheckpoints)
     }
 
     /// Exports the adapter into `RUN/final/` (written in a temporary folder, then renamed).

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LoRA
 import SafeTensors
 
@@ -41,7 +42,7 @@ struct LoRAPack: ParsableCommand {
 
     func run() throws {
         var options = PackOptions(level: level, bytePlanes: !noBytePlanes, literalsOnly: !matchSearch, threads: compute.count(default: activeProcessors()))
-        if let reference { options.reference = try DeltaReference.open(path: reference) }
+        if let reference { options.reference = try DeltaReference.openResolvingChain(path: reference) }
         if let base { options.baseFingerprint = try BaseFingerprint.compute(path: base) }
         if let config {
             options.config = String(decoding: try readWholeFile(config, limit: 16 << 20), as: UTF8.self)
@@ -80,16 +81,24 @@ struct LoRAUnpack: ParsableCommand {
         commandName: "unpack",
         abstract: "Restore the exact original safetensors file from a delta archive (.fgdelta).",
         discussion: """
-        Validates the whole archive layout and index before writing, checks every frame's size and checksums while decoding, and writes the output atomically: on any error nothing is left at OUT. Archives packed with --reference need the same reference.
+        Validates the whole archive layout and index before writing, checks every frame's size and checksums while decoding, and writes the output atomically: on any error nothing is left at OUT. Archives packed with --reference need the same reference; a checkpoint of a training run (RUN/checkpoints/step-N/adapter.fgdelta, or the step-N folder itself) finds its chain of references by itself, from the checkpoint.json files of the run.
 
         Examples:
           flowguard lora unpack adapter.fgdelta pytorch_lora_weights.safetensors
           flowguard lora unpack step-2000.fgdelta step-2000.safetensors \\
               --reference step-1000.safetensors
+          flowguard lora unpack runs/a/checkpoints/step-000030 step-30.safetensors
         """
     )
 
-    @Argument(help: "The archive to read.") var input: String
+    /// The archive a path names: itself, or a checkpoint folder's `adapter.fgdelta`.
+    static func archivePath(_ path: String) -> String {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return path }
+        return (path.hasSuffix("/") ? path : path + "/") + "adapter.fgdelta"
+    }
+
+    @Argument(help: "The archive to read (or a training checkpoint folder).") var input: String
     @Argument(help: "The safetensors file to write.") var output: String
     @OptionGroup var compute: ThreadOptions
     @Option(help: "The reference the archive's XOR deltas were taken against (.safetensors or .fgdelta).") var reference: String?
@@ -102,8 +111,8 @@ struct LoRAUnpack: ParsableCommand {
     }
 
     func run() throws {
-        let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.open(path: path) }
-        let reader = try DeltaArchiveReader(path: input, reference: ref)
+        let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.openResolvingChain(path: path) }
+        let reader = try DeltaArchiveReader.openingChain(path: LoRAUnpack.archivePath(input), reference: ref)
         let progress = log.progress("unpacking \(input)", total: reader.sourceHeader.dataSize)
         let started = Progress.now()
         let report = try DeltaArchive.unpack(reader, output: output, threads: compute.count(default: activeProcessors())) { done, _ in

@@ -166,6 +166,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("checkpoint-xor"), help: "Store checkpoints as XOR deltas of the previous one (true).")
     var checkpointXor: String?
 
+    @Option(name: .customLong("keep-checkpoints"), help: "Keep the newest N checkpoints and the older ones their XOR chains need; 0 = all (0).")
+    var keepCheckpoints: String?
+
     @OptionGroup var compute: ThreadOptions
 
     /// The flags given, as config overrides.
@@ -214,6 +217,7 @@ struct Train: ParsableCommand {
             ("ema", ema),
             ("checkpoint_every", checkpointEvery),
             ("checkpoint_xor", checkpointXor),
+            ("keep_checkpoints", keepCheckpoints),
             ("threads", compute.threads.map(String.init))
         ]
         return all.compactMap { key, value in value.map { (key, $0) } }

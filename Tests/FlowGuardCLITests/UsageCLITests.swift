@@ -308,7 +308,7 @@ import TestSupport
                     "shift", "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range",
                     "bias_mode", "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
                     "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "ema_decay",
-                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "threads"]
+                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "threads"]
         for key in keys {
             let flag = "--" + key.replacingOccurrences(of: "_", with: "-")
             #expect(help.contains("\n  \(flag) <"), "\(flag)")
