@@ -1,4 +1,5 @@
 import SafeTensors
+import SystemSupport
 /// Everything that can go wrong while recognising a checkpoint, deriving its configuration or
 /// planning a conversion. Each case carries the tensor keys involved; `description` is the sentence
 /// a user reads.

@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SafeTensors
+import SystemSupport
 
 /// How a synthetic checkpoint's values are drawn.
 public struct SyntheticOptions: Sendable, Hashable {
@@ -132,9 +128,11 @@ public enum SyntheticWriter {
                                             metadata: options.metadata, maxShardBytes: options.maxShardBytes,
                                             progress: progress, produce: produce)
             let configPath = path + "/config.json"
-            let config = try AtomicFile(destination: configPath)
-            try config.write(Array(architecture.diffusersConfigJSON().utf8))
-            try config.commit()
+            do {
+                let config = try AtomicFile(destination: configPath)
+                try config.write(Array(architecture.diffusersConfigJSON().utf8))
+                try config.commit()
+            } catch { throw SafeTensorsError.system(error) }
             paths.append(configPath)
         }
         return SyntheticResult(architecture: architecture.name, layout: layout, dtype: dtype, tensorCount: specs.count,
@@ -168,16 +166,13 @@ public enum SyntheticWriter {
 
     /// Creates `path` as a folder unless it already is one.
     static func makeFolder(_ path: String) throws(SafeTensorsError) {
-        var st = stat()
-        if stat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFDIR else {
+        if let status = FileSystem.status(of: path) {
+            guard status.kind == .folder else {
                 throw .io(file: path, operation: "create folder", message: "a file of that name exists (the diffusers layout is written as a folder)")
             }
             return
         }
-        if mkdir(path, 0o755) != 0 {
-            throw .io(file: path, operation: "create folder", message: String(cString: strerror(errno)))
-        }
+        do { try FileSystem.makeFolder(path) } catch { throw .system(error) }
     }
 }
 

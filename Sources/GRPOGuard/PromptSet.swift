@@ -1,6 +1,7 @@
 import Checkpoints
 import Foundation
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 /// The prompts a run trains on, as text-encoder outputs computed elsewhere

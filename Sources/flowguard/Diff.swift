@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// `flowguard diff`: compare two checkpoints tensor by tensor.
 struct Diff: ParsableCommand {

@@ -1,5 +1,6 @@
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// Renders what `inspect` shows: tables for people, JSON for scripts.
 enum InspectReport {

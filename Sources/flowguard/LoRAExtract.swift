@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import LoRA
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora extract`: a low-rank adapter from the difference of two checkpoints.
 struct LoRAExtractCommand: ParsableCommand {

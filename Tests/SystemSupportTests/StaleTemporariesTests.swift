@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import SafeTensors
+import SystemSupport
 import TestSupport
 
 /// Temporaries left by killed writers are removed by the next writer of the same destination;
@@ -37,5 +37,30 @@ import TestSupport
         #expect(!names.contains((staging as NSString).lastPathComponent), "a dead writer's staging folder is removed")
         #expect(names.contains((live as NSString).lastPathComponent), "a running process's temporary is kept")
         #expect(names.contains((other as NSString).lastPathComponent), "another destination's temporaries are not touched")
+    }
+
+    @Test func nextFolderWriterRemovesDeadWritersStagingFolders() throws {
+        let dead = try deadProcessID()
+        let destination = dir.file("model")
+        let staleBeside = dir.file(".model.tmp-\(dead)-1")
+        let staleAside = dir.file(".model.old-\(dead)-2")
+        let liveBeside = dir.file(".model.tmp-\(getpid())-3")
+        for folder in [staleBeside, staleAside, liveBeside] {
+            try FileManager.default.createDirectory(atPath: folder + "/peft", withIntermediateDirectories: true)
+            try writeBytes([1], to: folder + "/peft/adapter.bin")
+        }
+        let folder = try AtomicFolder(destination: destination, placement: .replace())
+        try writeBytes([2], to: folder.stagingPath + "/a")
+        try folder.commit()
+        #expect(dir.listing() == [(liveBeside as NSString).lastPathComponent, "model"],
+                "dead writers' staging folders (with subfolders) are removed, a running one's kept")
+    }
+
+    @Test func removeReportsHowManyWereRemoved() throws {
+        let dead = try deadProcessID()
+        for i in 0..<3 { try writeBytes([1], to: dir.file(".x.tmp-\(dead)-\(i)")) }
+        try writeBytes([1], to: dir.file(".x.tmp-notapid-1"))
+        #expect(StaleTemporaries.remove(in: dir.path, prefix: ".x.tmp-") == 3)
+        #expect(dir.listing() == [".x.tmp-notapid-1"], "names without a process id are not touched")
     }
 }
