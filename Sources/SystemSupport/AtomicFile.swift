@@ -12,7 +12,7 @@ package final class AtomicFile {
     /// The path that `commit()` will create or replace.
     package let destination: String
     /// The temporary path the bytes are written to.
-    package let temporaryPath: String
+    package var temporaryPath: String { temporary.path }
     private let file: FileDescriptor
     private var isOpen = true
     private var buffer: UnsafeMutableRawPointer
@@ -20,9 +20,8 @@ package final class AtomicFile {
     private let bufferCapacity = 4 << 20
     /// Bytes written so far (buffered included).
     package private(set) var bytesWritten = 0
-    private var finished = false
-    /// The temporary file's entry in `MappingGuard`, removed once it is renamed or deleted.
-    private var guardToken = -1
+    /// The temporary file, registered with `MappingGuard` until it is renamed or deleted.
+    private var temporary: TemporaryOutput
 
     /// Creates the temporary file beside `destination` (exclusively; mode 0644 less the umask).
     package init(destination: String) throws(SystemError) {
@@ -47,13 +46,12 @@ package final class AtomicFile {
             }
         }
         file = created!
-        temporaryPath = path
-        guardToken = MappingGuard.registerCleanup(path: path)
+        temporary = TemporaryOutput(path: path, isFolder: false)
         buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 4096)
     }
 
     deinit {
-        if !finished { abandon() }
+        abandon()
         buffer.deallocate()
     }
 
@@ -169,7 +167,7 @@ package final class AtomicFile {
 
     /// Flushes, fsyncs, renames over the destination and fsyncs the folder.
     package func commit() throws(SystemError) {
-        precondition(!finished, "commit called twice")
+        precondition(!temporary.isFinished, "commit called twice")
         do throws(SystemError) {
             try flush()
             // The reservation may exceed what was written (it never should); trim to the truth.
@@ -178,8 +176,7 @@ package final class AtomicFile {
             isOpen = false
             do { try file.closeReportingErrors() } catch { throw error.about(destination) }
             try FileSystem.rename(temporaryPath, to: destination, operation: "rename into place")
-            finished = true
-            MappingGuard.unregisterCleanup(guardToken)
+            temporary.published()
             FileSystem.sync(FileSystem.parentFolder(of: destination))
         } catch {
             abandon()
@@ -189,11 +186,8 @@ package final class AtomicFile {
 
     /// Discards the temporary file; the destination is untouched.
     package func abandon() {
-        guard !finished else { return }
-        finished = true
         if isOpen { file.close(); isOpen = false }
-        FileSystem.removeFile(temporaryPath)
-        MappingGuard.unregisterCleanup(guardToken)
+        temporary.discard()
     }
 }
 

@@ -23,11 +23,11 @@ package final class AtomicFolder {
     /// The folder `commit()` creates or fills.
     package let destination: String
     /// The folder to write the files into.
-    package let stagingPath: String
+    package var stagingPath: String { staging.path }
     private let placement: Placement
     private let existed: Bool
-    private var guardToken = -1
-    private var finished = false
+    /// The staging folder, registered with `MappingGuard` until it is published or removed.
+    private var staging: TemporaryOutput
 
     /// Creates the staging folder for `destination` (trailing slashes ignored). Throws when the
     /// destination is a file, or the staging folder cannot be made.
@@ -43,22 +43,23 @@ package final class AtomicFolder {
             throw SystemError(path: folder, operation: "create the output folder", message: "a file of that name exists")
         }
         let tag = "tmp-\(ProcessControl.currentID)-\(UInt32.random(in: 0...UInt32.max))"
+        let path: String
         switch placement {
         case let .replace(staging, _):
             StaleTemporaries.remove(in: parent, prefix: ".\(name).tmp-")
             StaleTemporaries.remove(in: parent, prefix: ".\(name).old-")
             if let staging { FileSystem.removeTree(parent + "/" + staging) }
-            stagingPath = parent + "/" + (staging ?? ".\(name).\(tag)")
+            path = parent + "/" + (staging ?? ".\(name).\(tag)")
         case let .merge(inside):
             // Staging folders of killed earlier writers to this folder are removed first.
             if existed { StaleTemporaries.remove(in: folder, prefix: ".\(inside)-tmp-") }
             StaleTemporaries.remove(in: parent, prefix: ".\(name).tmp-")
-            stagingPath = existed ? folder + "/.\(inside)-" + tag : parent + "/.\(name)." + tag
+            path = existed ? folder + "/.\(inside)-" + tag : parent + "/.\(name)." + tag
         }
-        do { try FileSystem.makeFolder(stagingPath) } catch {
+        do { try FileSystem.makeFolder(path) } catch {
             throw SystemError(path: folder, operation: "create the output folder", code: error.code)
         }
-        guardToken = MappingGuard.registerCleanup(path: stagingPath, isFolder: true)
+        staging = TemporaryOutput(path: path, isFolder: true)
     }
 
     deinit { abandon() }
@@ -68,7 +69,7 @@ package final class AtomicFolder {
     /// by default every staged name is moved. Returns the paths of the published files.
     @discardableResult
     package func commit(order: [String]? = nil) throws(SystemError) -> [String] {
-        precondition(!finished, "commit called twice")
+        precondition(!staging.isFinished, "commit called twice")
         do throws(SystemError) {
             var names = order ?? []
             if order == nil { names = try FileSystem.listFolder(stagingPath).sorted() }
@@ -99,8 +100,7 @@ package final class AtomicFolder {
                 FileSystem.sync(destination)
                 if let old { FileSystem.removeTree(old) }
             }
-            finished = true
-            MappingGuard.unregisterCleanup(guardToken)
+            staging.published()
             FileSystem.sync(destination)
             FileSystem.sync(parent)
             return names.map { destination + "/" + $0 }
@@ -111,10 +111,5 @@ package final class AtomicFolder {
     }
 
     /// Removes the staging folder and everything in it; the destination is untouched.
-    package func abandon() {
-        guard !finished else { return }
-        finished = true
-        FileSystem.removeTree(stagingPath)
-        MappingGuard.unregisterCleanup(guardToken)
-    }
+    package func abandon() { staging.discard() }
 }

@@ -44,27 +44,35 @@ import Glibc
         #expect(Array(received[0..<n]) == payload)
     }
 
-    @Test func writeFinishesAWriteLargerThanThePipe() throws {
-        let (reader, writer) = try makePipe()
-        defer { reader.close() }
-        let collected = UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: payload.count, alignment: 1))
-        defer { collected.value.deallocate() }
+    /// Starts a thread reading `count` bytes from `source` in steps of at most `step` bytes
+    /// (so the writer's calls block and resume, or come back short, many times), then closing
+    /// it; `result()` waits for the thread and returns what it read.
+    func drain(_ source: FileDescriptor, count: Int, step: Int) -> () -> [UInt8] {
+        let collected = UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1))
         let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            // Read in small steps: the writer's write(2) calls block and resume many times.
+        Thread {
             var total = 0
-            while total < collected.value.count {
-                let step = UnsafeMutableRawBufferPointer(rebasing: collected.value[total..<min(total + 777, collected.value.count)])
-                guard let n = try? reader.readSome(into: step), n > 0 else { break }
+            while total < count {
+                let slice = UnsafeMutableRawBufferPointer(rebasing: collected.value[total..<min(total + step, count)])
+                guard let n = try? source.readSome(into: slice), n > 0 else { break }
                 total += n
             }
+            source.close()
             done.signal()
+        }.start()
+        return {
+            done.wait()
+            defer { collected.value.deallocate() }
+            return Array(collected.value)
         }
-        thread.start()
+    }
+
+    @Test func writeFinishesAWriteLargerThanThePipe() throws {
+        let (reader, writer) = try makePipe()
+        let result = drain(reader, count: payload.count, step: 777)
         try writer.write(payload)
         writer.close()
-        done.wait()
-        #expect(Array(collected.value) == payload)
+        #expect(result() == payload)
     }
 
     @Test func sendFinishesShortWritesOnANonBlockingSocket() throws {
@@ -74,27 +82,13 @@ import Glibc
         defer { ours.close() }
         ours.setNonBlocking()
         let big = payload + payload + payload + payload
-        let collected = UncheckedSendable(UnsafeMutableRawBufferPointer.allocate(byteCount: big.count, alignment: 1))
-        defer { collected.value.deallocate() }
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            var total = 0
-            while total < collected.value.count {
-                guard let n = try? theirs.readSome(into: UnsafeMutableRawBufferPointer(rebasing: collected.value[total...])), n > 0 else { break }
-                total += n
-                if total % 3 == 0 { usleep(100) }
-            }
-            theirs.close()
-            done.signal()
-        }
-        thread.start()
-        try big.withUnsafeBytes { raw in
+        let result = drain(theirs, count: big.count, step: 100_000)
+        big.withUnsafeBytes { raw in
             do throws(StreamFailure) { try ours.send(raw, deadline: monotonicSeconds() + 30, operation: "sending") } catch {
                 Issue.record("send failed: \(error)")
             }
         }
-        done.wait()
-        #expect(Array(collected.value) == big)
+        #expect(result() == big)
     }
 
     @Test func sendToAClosedPeerIsPeerClosedNotSIGPIPE() throws {
