@@ -77,6 +77,7 @@ package struct FileDescriptor: Sendable, Hashable {
     package func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
         var done = 0
+        // Invariant: each call gets `base + done ..< base + buffer.count`, inside the buffer.
         while done < buffer.count {
             let n = retryingInterrupts { pread(rawValue, base + done, buffer.count - done, off_t(offset + done)) }
             guard n >= 0 else { throw .last(path: path, operation: "read") }
@@ -92,6 +93,7 @@ package struct FileDescriptor: Sendable, Hashable {
     package func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
         guard let base = bytes.baseAddress else { return }
         var done = 0
+        // Invariant: each call gets `base + done ..< base + bytes.count`, inside the buffer.
         while done < bytes.count {
             let n = retryingInterrupts { systemWrite(rawValue, base + done, bytes.count - done) }
             guard n >= 0 else { throw .last(path: path, operation: "write") }
@@ -110,6 +112,7 @@ package struct FileDescriptor: Sendable, Hashable {
     package func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) {
         guard let base = bytes.baseAddress else { return }
         var done = 0
+        // Invariant: each call gets `base + done ..< base + bytes.count`, inside the buffer.
         while done < bytes.count {
             let n = retryingInterrupts { pwrite(rawValue, base + done, bytes.count - done, off_t(offset + done)) }
             guard n >= 0 else { throw .last(path: path, operation: "write") }
@@ -188,6 +191,8 @@ package struct FileDescriptor: Sendable, Hashable {
         let start = range.lowerBound / page * page
         let length = range.upperBound - start
         guard length > 0 else { return true }
+        // Invariant: the short-lived mapping is only passed to mincore (never read) and
+        // unmapped before returning; `vector` holds one byte per page of it.
         guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, rawValue, off_t(start)), map != MAP_FAILED else { return false }
         defer { munmap(map, length) }
         var vector = [UInt8](repeating: 0, count: (length + page - 1) / page)
