@@ -9,6 +9,10 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
     /// The same tensor key appears twice in the input list.
     case duplicateTensor(String)
 
+    /// No layout table of the families tried knows any of the tensor names; `unexpected` holds at
+    /// most five of them, `unexpectedCount` is the total.
+    case unrecognised(families: [ModelFamily], unexpected: [String], unexpectedCount: Int)
+
     /// The tensor names match no known architecture. `family`/`layout` name the closest match
     /// when there is one. `unexpected` and `missing` hold at most five keys each (full source keys
     /// for unexpected ones, keys in the source layout for missing ones); the counts are totals.
@@ -40,24 +44,19 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
             return "The checkpoint holds no tensors."
         case .duplicateTensor(let name):
             return "Tensor \(quoted(name)) appears more than once."
+        case let .unrecognised(families, unexpected, unexpectedCount):
+            return "The tensors are not \(ModelFamily.alternatives(families)) transformer in either layout"
+                + keyCounts(unexpected: unexpected, unexpectedCount: unexpectedCount, missing: [], missingCount: 0)
         case let .unknownArchitecture(family, layout, unexpected, unexpectedCount, missing, missingCount):
             var subject: String
             if let family {
                 subject = "The tensors do not form a known \(family.displayName) transformer"
                 if let layout { subject += " (\(layout.rawValue) layout)" }
             } else {
-                subject = "The tensors are not an SD3 or FLUX transformer in either layout"
+                subject = "The tensors are not \(ModelFamily.alternatives(ModelFamily.builtIn)) transformer in either layout"
             }
-            var parts: [String] = []
-            if unexpectedCount > 0 {
-                parts.append("\(unexpectedCount) unmapped \(unexpectedCount == 1 ? "key" : "keys"): "
-                             + list(unexpected, total: unexpectedCount))
-            }
-            if missingCount > 0 {
-                parts.append("\(missingCount) missing \(missingCount == 1 ? "key" : "keys"): "
-                             + list(missing, total: missingCount))
-            }
-            return parts.isEmpty ? subject + "." : subject + "; " + parts.joined(separator: "; ") + "."
+            return subject + keyCounts(unexpected: unexpected, unexpectedCount: unexpectedCount,
+                                       missing: missing, missingCount: missingCount)
         case let .mixedLayouts(original, diffusers):
             return "The checkpoint mixes the original layout (" + list(original, total: original.count)
                 + ") with the diffusers layout (" + list(diffusers, total: diffusers.count) + ")."
@@ -72,6 +71,18 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
             return "\(architecture) has no module \(quoted(name)) in the \(layout.rawValue) layout."
         }
     }
+}
+
+/// "; 2 unmapped keys: …; 1 missing key: …." or "." when there are none.
+private func keyCounts(unexpected: [String], unexpectedCount: Int, missing: [String], missingCount: Int) -> String {
+    var parts: [String] = []
+    if unexpectedCount > 0 {
+        parts.append("\(unexpectedCount) unmapped \(unexpectedCount == 1 ? "key" : "keys"): " + list(unexpected, total: unexpectedCount))
+    }
+    if missingCount > 0 {
+        parts.append("\(missingCount) missing \(missingCount == 1 ? "key" : "keys"): " + list(missing, total: missingCount))
+    }
+    return parts.isEmpty ? "." : "; " + parts.joined(separator: "; ") + "."
 }
 
 /// A key in double quotes, escaped with the project's one display escaping (control and
