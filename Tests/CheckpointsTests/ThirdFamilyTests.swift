@@ -97,7 +97,7 @@ extension ModelFamily {
             "blocks.0.out.weight", "blocks.0.out.bias", "blocks.1.out.weight", "blocks.1.out.bias",
             "blocks.2.out.weight", "blocks.2.out.bias", "head.mod.weight", "head.mod.bias",
         ])
-        let published = Architecture(config: ModelConfig(ToyConfig(hiddenSize: 16, numLayers: 2, inChannels: 4)))
+        let published = try Architecture(config: ModelConfig(ToyConfig(hiddenSize: 16, numLayers: 2, inChannels: 4)))
         #expect(try Architecture.detect(published.expectedTensors(layout: .diffusers), families: families).architecture.name == "Toy-1")
     }
 
@@ -105,11 +105,13 @@ extension ModelFamily {
         #expect(throws: CheckpointError.self) { try Architecture.detect(toy.expectedTensors(layout: .original)) }
         do {
             _ = try Architecture.detect(toy.expectedTensors(layout: .original))
+            Issue.record("expected an error")
         } catch {
             #expect(error.description.hasPrefix("The tensors are not an SD3 or FLUX transformer in either layout; 16 unmapped keys"))
         }
         do {
             _ = try Architecture.detect([TensorShapeEntry(name: "encoder.weight", shape: [2])], families: families)
+            Issue.record("expected an error")
         } catch {
             #expect(error.description.hasPrefix("The tensors are not an SD3, FLUX or TOY transformer in either layout"))
         }
@@ -144,7 +146,12 @@ extension ModelFamily {
     }
 
     @Test func inspectArchitectureLine() throws {
-        let infos = toy.expectedTensors(layout: .original).map { TensorInfo(name: $0.name, dtype: .f32, shape: $0.shape) }
+        var offset = 0
+        let infos = toy.expectedTensors(layout: .original).map { entry -> TensorInfo in
+            let bytes = 4 * entry.shape.reduce(1, *)
+            defer { offset += bytes }
+            return TensorInfo(name: entry.name, dtype: .f32, shape: entry.shape, dataRange: offset..<offset + bytes)
+        }
         let text = Architecture.inspectText(infos, families: families)
         #expect(text == "  architecture: TOY-style (3 blocks, hidden 8, 4 channels in), original layout\n"
                 + "  diffusers config: { \"_class_name\": \"ToyTransformer2DModel\", \"hidden_size\": 8, \"in_channels\": 4, \"num_layers\": 3 }\n")
