@@ -37,6 +37,13 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
     /// A module name that no layout rule of the architecture knows (LoRA module mapping).
     case unknownModule(name: String, layout: KeyLayout, architecture: String)
 
+    /// An output dtype that is not a floating-point kind was asked for; `writing` says what
+    /// ("tensors", "random values").
+    case notFloatingPoint(file: String, dtype: DType, writing: String)
+
+    /// Reading or writing a file failed; the description is the file error's own sentence.
+    case file(SafeTensorsError)
+
     /// The sentence shown to the user.
     public var description: String {
         switch self {
@@ -69,6 +76,10 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
             return "Invalid model configuration: \(reason)."
         case let .unknownModule(name, layout, architecture):
             return "\(architecture) has no module \(quoted(name)) in the \(layout.rawValue) layout."
+        case let .notFloatingPoint(file, dtype, writing):
+            return "\(errorLocation(file, "*", nil)): cannot write \(writing) as \(dtype.rawValue): not a floating-point dtype"
+        case .file(let error):
+            return error.description
         }
     }
 }
@@ -109,4 +120,21 @@ func list(_ keys: [String], total: Int) -> String {
 /// A shape as the user reads it: `[3072, 64]`.
 func shapeText(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
+}
+
+extension CheckpointError {
+    /// Runs `body` (code built on the `SafeTensors` reader and writer), passing `CheckpointError`s
+    /// through and wrapping `SafeTensorsError`s in `.file`, so that every public entry point of
+    /// the module throws `CheckpointError`.
+    static func wrapping<T>(_ body: () throws -> T) throws(CheckpointError) -> T {
+        do {
+            return try body()
+        } catch let error as CheckpointError {
+            throw error
+        } catch let error as SafeTensorsError {
+            throw .file(error)
+        } catch {
+            preconditionFailure("Checkpoints code threw \(type(of: error)), neither a CheckpointError nor a SafeTensorsError")
+        }
+    }
 }
