@@ -6,16 +6,25 @@ public struct FluxFamily: ModelFamilyDescriptor {
     /// The descriptor (use `ModelFamily.flux`).
     public init() {}
 
+    /// The identifier written into prompt sets and reports.
     public var id: String { "flux" }
+    /// The name in sentences.
     public var displayName: String { "FLUX" }
+    /// diffusers' model class.
     public var diffusersClassName: String { "FluxTransformer2DModel" }
+    /// diffusers' module defining the class.
     public var diffusersParentLibrary: String { "diffusers.models.transformers.transformer_flux" }
+    /// kohya's `ss_network_module`.
     public var kohyaNetworkModule: String { "networks.lora_flux" }
     /// No prefix, as Black Forest Labs ships its files.
     public var defaultOriginalPrefix: KeyPrefix { .none }
+    /// The trainer's learning rate when none is configured.
     public var defaultLearningRate: Double { 2e-4 }
+    /// The layout table.
     public var table: LayoutTable { .flux }
+    /// The published models.
     public var variants: [KnownVariant] { [.flux1Dev, .flux1Schnell, .flux1Fill, .flux1Depth] }
+    /// Module-name substrings only this family has.
     public var moduleNameMarkers: [String] {
         ["single_transformer_blocks.", "proj_mlp", "double_blocks.", "single_blocks.", "x_embedder", "guidance_in", "img_attn", "txt_attn"]
     }
@@ -50,6 +59,7 @@ public struct FluxFamily: ModelFamilyDescriptor {
                                 pooledProjectionDim: vec.shape[1]))
     }
 
+    /// The configuration of a diffusers `config.json`; defaults are those of diffusers.
     public func config(diffusers c: DiffusersConfigFields) throws(CheckpointError) -> ModelConfig {
         let headDim = try c.int("attention_head_dim")
         let heads = try c.int("num_attention_heads")
@@ -157,6 +167,7 @@ extension FluxConfig: FamilyConfiguration {
     /// `ModelFamily.flux`.
     public var family: ModelFamily { .flux }
 
+    /// Throws `CheckpointError.invalidConfig` naming the first size that describes no buildable model.
     public func validate() throws(CheckpointError) {
         let c = self
         try requireConfig(c.hiddenSize > 0, "the width must be positive")
@@ -172,6 +183,7 @@ extension FluxConfig: FamilyConfiguration {
         }
     }
 
+    /// The numbers the layout table is evaluated with.
     public var layoutDimensions: LayoutDimensions {
         LayoutDimensions(hidden: hiddenSize, headDim: attentionHeadDim, jointAttentionDim: jointAttentionDim,
                          pooledProjectionDim: pooledProjectionDim, inChannels: inChannels, patchSize: 1,
@@ -179,6 +191,7 @@ extension FluxConfig: FamilyConfiguration {
                          dualAttention: [], qkNorm: true, guidance: guidanceEmbeds)
     }
 
+    /// The defining sizes in words, for `inspect`.
     public var summaryParts: [String] {
         ["\(numLayers) double + \(numSingleLayers) single blocks", "hidden \(hiddenSize)",
          "\(numAttentionHeads) heads × \(attentionHeadDim)",
@@ -189,6 +202,7 @@ extension FluxConfig: FamilyConfiguration {
     /// `axes_dims_rope` when the head size is not 128.
     public var underivedConfigKeys: [String] { axesDimsRope == nil ? ["axes_dims_rope"] : [] }
 
+    /// Sentences about values that were assumed or could not be derived.
     public var notes: [String] {
         if axesDimsRope == nil {
             return ["axes_dims_rope cannot be derived from the weights (head size \(attentionHeadDim), "
@@ -197,6 +211,7 @@ extension FluxConfig: FamilyConfiguration {
         return []
     }
 
+    /// diffusers' `config.json` entries.
     public var diffusersConfigEntries: [(key: String, value: ConfigValue)] {
         [
             ("patch_size", .int(patchSize)),

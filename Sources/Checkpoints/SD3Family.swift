@@ -6,17 +6,27 @@ public struct SD3Family: ModelFamilyDescriptor {
     /// The descriptor (use `ModelFamily.sd3`).
     public init() {}
 
+    /// The identifier written into prompt sets and reports.
     public var id: String { "sd3" }
+    /// The name in sentences.
     public var displayName: String { "SD3" }
+    /// "an SD3".
     public var indefiniteArticle: String { "an" }
+    /// diffusers' model class.
     public var diffusersClassName: String { "SD3Transformer2DModel" }
+    /// diffusers' module defining the class.
     public var diffusersParentLibrary: String { "diffusers.models.transformers.transformer_sd3" }
+    /// kohya's `ss_network_module`.
     public var kohyaNetworkModule: String { "networks.lora_sd3" }
     /// `model.diffusion_model.`, as Stability AI ships its single files.
     public var defaultOriginalPrefix: KeyPrefix { .sai }
+    /// The trainer's learning rate when none is configured.
     public var defaultLearningRate: Double { 1e-4 }
+    /// The layout table.
     public var table: LayoutTable { .sd3 }
+    /// The published models.
     public var variants: [KnownVariant] { [.sd3Medium, .sd35Medium, .sd35Large] }
+    /// Module-name substrings only this family has.
     public var moduleNameMarkers: [String] { ["joint_blocks.", ".attn2.", "x_block", "context_block", "pos_embed"] }
 
     /// Class names starting with `SD3`.
@@ -61,6 +71,7 @@ public struct SD3Family: ModelFamilyDescriptor {
                               pooledProjectionDim: pooled.shape[1], posEmbedMaxSize: side))
     }
 
+    /// The configuration of a diffusers `config.json`; defaults are those of diffusers.
     public func config(diffusers c: DiffusersConfigFields) throws(CheckpointError) -> ModelConfig {
         let headDim = try c.int("attention_head_dim")
         let heads = try c.int("num_attention_heads")
@@ -195,6 +206,7 @@ extension SD3Config: FamilyConfiguration {
     /// `ModelFamily.sd3`.
     public var family: ModelFamily { .sd3 }
 
+    /// Throws `CheckpointError.invalidConfig` naming the first size that describes no buildable model.
     public func validate() throws(CheckpointError) {
         let c = self
         try requireConfig(c.hiddenSize > 0, "the width must be positive")
@@ -214,6 +226,7 @@ extension SD3Config: FamilyConfiguration {
         }
     }
 
+    /// The numbers the layout table is evaluated with.
     public var layoutDimensions: LayoutDimensions {
         LayoutDimensions(hidden: hiddenSize, headDim: attentionHeadDim ?? 0, jointAttentionDim: jointAttentionDim,
                          pooledProjectionDim: pooledProjectionDim, inChannels: inChannels, patchSize: patchSize,
@@ -222,6 +235,7 @@ extension SD3Config: FamilyConfiguration {
                          guidance: false)
     }
 
+    /// The defining sizes in words, for `inspect`.
     public var summaryParts: [String] {
         var parts = ["\(numLayers) blocks", "hidden \(hiddenSize)"]
         if let heads = numAttentionHeads, let d = attentionHeadDim {
@@ -238,6 +252,7 @@ extension SD3Config: FamilyConfiguration {
         attentionHeadDim == nil ? ["attention_head_dim", "num_attention_heads"] : []
     }
 
+    /// Sentences about values that were assumed or could not be derived.
     public var notes: [String] {
         if attentionHeadDim == nil {
             return ["attention_head_dim cannot be derived: the checkpoint has no q/k norm weights and width "
@@ -249,6 +264,7 @@ extension SD3Config: FamilyConfiguration {
         return []
     }
 
+    /// diffusers' `config.json` entries.
     public var diffusersConfigEntries: [(key: String, value: ConfigValue)] {
         [
             ("sample_size", .int(sampleSize)),
