@@ -111,7 +111,7 @@ public struct CheckpointDiff: Sendable {
 
     /// Compares `a` with `b`. Throws `CheckpointError` when `mapLayouts` is asked for and either
     /// side is not a recognisable transformer. `progress(bytesDone, bytesTotal)` counts A's bytes.
-    public static func compare(_ a: TensorCollection, _ b: TensorCollection, options: Options = Options(),
+    static func compareFiles(_ a: TensorCollection, _ b: TensorCollection, options: Options = Options(),
                                progress: ((Int, Int) -> Void)? = nil) throws -> CheckpointDiff {
         var operandsB: [Operand] = b.entries.map(Operand.init(entry:))
         var mapping: LayoutMapping? = nil

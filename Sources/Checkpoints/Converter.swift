@@ -44,13 +44,14 @@ public struct Converter: @unchecked Sendable {
 
     /// Detects the architecture and layout of `source` and plans its conversion to `layout`.
     /// `prefix` chooses the key prefix of an original-layout output (see `ConversionPlan`);
-    /// `dtype`, when given, must be a floating-point kind. Throws `CheckpointError` when the
-    /// tensors are not a known transformer.
-    public init(source: TensorCollection, to layout: KeyLayout, prefix: KeyPrefix? = nil, dtype: DType? = nil) throws {
+    /// `dtype`, when given, must be a floating-point kind (else `CheckpointError.notFloatingPoint`).
+    /// Throws `CheckpointError` when the tensors are not a transformer of one of `families`.
+    public init(source: TensorCollection, to layout: KeyLayout, prefix: KeyPrefix? = nil, dtype: DType? = nil,
+                families: [ModelFamily] = ModelFamily.builtIn) throws(CheckpointError) {
         if let dtype, !FloatCodec.canEncode(dtype) {
-            throw SafeTensorsError.conversion(file: source.path, tensor: "*", reason: "cannot write tensors as \(dtype.rawValue): not a floating-point dtype")
+            throw .notFloatingPoint(file: source.path, dtype: dtype, writing: "tensors")
         }
-        let detected = try Architecture.detect(source.infos)
+        let detected = try Architecture.detect(source.infos, families: families)
         self.init(source: source, plan: ConversionPlan(source: detected, to: layout, prefix: prefix), dtype: dtype)
     }
 
@@ -71,8 +72,8 @@ public struct Converter: @unchecked Sendable {
     /// Base name of the weight files in a folder output (diffusers' name).
     public static let folderBaseName = "diffusion_pytorch_model"
 
-    /// The output description of each planned tensor, in plan order.
-    public func outputSpecs() throws -> [TensorSpec] {
+    /// The output description of each planned tensor, in plan order (see `outputSpecs()`).
+    func plannedSpecs() throws -> [TensorSpec] {
         try plan.outputs.map { planned in
             TensorSpec(name: planned.name, dtype: try outputDType(of: planned), shape: planned.shape)
         }
@@ -92,7 +93,7 @@ public struct Converter: @unchecked Sendable {
     /// each shard's size in bytes. `progress(bytesDone, bytesTotal)` reports tensor data written.
     /// Refuses to overwrite the input; on any failure nothing new is left at `path`.
     @discardableResult
-    public func write(to path: String, shardSize: Int? = nil,
+    func writeFiles(to path: String, shardSize: Int? = nil,
                       progress: ((Int, Int) -> Void)? = nil) throws -> ConversionResult {
         let start = monotonicSeconds()
         if let shardSize, shardSize <= 0 {

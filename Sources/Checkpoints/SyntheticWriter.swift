@@ -87,7 +87,7 @@ public enum SyntheticWriter {
     /// folder (created if missing) holding `diffusion_pytorch_model.safetensors` (or shards and
     /// their index) and `config.json`. Each file appears atomically.
     /// `progress(bytesDone, bytesTotal)` is called after each tensor.
-    public static func write(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
+    static func writeFiles(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
                              options: SyntheticOptions = SyntheticOptions(),
                              progress: ((Int, Int) -> Void)? = nil) throws -> SyntheticResult {
         guard FloatCodec.canEncode(dtype) else {

@@ -3,7 +3,7 @@ import SystemSupport
 /// Everything that can go wrong reading, validating or writing safetensors files and shard
 /// indexes. The description is the sentence a user reads: it names the file, the tensor and the
 /// byte offset (from the start of the file) wherever they are known.
-public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertible {
+public enum SafeTensorsError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The file is shorter than the 8-byte header length.
     case headerTooSmall(file: String, size: Int)
     /// The declared header length exceeds the 100,000,000-byte limit.

@@ -206,11 +206,8 @@ struct ModuleAssembler {
     }
 }
 
-/// Guesses the family from module names in either layout; nil when the names fit both.
-func familyFromModuleNames(_ names: [String]) -> ModelFamily? {
-    let flux = ["single_transformer_blocks.", "proj_mlp", "double_blocks.", "single_blocks.", "x_embedder", "guidance_in", "img_attn", "txt_attn"]
-    let sd3 = ["joint_blocks.", ".attn2.", "x_block", "context_block", "pos_embed"]
-    if names.contains(where: { n in flux.contains { n.contains($0) } }) { return .flux }
-    if names.contains(where: { n in sd3.contains { n.contains($0) } }) { return .sd3 }
-    return nil
+/// Guesses the family from module names in either layout (the families' module-name markers,
+/// see `ModelFamily.guess(fromModuleNames:in:)`); nil when no marker appears.
+func familyFromModuleNames(_ names: [String], families: [ModelFamily] = ModelFamily.builtIn) -> ModelFamily? {
+    ModelFamily.guess(fromModuleNames: names, in: families)
 }

@@ -58,11 +58,10 @@ enum PEFTDialect {
                            family: familyFromModuleNames(modules.map(\.name)) ?? familyFromConfig(cfg), extraMetadata: extra)
     }
 
-    static func familyFromConfig(_ cfg: JSONValue?) -> ModelFamily? {
+    /// The family whose diffusers class PEFT's `auto_mapping.base_model_class` names.
+    static func familyFromConfig(_ cfg: JSONValue?, families: [ModelFamily] = ModelFamily.builtIn) -> ModelFamily? {
         guard let cls = cfg?["auto_mapping"]?["base_model_class"]?.stringValue else { return nil }
-        if cls.hasPrefix("SD3") { return .sd3 }
-        if cls.hasPrefix("Flux") { return .flux }
-        return nil
+        return ModelFamily.claiming(diffusersClassName: cls, in: families)
     }
 
     static func splitSuffix(_ body: String) -> (String, FactorRole)? {
@@ -106,7 +105,7 @@ enum PEFTDialect {
         ]
         if peftFolder, let family = adapter.family {
             members.append(("auto_mapping", .object([("base_model_class", .string(family.diffusersClassName)),
-                                                     ("parent_library", .string(family == .sd3 ? "diffusers.models.transformers.transformer_sd3" : "diffusers.models.transformers.transformer_flux"))])))
+                                                     ("parent_library", .string(family.diffusersParentLibrary))])))
         }
         members.sort { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
         return members
