@@ -6,13 +6,16 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "flowguard", targets: ["flowguard"]),
+        .library(name: "JSON", targets: ["JSON"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "DeltaArchive", targets: ["DeltaArchive"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "LoRA", targets: ["LoRA"]),
         .library(name: "TensorRuntime", targets: ["TensorRuntime"]),
         .library(name: "Transformers", targets: ["Transformers"]),
         .library(name: "FlowMatching", targets: ["FlowMatching"]),
         .library(name: "GRPOGuard", targets: ["GRPOGuard"]),
+        .library(name: "TrainingReport", targets: ["TrainingReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -23,20 +26,28 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "SafeTensors", dependencies: ["CJSONC"],
+        // JSON: the json-c wrapper (the only importer of CJSONC).
+        .target(name: "JSON", dependencies: ["CJSONC"]),
+        .target(name: "SafeTensors", dependencies: ["JSON"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
+        .target(name: "Checkpoints", dependencies: ["SafeTensors", "JSON"]),
+        // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
+        .target(name: "DeltaArchive", dependencies: ["SafeTensors", "JSON", "CZstd"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
+        .target(name: "LoRA", dependencies: ["SafeTensors", "JSON", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
         .target(name: "TensorRuntime", dependencies: ["BLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
-        .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "JSON"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
-        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "DeltaArchive",
+                                                  "SafeTensors", "JSON"]),
+        // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
+        .target(name: "TrainingReport", dependencies: ["GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
+            "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
+            "TrainingReport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -44,7 +55,8 @@ let package = Package(
                           path: "tools/bench/runtime/swift"),
         // The over-optimization study (tools/study/run.sh; docs/study.md).
         .executableTarget(name: "flowguard-study",
-                          dependencies: ["GRPOGuard", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors",
+                          dependencies: ["GRPOGuard", "TrainingReport", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
+                                         "SafeTensors", "JSON",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/study/swift"),
         .executableTarget(name: "kernel-bench", dependencies: ["TensorRuntime", "BLAS"],
@@ -53,14 +65,16 @@ let package = Package(
 
         .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
-        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "TrainingReportTests", dependencies: ["TrainingReport", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,6 @@
+import DeltaArchive
 import Foundation
+import JSON
 import LoRA
 import SafeTensors
 import Transformers

@@ -1,3 +1,5 @@
+import JSON
+
 /// The planned layout of a safetensors file: header bytes and where each tensor goes, computed
 /// from tensor descriptions alone, before any tensor data exists.
 public struct SafeTensorsLayout: Sendable {

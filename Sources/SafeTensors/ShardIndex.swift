@@ -1,3 +1,5 @@
+import JSON
+
 /// The index of a sharded checkpoint (`model.safetensors.index.json`,
 /// `diffusion_pytorch_model.safetensors.index.json`): which shard file holds each tensor.
 public struct ShardIndex: Sendable {

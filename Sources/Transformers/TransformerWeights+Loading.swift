@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Checkpoints
+import JSON
 import SafeTensors
 
 /// What opening a checkpoint finds: the architecture, layout and the diffusers-name table.

@@ -1,4 +1,5 @@
 import Checkpoints
+import JSON
 import SafeTensors
 
 /// Renders what `inspect` shows: tables for people, JSON for scripts.

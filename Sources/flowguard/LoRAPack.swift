@@ -1,5 +1,6 @@
 import ArgumentParser
-import LoRA
+import DeltaArchive
+import JSON
 import SafeTensors
 
 /// `flowguard lora pack`: a safetensors file → a zstd delta archive (`.fgdelta`).

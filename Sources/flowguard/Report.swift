@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GRPOGuard
 import SafeTensors
+import TrainingReport
 
 /// `flowguard report`: renders a training run's diagnostics as one self-contained HTML page.
 struct Report: ParsableCommand {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import JSON
 import SafeTensors
 
 /// What `inspect --stats` adds: per-tensor value statistics, read in one streamed pass.

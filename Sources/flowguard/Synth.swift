@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import JSON
 import SafeTensors
 
 /// `flowguard synth`: write a full-size checkpoint of random values with a real model's names and shapes.

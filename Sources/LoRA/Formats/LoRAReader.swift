@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import JSON
 import SafeTensors
 
 /// Non-finite values found in one factor of an adapter that was read.

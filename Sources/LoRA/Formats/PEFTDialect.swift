@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import JSON
 import SafeTensors
 
 /// PEFT folders and diffusers `pytorch_lora_weights.safetensors`: diffusers module names,

@@ -1,4 +1,5 @@
 import Foundation
+import GRPOGuard
 import SafeTensors
 
 extension RunReport {

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import JSON
 import SafeTensors
 
 /// How `DeltaArchive.pack` stores tensors.

@@ -1,4 +1,5 @@
 import Foundation
+import GRPOGuard
 
 /// A small SVG writer for the run report (and other tools drawing figures): line plots (axes,
 /// ticks at nice numbers, a legend, optional shaded bands and horizontal reference lines;

@@ -1,4 +1,6 @@
 import Foundation
+import GRPOGuard
+import JSON
 import SafeTensors
 
 /// Everything that can stop `flowguard report`. The description is the sentence the user reads;
