@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import GRPOGuard
+import RunReports
 import SafeTensors
-import TrainingReport
 
 /// `flowguard report`: renders a training run's diagnostics as one self-contained HTML page.
 struct Report: ParsableCommand {
