@@ -1,3 +1,4 @@
+import JSON
 import SafeTensors
 
 /// Everything FlowGuard's checkpoint side knows about one transformer family, in one place: its

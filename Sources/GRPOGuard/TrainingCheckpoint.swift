@@ -1,5 +1,6 @@
+import DeltaArchive
 import Foundation
-import LoRA
+import JSON
 import SafeTensors
 import SystemSupport
 import TensorRuntime

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import SafeTensors
 import SystemSupport
 
@@ -14,6 +15,15 @@ public struct TimestepRecord: Sendable, Equatable {
     public var gradientNorm: Double
     /// The timestep's loss (reweighted; averaged over minibatches).
     public var loss: Double
+
+    /// A record from its fields (the trainer, and the report reading `diagnostics.jsonl` back).
+    public init(index: Int, sigma: Double, diagnostics: StepDiagnostics, gradientNorm: Double, loss: Double) {
+        self.index = index
+        self.sigma = sigma
+        self.diagnostics = diagnostics
+        self.gradientNorm = gradientNorm
+        self.loss = loss
+    }
 }
 
 /// One optimizer step's line of `RUN/diagnostics.jsonl`.
@@ -38,6 +48,21 @@ public struct UpdateRecord: Sendable, Equatable {
     public var timesteps: [TimestepRecord]
     /// Wall-clock seconds of the training step (rollout and updates) so far.
     public var seconds: Double
+
+    /// A record from its fields (the trainer, and the report reading `diagnostics.jsonl` back).
+    public init(step: Int, update: Int, optimizerStep: Int, rewardMean: Double, rewardStd: Double, loss: Double,
+                learningRate: Double, gradientNorm: Double, timesteps: [TimestepRecord], seconds: Double) {
+        self.step = step
+        self.update = update
+        self.optimizerStep = optimizerStep
+        self.rewardMean = rewardMean
+        self.rewardStd = rewardStd
+        self.loss = loss
+        self.learningRate = learningRate
+        self.gradientNorm = gradientNorm
+        self.timesteps = timesteps
+        self.seconds = seconds
+    }
 
     /// The mean over timesteps of a diagnostic.
     public func mean(_ key: KeyPath<StepDiagnostics, Double>) -> Double {

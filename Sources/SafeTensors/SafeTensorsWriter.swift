@@ -1,3 +1,4 @@
+import JSON
 import SystemSupport
 
 /// The planned layout of a safetensors file: header bytes and where each tensor goes, computed

@@ -1,3 +1,4 @@
+import JSON
 import SystemSupport
 
 /// The index of a sharded checkpoint (`model.safetensors.index.json`,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import JSON
 import SafeTensors
 import SystemSupport
 

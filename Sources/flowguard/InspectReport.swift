@@ -1,4 +1,5 @@
 import Checkpoints
+import JSON
 import SafeTensors
 import SystemSupport
 

@@ -1,5 +1,6 @@
 import ArgumentParser
-import LoRA
+import DeltaArchive
+import JSON
 import SafeTensors
 import SystemSupport
 

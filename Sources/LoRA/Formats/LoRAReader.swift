@@ -1,4 +1,6 @@
 import Checkpoints
+import Foundation
+import JSON
 import SafeTensors
 import SystemSupport
 

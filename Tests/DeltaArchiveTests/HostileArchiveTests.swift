@@ -1,14 +1,14 @@
 import Foundation
 import Testing
-import LoRA
+import DeltaArchive
 import SafeTensors
 import TestSupport
 
-/// Delta archives and adapter folders built to exhaust memory or the stack: declared sizes far
-/// beyond the limits (decompression bombs), deeply nested JSON, oversized configs. Each is
-/// refused before anything of the declared size is allocated, with an error naming the archive
-/// and a byte offset, and no output. (Damage and the basic size bombs are in
-/// `DeltaArchiveCorruptionTests`.)
+/// Delta archives built to exhaust memory or the stack: declared sizes far beyond the limits
+/// (decompression bombs), deeply nested JSON. Each is refused before anything of the declared
+/// size is allocated, with an error naming the archive and a byte offset, and no output. (Damage
+/// and the basic size bombs are in `DeltaArchiveCorruptionTests`; hostile adapter configs in
+/// LoRATests' `HostileAdapterConfigTests`.)
 @Suite struct HostileArchiveTests {
     let dir = TemporaryDirectory()
 
@@ -125,41 +125,5 @@ import TestSupport
         #expect(bomb.count < bytes.count + 4096)
         guard case let .corruptIndex(_, nil, reason, _) = try openError(bomb) else { Issue.record("wrong error"); return }
         #expect(reason.contains("more than 4000000 values (refused before parsing, to bound memory)"), "\(reason)")
-    }
-
-    // MARK: adapter folders
-
-    func peftFolder(config: [UInt8]) throws -> String {
-        let folder = dir.file("adapter")
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let source = Repository.path("fixtures/sd35_tiny/lora/peft")
-        try writeBytes(try readBytes(source + "/adapter_model.safetensors"), to: folder + "/adapter_model.safetensors")
-        try writeBytes(config, to: folder + "/adapter_config.json")
-        return folder
-    }
-
-    @Test func deeplyNestedAdapterConfigIsRefused() throws {
-        let folder = try peftFolder(config: Array((#"{"r":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}").utf8))
-        do {
-            _ = try LoRAReader.read(path: folder)
-            Issue.record("accepted")
-        } catch {
-            #expect(String(describing: error).contains("adapter_config.json"), "\(error)")
-            #expect(String(describing: error).contains("nesting too deep"), "\(error)")
-        }
-    }
-
-    @Test func oversizedOrEndlessAdapterConfigIsRefusedWithoutReadingIt() throws {
-        let folder = try peftFolder(config: [])
-        let config = folder + "/adapter_config.json"
-        #expect(truncate(config, 1 << 30) == 0)   // 1 GiB, sparse
-        do { _ = try LoRAReader.read(path: folder); Issue.record("accepted") } catch {
-            #expect(String(describing: error).contains("file larger than 16777216 bytes"), "\(error)")
-        }
-        try FileManager.default.removeItem(atPath: config)
-        try FileManager.default.createSymbolicLink(atPath: config, withDestinationPath: "/dev/zero")
-        do { _ = try LoRAReader.read(path: folder); Issue.record("accepted") } catch {
-            #expect(String(describing: error).contains("not a regular file"), "\(error)")
-        }
     }
 }

@@ -3,7 +3,8 @@ import SafeTensors
 import TestSupport
 import Testing
 import TensorRuntime
-@testable import GRPOGuard
+import GRPOGuard
+@testable import RunReports
 
 /// `RunReport`: a synthetic run folder → the HTML page (one SVG per plot, the right polylines and
 /// points, escaped text, NaN as gaps), and clear errors for malformed diagnostics lines.

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import LoRA
+import DeltaArchive
 import SafeTensors
 import TestSupport
 

@@ -1,3 +1,4 @@
+import JSON
 import SafeTensors
 
 /// The fixed parts of the `.fgdelta` layout (see `docs/delta-archive.md`).

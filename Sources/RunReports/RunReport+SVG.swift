@@ -1,4 +1,5 @@
 import Foundation
+import GRPOGuard
 
 /// A small SVG writer for the run report (and other tools drawing figures): line plots (axes,
 /// ticks at nice numbers, a legend, optional shaded bands and horizontal reference lines;
@@ -212,83 +213,132 @@ public enum ReportSVG {
     /// The SVG of a line plot: one `<polyline class="line">` per finite segment of each series
     /// (a lone point is a `<circle class="point">`), bands as `<polygon class="band">`.
     public static func render(_ plot: LinePlot) -> String {
-        var xs: [Double] = [], ys: [Double] = []
-        for s in plot.series { for p in s.points where p.x.isFinite && p.y.isFinite { xs.append(p.x); ys.append(p.y) } }
-        for b in plot.bands {
-            for p in b.points where p.x.isFinite && p.lower.isFinite && p.upper.isFinite { xs.append(p.x); ys.append(p.lower); ys.append(p.upper) }
-        }
-        let hasData = !xs.isEmpty
-        for r in plot.referenceLines where r.y.isFinite && hasData { ys.append(r.y) }
-        // x spans exactly the data (ticks inside it); y is widened to nice bounds.
-        var xt = ticks(lower: xs.min() ?? 0, upper: xs.max() ?? 1, count: 6)
-        if let lo = xs.min(), let hi = xs.max(), hi > lo {
-            let slack = xt.step * 1e-9
-            xt = (lo, hi, xt.step, xt.ticks.filter { $0 >= lo - slack && $0 <= hi + slack })
-        }
-        let yt = ticks(lower: ys.min() ?? 0, upper: ys.max() ?? 1, count: 5)
-        let yLabels = labels(yt.ticks, step: yt.step), xLabels = labels(xt.ticks, step: xt.step)
-        let longest = yLabels.map(\.count).max() ?? 1
-        let left = 46 + Double(longest) * 6.2, right = 16.0, top = 30.0
-        let plotWidth = width - left - right
         let legendEntries = plot.bands.map { ($0.name, $0.color, "band") } + plot.series.map { ($0.name, $0.color, $0.dashed ? "dashed" : "line") }
-        let perRow = max(1, Int((width - 20) / 150))
-        let legendRows = (legendEntries.count + perRow - 1) / perRow
-        let axisBottom = top + plotHeight
-        let height = axisBottom + 44 + Double(legendRows) * 18 + 6
-        func px(_ x: Double) -> Double { left + (x - xt.lower) / (xt.upper - xt.lower) * plotWidth }
-        func py(_ y: Double) -> Double { axisBottom - (y - yt.lower) / (yt.upper - yt.lower) * plotHeight }
-
-        var svg = "<svg class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(c(width)) \(c(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(plot.title))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        let f = PlotFrame(plot, legendEntries: legendEntries.count)
+        let (left, top, plotWidth, axisBottom) = (f.left, f.top, f.plotWidth, f.axisBottom)
+        var svg = "<svg class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(c(width)) \(c(f.height))\" width=\"\(Int(width))\" height=\"\(Int(f.height))\" role=\"img\" aria-label=\"\(escape(plot.title))\" font-family=\"sans-serif\" font-size=\"11\">\n"
         svg += "<title>\(escape(plot.title))</title>\n"
         svg += "<text class=\"title\" x=\"\(c(left))\" y=\"18\" font-size=\"13\" font-weight=\"600\">\(escape(plot.title))</text>\n"
         svg += "<rect class=\"frame\" x=\"\(c(left))\" y=\"\(c(top))\" width=\"\(c(plotWidth))\" height=\"\(c(plotHeight))\" fill=\"none\" stroke=\"#999\"/>\n"
-        if !hasData {
+        if !f.hasData {
             svg += "<text class=\"empty\" fill=\"#999\" font-size=\"14\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(top + plotHeight / 2))\" text-anchor=\"middle\">no finite values</text>\n"
         } else {
-            for (t, label) in zip(yt.ticks, yLabels) {
-                let y = py(t)
-                svg += "<line class=\"grid\" stroke=\"#eee\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
-                svg += "<text class=\"tick\" x=\"\(c(left - 5))\" y=\"\(c(y + 4))\" text-anchor=\"end\">\(escape(label))</text>\n"
-            }
-            for (t, label) in zip(xt.ticks, xLabels) {
-                let x = px(t)
-                svg += "<line class=\"tickmark\" stroke=\"#999\" x1=\"\(c(x))\" y1=\"\(c(axisBottom))\" x2=\"\(c(x))\" y2=\"\(c(axisBottom + 5))\"/>"
-                svg += "<text class=\"tick\" x=\"\(c(x))\" y=\"\(c(axisBottom + 17))\" text-anchor=\"middle\">\(escape(label))</text>\n"
-            }
-            for r in plot.referenceLines where r.y.isFinite {
-                let y = py(r.y)
-                svg += "<line class=\"reference\" stroke=\"#888\" stroke-dasharray=\"4 3\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
-                svg += "<text class=\"reference-label\" fill=\"#777\" font-size=\"10\" x=\"\(c(left + plotWidth - 4))\" y=\"\(c(y - 3))\" text-anchor=\"end\">\(escape(r.label))</text>\n"
-            }
-            for band in plot.bands {
-                var run: [(x: Double, lower: Double, upper: Double)] = []
-                func flush() {
-                    defer { run = [] }
-                    guard run.count >= 2 else { return }
-                    let upper = run.map { "\(c(px($0.x))),\(c(py($0.upper)))" }
-                    let lower = run.reversed().map { "\(c(px($0.x))),\(c(py($0.lower)))" }
-                    svg += "<polygon class=\"band\" fill-opacity=\"0.25\" fill=\"\(escape(band.color))\" points=\"\((upper + lower).joined(separator: " "))\"/>\n"
-                }
-                for p in band.points {
-                    if p.x.isFinite && p.lower.isFinite && p.upper.isFinite { run.append(p) } else { flush() }
-                }
-                flush()
-            }
-            for s in plot.series {
-                for segment in segments(s.points).map({ decimated($0) }) {
-                    if segment.count == 1 {
-                        svg += "<circle class=\"point\" data-series=\"\(escape(s.name))\" cx=\"\(c(px(segment[0].x)))\" cy=\"\(c(py(segment[0].y)))\" r=\"2.5\" fill=\"\(escape(s.color))\"/>\n"
-                    } else {
-                        let points = segment.map { "\(c(px($0.x))),\(c(py($0.y)))" }.joined(separator: " ")
-                        svg += "<polyline class=\"line\(s.dashed ? " dashed" : "")\" fill=\"none\" stroke-width=\"1.6\"\(s.dashed ? " stroke-dasharray=\"5 3\"" : "") data-series=\"\(escape(s.name))\" stroke=\"\(escape(s.color))\" points=\"\(points)\"/>\n"
-                    }
-                }
-            }
+            svg += axes(plot, f)
+            for band in plot.bands { svg += bandPolygons(band, f) }
+            for s in plot.series { svg += seriesLines(s, f) }
         }
         svg += "<text class=\"axis-label\" fill=\"#555\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(axisBottom + 33))\" text-anchor=\"middle\">\(escape(plot.xLabel))</text>\n"
         svg += "<text class=\"axis-label\" fill=\"#555\" transform=\"translate(12 \(c(top + plotHeight / 2))) rotate(-90)\" text-anchor=\"middle\">\(escape(plot.yLabel))</text>\n"
-        for (i, entry) in legendEntries.enumerated() {
-            let x = 10 + Double(i % perRow) * 150, y = axisBottom + 52 + Double(i / perRow) * 18
+        svg += legend(legendEntries, f)
+        svg += "</svg>\n"
+        return svg
+    }
+
+    /// Where a line plot's data lands: the axes' ticks and labels (x spans exactly the data,
+    /// y widened to nice bounds), the plot area's position and size, and the figure's height
+    /// (the legend's rows below the axis).
+    struct PlotFrame {
+        var hasData: Bool
+        var xt: (lower: Double, upper: Double, step: Double, ticks: [Double])
+        var yt: (lower: Double, upper: Double, step: Double, ticks: [Double])
+        var xLabels: [String], yLabels: [String]
+        var left: Double, top: Double, plotWidth: Double, axisBottom: Double, height: Double
+        /// Legend entries per row.
+        var perRow: Int
+
+        init(_ plot: LinePlot, legendEntries: Int) {
+            var xs: [Double] = [], ys: [Double] = []
+            for s in plot.series { for p in s.points where p.x.isFinite && p.y.isFinite { xs.append(p.x); ys.append(p.y) } }
+            for b in plot.bands {
+                for p in b.points where p.x.isFinite && p.lower.isFinite && p.upper.isFinite { xs.append(p.x); ys.append(p.lower); ys.append(p.upper) }
+            }
+            hasData = !xs.isEmpty
+            for r in plot.referenceLines where r.y.isFinite && hasData { ys.append(r.y) }
+            // x spans exactly the data (ticks inside it); y is widened to nice bounds.
+            xt = ticks(lower: xs.min() ?? 0, upper: xs.max() ?? 1, count: 6)
+            if let lo = xs.min(), let hi = xs.max(), hi > lo {
+                let slack = xt.step * 1e-9
+                xt = (lo, hi, xt.step, xt.ticks.filter { $0 >= lo - slack && $0 <= hi + slack })
+            }
+            yt = ticks(lower: ys.min() ?? 0, upper: ys.max() ?? 1, count: 5)
+            yLabels = labels(yt.ticks, step: yt.step)
+            xLabels = labels(xt.ticks, step: xt.step)
+            let longest = yLabels.map(\.count).max() ?? 1
+            left = 46 + Double(longest) * 6.2
+            top = 30.0
+            let right = 16.0
+            plotWidth = width - left - right
+            perRow = max(1, Int((width - 20) / 150))
+            let legendRows = (legendEntries + perRow - 1) / perRow
+            axisBottom = top + plotHeight
+            height = axisBottom + 44 + Double(legendRows) * 18 + 6
+        }
+
+        /// The x pixel of a data x.
+        func px(_ x: Double) -> Double { left + (x - xt.lower) / (xt.upper - xt.lower) * plotWidth }
+        /// The y pixel of a data y.
+        func py(_ y: Double) -> Double { axisBottom - (y - yt.lower) / (yt.upper - yt.lower) * plotHeight }
+    }
+
+    /// Grid lines and labels of the y ticks, tick marks and labels of the x ticks, reference lines.
+    static func axes(_ plot: LinePlot, _ f: PlotFrame) -> String {
+        let (left, plotWidth, axisBottom) = (f.left, f.plotWidth, f.axisBottom)
+        var svg = ""
+        for (t, label) in zip(f.yt.ticks, f.yLabels) {
+            let y = f.py(t)
+            svg += "<line class=\"grid\" stroke=\"#eee\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
+            svg += "<text class=\"tick\" x=\"\(c(left - 5))\" y=\"\(c(y + 4))\" text-anchor=\"end\">\(escape(label))</text>\n"
+        }
+        for (t, label) in zip(f.xt.ticks, f.xLabels) {
+            let x = f.px(t)
+            svg += "<line class=\"tickmark\" stroke=\"#999\" x1=\"\(c(x))\" y1=\"\(c(axisBottom))\" x2=\"\(c(x))\" y2=\"\(c(axisBottom + 5))\"/>"
+            svg += "<text class=\"tick\" x=\"\(c(x))\" y=\"\(c(axisBottom + 17))\" text-anchor=\"middle\">\(escape(label))</text>\n"
+        }
+        for r in plot.referenceLines where r.y.isFinite {
+            let y = f.py(r.y)
+            svg += "<line class=\"reference\" stroke=\"#888\" stroke-dasharray=\"4 3\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
+            svg += "<text class=\"reference-label\" fill=\"#777\" font-size=\"10\" x=\"\(c(left + plotWidth - 4))\" y=\"\(c(y - 3))\" text-anchor=\"end\">\(escape(r.label))</text>\n"
+        }
+        return svg
+    }
+
+    /// One polygon per run of finite points of a band (runs of one point are not drawn).
+    static func bandPolygons(_ band: Band, _ f: PlotFrame) -> String {
+        var svg = ""
+        var run: [(x: Double, lower: Double, upper: Double)] = []
+        func flush() {
+            defer { run = [] }
+            guard run.count >= 2 else { return }
+            let upper = run.map { "\(c(f.px($0.x))),\(c(f.py($0.upper)))" }
+            let lower = run.reversed().map { "\(c(f.px($0.x))),\(c(f.py($0.lower)))" }
+            svg += "<polygon class=\"band\" fill-opacity=\"0.25\" fill=\"\(escape(band.color))\" points=\"\((upper + lower).joined(separator: " "))\"/>\n"
+        }
+        for p in band.points {
+            if p.x.isFinite && p.lower.isFinite && p.upper.isFinite { run.append(p) } else { flush() }
+        }
+        flush()
+        return svg
+    }
+
+    /// One polyline per finite segment of a series (decimated), a dot for a segment of one point.
+    static func seriesLines(_ s: Series, _ f: PlotFrame) -> String {
+        var svg = ""
+        for segment in segments(s.points).map({ decimated($0) }) {
+            if segment.count == 1 {
+                svg += "<circle class=\"point\" data-series=\"\(escape(s.name))\" cx=\"\(c(f.px(segment[0].x)))\" cy=\"\(c(f.py(segment[0].y)))\" r=\"2.5\" fill=\"\(escape(s.color))\"/>\n"
+            } else {
+                let points = segment.map { "\(c(f.px($0.x))),\(c(f.py($0.y)))" }.joined(separator: " ")
+                svg += "<polyline class=\"line\(s.dashed ? " dashed" : "")\" fill=\"none\" stroke-width=\"1.6\"\(s.dashed ? " stroke-dasharray=\"5 3\"" : "") data-series=\"\(escape(s.name))\" stroke=\"\(escape(s.color))\" points=\"\(points)\"/>\n"
+            }
+        }
+        return svg
+    }
+
+    /// The legend below the x axis: (name, colour, "band" | "dashed" | "line") per entry, `perRow` a row.
+    static func legend(_ entries: [(String, String, String)], _ f: PlotFrame) -> String {
+        var svg = ""
+        for (i, entry) in entries.enumerated() {
+            let x = 10 + Double(i % f.perRow) * 150, y = f.axisBottom + 52 + Double(i / f.perRow) * 18
             switch entry.2 {
             case "band":
                 svg += "<rect class=\"band\" fill-opacity=\"0.25\" x=\"\(c(x))\" y=\"\(c(y - 9))\" width=\"18\" height=\"10\" fill=\"\(escape(entry.1))\"/>"
@@ -297,7 +347,6 @@ public enum ReportSVG {
             }
             svg += "<text class=\"legend\" x=\"\(c(x + 23))\" y=\"\(c(y))\">\(escape(entry.0))</text>\n"
         }
-        svg += "</svg>\n"
         return svg
     }
 

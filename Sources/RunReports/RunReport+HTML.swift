@@ -1,4 +1,5 @@
 import Foundation
+import GRPOGuard
 import SafeTensors
 
 extension RunReport {
@@ -168,22 +169,29 @@ extension RunReport {
 
     /// The diagnostics plots.
     private func plots() -> String {
+        rewardPlots() + ratioPlots() + clippingPlots() + gradientPlots()
+    }
+
+    /// A line through one value of every record, against the optimizer step.
+    private func overall(_ name: String, _ color: String, dashed: Bool = false, _ value: (UpdateRecord) -> Double) -> ReportSVG.Series {
         let x = records.map { Double($0.optimizerStep) }
-        func overall(_ name: String, _ color: String, dashed: Bool = false, _ value: (UpdateRecord) -> Double) -> ReportSVG.Series {
-            ReportSVG.Series(name: name, color: color, points: zip(x, records.map(value)).map { ($0, $1) }, dashed: dashed)
-        }
-        let epsilon = configText("clip_range").flatMap(Double.init)
-            ?? (configText("objective") == ObjectiveKind.flowGRPO.rawValue ? 1e-4 : configText("objective") == nil ? nil : 2e-6)
-        let guardObjective = configText("objective").map { $0 == ObjectiveKind.grpoGuard.rawValue } ?? true
-        let clipped = guardObjective ? "r̂" : "r"
+        return ReportSVG.Series(name: name, color: color, points: zip(x, records.map(value)).map { ($0, $1) }, dashed: dashed)
+    }
+
+    /// The reward of each training step, mean ± std.
+    private func rewardPlots() -> String {
         var html = "<h2>Reward</h2>\n"
         let steps = rollouts
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "Reward mean ± std per training step", xLabel: "training step", yLabel: "reward",
             series: [ReportSVG.Series(name: "mean", color: "#1f5fa8", points: steps.map { (Double($0.step), $0.rewardMean) })],
             bands: [ReportSVG.Band(name: "± std", color: "#1f5fa8", points: steps.map { (Double($0.step), $0.rewardMean - $0.rewardStd, $0.rewardMean + $0.rewardStd) })]))
+        return html
+    }
 
-        html += "<h2>Importance ratios per timestep</h2>\n"
+    /// The raw and normalized ratios per timestep, and their shift from 1 as heatmaps.
+    private func ratioPlots() -> String {
+        var html = "<h2>Importance ratios per timestep</h2>\n"
         html += "<p class=\"note\">Raw ratio r = exp(log p<sub>θ</sub> − log p<sub>old</sub>) and GRPO-Guard's normalized ratio r̂ (RatioNorm), one line per trained timestep j (σ from 1 = noise towards 0). "
             + "Under vanilla Flow-GRPO the mean of r sits below 1 (log r carries −‖Δμ‖²/2s²) and its spread grows as σ → 0; RatioNorm re-centres r̂ on 1 with a comparable spread at every step. "
             + "The heatmaps show the shift from 1 directly: blue cells lie below 1, red above.</p>\n"
@@ -200,8 +208,16 @@ extension RunReport {
         html += ReportSVG.render(heatmap("mean r − 1 per timestep (blue: below 1)") { $0.diagnostics.ratioMean })
         html += ReportSVG.render(heatmap("mean r̂ − 1 per timestep (blue: below 1)") { $0.diagnostics.normalizedRatioMean })
         html += "</div>\n"
+        return html
+    }
 
-        html += "<h2>Clipping and KL</h2>\n"
+    /// Clip fractions (overall, by advantage sign, per timestep) and approx KL.
+    private func clippingPlots() -> String {
+        let epsilon = configText("clip_range").flatMap(Double.init)
+            ?? (configText("objective") == ObjectiveKind.flowGRPO.rawValue ? 1e-4 : configText("objective") == nil ? nil : 2e-6)
+        let guardObjective = configText("objective").map { $0 == ObjectiveKind.grpoGuard.rawValue } ?? true
+        let clipped = guardObjective ? "r̂" : "r"
+        var html = "<h2>Clipping and KL</h2>\n"
         html += "<p class=\"note\">Fractions of samples whose clipped ratio (\(clipped)) lies above 1 + ε and below 1 − ε"
             + (epsilon.map { " (ε = \(String(format: "%g", $0)))" } ?? "") + ", averaged over the trained timesteps. "
             + "By advantage sign: among the samples with A &gt; 0, the fraction above 1 + ε, and among those with A &lt; 0, "
@@ -237,8 +253,12 @@ extension RunReport {
             title: "approx KL", xLabel: "optimizer step", yLabel: "approx KL",
             series: [overall("mean over timesteps", "#333333") { $0.mean(\.approximateKL) }]))
         html += "</div>\n"
+        return html
+    }
 
-        html += "<h2>Gradients and loss</h2>\n<div class=\"grid\">\n"
+    /// Gradient norms and losses.
+    private func gradientPlots() -> String {
+        var html = "<h2>Gradients and loss</h2>\n<div class=\"grid\">\n"
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "gradient norm per timestep (before clipping)", xLabel: "optimizer step", yLabel: "‖g‖",
             series: perTimestep(\.gradientNorm) + [overall("global (all timesteps)", "#000000", dashed: true) { $0.gradientNorm }]))

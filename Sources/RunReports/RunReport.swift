@@ -1,4 +1,6 @@
 import Foundation
+import GRPOGuard
+import JSON
 import SafeTensors
 import SystemSupport
 
