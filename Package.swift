@@ -6,13 +6,16 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "flowguard", targets: ["flowguard"]),
+        .library(name: "JSON", targets: ["JSON"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "DeltaArchive", targets: ["DeltaArchive"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "LoRA", targets: ["LoRA"]),
         .library(name: "TensorRuntime", targets: ["TensorRuntime"]),
         .library(name: "Transformers", targets: ["Transformers"]),
         .library(name: "FlowMatching", targets: ["FlowMatching"]),
         .library(name: "GRPOGuard", targets: ["GRPOGuard"]),
+        .library(name: "RunReports", targets: ["RunReports"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -23,20 +26,31 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "SafeTensors", dependencies: ["CJSONC"],
+        // The one layer over the C library (file descriptors, mmap, atomic files and folders,
+        // clocks, threads, processes); every other module imports it instead of Glibc/Darwin.
+        .target(name: "SystemSupport"),
+        // JSON: the json-c wrapper (the only importer of CJSONC).
+        .target(name: "JSON", dependencies: ["CJSONC"]),
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
+        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
+        // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
+        .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
+        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "DeltaArchive", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
-        .target(name: "TensorRuntime", dependencies: ["BLAS"],
+        .target(name: "TensorRuntime", dependencies: ["SystemSupport", "BLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
-        .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "Transformers", dependencies: ["SystemSupport", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "JSON"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
-        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "GRPOGuard", dependencies: ["SystemSupport", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
+                                                  "DeltaArchive", "SafeTensors", "JSON"]),
+        // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
+        .target(name: "RunReports", dependencies: ["SystemSupport", "GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
+            "SystemSupport", "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
+            "GRPOGuard", "RunReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -44,7 +58,8 @@ let package = Package(
                           path: "tools/bench/runtime/swift"),
         // The over-optimization study (tools/study/run.sh; docs/study.md).
         .executableTarget(name: "flowguard-study",
-                          dependencies: ["GRPOGuard", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors",
+                          dependencies: ["GRPOGuard", "RunReports", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
+                                         "SafeTensors", "JSON",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/study/swift"),
         .executableTarget(name: "kernel-bench", dependencies: ["TensorRuntime", "BLAS"],
@@ -53,15 +68,18 @@ let package = Package(
 
         .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
-        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
+        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "RunReportsTests", dependencies: ["RunReports", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "SystemSupport", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]
 )

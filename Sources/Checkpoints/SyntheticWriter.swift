@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SafeTensors
+import SystemSupport
 
 /// How a synthetic checkpoint's values are drawn.
 public struct SyntheticOptions: Sendable, Hashable {
@@ -91,7 +87,7 @@ public enum SyntheticWriter {
     /// folder holding `diffusion_pytorch_model.safetensors` (or shards and their index) and
     /// `config.json`, staged beside `path` and put in place whole (replacing a folder there).
     /// `progress(bytesDone, bytesTotal)` is called after each tensor.
-    public static func write(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
+    static func writeFiles(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
                              options: SyntheticOptions = SyntheticOptions(),
                              progress: ((Int, Int) -> Void)? = nil) throws -> SyntheticResult {
         guard FloatCodec.canEncode(dtype) else {
@@ -127,16 +123,18 @@ public enum SyntheticWriter {
             try SafeTensorsWriter.write(to: path, specs: specs, metadata: options.metadata, progress: progress, produce: produce)
             paths = [path]
         case .diffusers:
-            let staged = try StagedFolder(destination: path)
-            let names = try ShardedWriter.write(folder: staged.stagingPath, baseName: "diffusion_pytorch_model", specs: specs,
+            let folder: AtomicFolder
+            do { folder = try AtomicFolder(destination: path, placement: .replace()) } catch { throw SafeTensorsError.system(error) }
+            var names = try ShardedWriter.write(folder: folder.stagingPath, baseName: "diffusion_pytorch_model", specs: specs,
                                                 metadata: options.metadata, maxShardBytes: options.maxShardBytes,
-                                                progress: progress, produce: produce)
-                .map { String($0.split(separator: "/").last ?? "") } + ["config.json"]
-            let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
-            try config.write(Array(architecture.diffusersConfigJSON().utf8))
-            try config.commit()
-            try staged.commit()
-            paths = names.map { staged.destination + "/" + $0 }
+                                                progress: progress, produce: produce).map(FileSystem.lastComponent(of:))
+            do {
+                let config = try AtomicFile(destination: folder.stagingPath + "/config.json")
+                try config.write(Array(architecture.diffusersConfigJSON().utf8))
+                try config.commit()
+                names.append("config.json")
+                paths = try folder.commit(order: names)
+            } catch { throw SafeTensorsError.system(error) }
         }
         return SyntheticResult(architecture: architecture.name, layout: layout, dtype: dtype, tensorCount: specs.count,
                                parameterCount: specs.reduce(0) { $0 + ($1.elementCount ?? 0) },

@@ -1,6 +1,9 @@
+import DeltaArchive
 import Foundation
+import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 import Transformers
 
 /// What a finished (or deliberately stopped) run produced.
@@ -39,8 +42,8 @@ public enum TrainingRun {
     /// `stopAfter` ends the process's work after that many training steps in all (for tests of
     /// interruption: no export). With `replace`, an existing run folder is moved aside and removed
     /// once the model, prompts and reward have loaded, and the run starts afresh in a new one.
-    /// `log` receives notes (`resuming …`); `progress` receives the
-    /// status line of each training step (the caller decides how often to show it).
+    /// `log` receives notes (`resuming …`); `progress` receives the status line of each training
+    /// step (the caller decides how often to show it).
     public static func run(config: TrainingConfig, resume: Bool, replace: Bool = false, stopAfter: Int? = nil,
                            log: (String) -> Void = { _ in },
                            progress: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
@@ -58,65 +61,21 @@ public enum TrainingRun {
         defer { (reward as? ExternalReward)?.close() }
         let trainer = try Trainer(config: config, weights: weights, model: model, prompts: prompts, reward: reward)
 
-        let fm = FileManager.default
         let run = config.output
         let checkpoints = run + "/checkpoints"
-        if replace && !resume { try removeRunFolder(run) }
-        do { try fm.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
-            throw .io(path: checkpoints, reason: "cannot create the run folder: \(error.localizedDescription)")
-        }
-        TrainingCheckpoint.removeStale(in: checkpoints)
         let fingerprint = config.fingerprintJSON.compactText
-        let existing = TrainingCheckpoint.list(in: checkpoints)
-        var resumedFrom: Int?
-        var diagnosticsLength = 0
-        if resume, let newest = existing.last {
-            let (state, stored) = try TrainingCheckpoint.readState(at: newest.path)
-            guard stored == fingerprint else {
-                throw .badCheckpoint(path: newest.path, reason: "it was made with a different config (\(difference(stored, fingerprint))); "
-                                     + "resume with the same settings or train into a new output folder")
-            }
-            try trainer.restore(state, source: newest.path)
-            resumedFrom = state.step
-            diagnosticsLength = newest.diagnosticsBytes
-            log("resuming \(run) from step \(state.step)")
-        } else if !resume, !existing.isEmpty {
-            throw .io(path: run, reason: "the run folder already holds checkpoints (up to step \(existing.last!.step)); "
-                      + "pass --resume to continue it, or choose another output folder")
-        }
+        if replace && !resume { try removeRunFolder(run) }
+        let (resumedFrom, diagnosticsLength) = try openRunFolder(trainer, resume: resume, fingerprint: fingerprint, log: log)
         let diagnosticsPath = run + "/diagnostics.jsonl"
         let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
         try writeFileAtomically(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
 
-        var lastReward: Double?
-        var stepSeconds: [Double] = []
         let target = min(config.steps, stopAfter ?? config.steps)
-        while trainer.step < target {
-            let t0 = Date()
-            let records = try trainer.trainStep()
-            for r in records { try diagnostics.append(r.json) }
-            let seconds = Date().timeIntervalSince(t0)
-            stepSeconds.append(seconds)
-            lastReward = records.last?.rewardMean
-            if let r = records.last { progress(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
-            let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
-            if due || trainer.step == config.steps {
-                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
-            }
-        }
+        let lastReward = try train(trainer, until: target, diagnostics: diagnostics, fingerprint: fingerprint, progress: progress)
         var exports: [(kind: String, path: String)] = []
         var evaluation: (base: Double, trained: Double)?
         if trainer.step >= config.steps {
-            if TrainingCheckpoint.list(in: checkpoints).last?.step != trainer.step {
-                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
-            }
-            exports = try export(trainer, run: run)
-            let ids = Array(0..<min(prompts.count, config.evalPrompts))
-            if !ids.isEmpty {
-                let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
-                let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
-                evaluation = (base, trained)
-            }
+            (exports, evaluation) = try finish(trainer, promptCount: prompts.count, diagnostics: diagnostics, fingerprint: fingerprint)
         }
         return TrainingReport(output: run, steps: trainer.step, optimizerSteps: trainer.optimizerSteps, resumedFrom: resumedFrom,
                               seconds: Date().timeIntervalSince(started), lastRewardMean: lastReward, diagnostics: diagnosticsPath,
@@ -128,16 +87,83 @@ public enum TrainingRun {
     /// Removes an earlier run folder: renamed aside in one step (so it is whole or gone), then
     /// deleted.
     static func removeRunFolder(_ run: String) throws(TrainingError) {
-        var folder = run
-        while folder.count > 1 && folder.hasSuffix("/") { folder.removeLast() }
-        guard FileManager.default.fileExists(atPath: folder) else { return }
-        let parent = (folder as NSString).deletingLastPathComponent
-        let aside = (parent.isEmpty ? "" : parent + "/") + "." + (folder as NSString).lastPathComponent + ".old-\(getpid())"
-        StagedFolder.removeTree(aside)
-        guard rename(folder, aside) == 0 else {
-            throw .io(path: folder, reason: "cannot replace the run folder: \(String(cString: strerror(errno)))")
+        let folder = FileSystem.trimmingTrailingSlashes(run)
+        guard FileSystem.exists(folder) else { return }
+        let aside = FileSystem.parentFolder(of: folder) + "/." + FileSystem.lastComponent(of: folder) + ".old-\(ProcessControl.currentID)"
+        FileSystem.removeTree(aside)
+        do { try FileSystem.rename(folder, to: aside, operation: "replace the run folder") } catch {
+            throw .io(path: folder, reason: "cannot replace the run folder: \(error)")
         }
-        StagedFolder.removeTree(aside)
+        FileSystem.removeTree(aside)
+    }
+
+    /// Creates `RUN/checkpoints` (removing a killed run's leftovers) and, with `resume`, restores
+    /// the trainer from the newest checkpoint, which must have been made with the same config
+    /// (`fingerprint`); without `resume` the folder must hold no checkpoint. Returns the step
+    /// resumed from and the diagnostics file's length at that step (0 for a new run).
+    static func openRunFolder(_ trainer: Trainer, resume: Bool, fingerprint: String,
+                              log: (String) -> Void) throws(TrainingError) -> (resumedFrom: Int?, diagnosticsLength: Int) {
+        let run = trainer.config.output
+        let checkpoints = run + "/checkpoints"
+        do { try FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
+            throw .io(path: checkpoints, reason: "cannot create the run folder: \(error.localizedDescription)")
+        }
+        TrainingCheckpoint.removeStale(in: checkpoints)
+        let existing = TrainingCheckpoint.list(in: checkpoints)
+        if resume, let newest = existing.last {
+            let (state, stored) = try TrainingCheckpoint.readState(at: newest.path)
+            guard stored == fingerprint else {
+                throw .badCheckpoint(path: newest.path, reason: "it was made with a different config (\(difference(stored, fingerprint))); "
+                                     + "resume with the same settings or train into a new output folder")
+            }
+            try trainer.restore(state, source: newest.path)
+            log("resuming \(run) from step \(state.step)")
+            return (state.step, newest.diagnosticsBytes)
+        } else if !resume, !existing.isEmpty {
+            throw .io(path: run, reason: "the run folder already holds checkpoints (up to step \(existing.last!.step)); "
+                      + "pass --resume to continue it, or choose another output folder")
+        }
+        return (nil, 0)
+    }
+
+    /// Trains until step `target`: each step's records go to the diagnostics log and a status
+    /// line to `progress`; a checkpoint every `checkpointEvery` steps and at the last step. Returns the
+    /// last step's mean reward (nil when no step ran).
+    static func train(_ trainer: Trainer, until target: Int, diagnostics: DiagnosticsLog, fingerprint: String,
+                      progress: (String) -> Void) throws(TrainingError) -> Double? {
+        let config = trainer.config
+        let checkpoints = config.output + "/checkpoints"
+        var lastReward: Double?
+        while trainer.step < target {
+            let t0 = Date()
+            let records = try trainer.trainStep()
+            for r in records { try diagnostics.append(r.json) }
+            let seconds = Date().timeIntervalSince(t0)
+            lastReward = records.last?.rewardMean
+            if let r = records.last { progress(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
+            let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
+            if due || trainer.step == config.steps {
+                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
+            }
+        }
+        return lastReward
+    }
+
+    /// After the last step: its checkpoint (if not written yet), the exports in `RUN/final/`, and
+    /// the evaluation of base and trained model on the first `evalPrompts` prompts (nil for none).
+    static func finish(_ trainer: Trainer, promptCount: Int, diagnostics: DiagnosticsLog, fingerprint: String) throws(TrainingError)
+        -> (exports: [(kind: String, path: String)], evaluation: (base: Double, trained: Double)?) {
+        let config = trainer.config
+        let checkpoints = config.output + "/checkpoints"
+        if TrainingCheckpoint.list(in: checkpoints).last?.step != trainer.step {
+            try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
+        }
+        let exports = try export(trainer, run: config.output)
+        let ids = Array(0..<min(promptCount, config.evalPrompts))
+        guard !ids.isEmpty else { return (exports, nil) }
+        let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
+        let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
+        return (exports, (base, trained))
     }
 
     /// The reward a config names: `builtin:…` or an external command line.
@@ -168,8 +194,8 @@ public enum TrainingRun {
     /// Checkpoints the trainer's current state.
     static func checkpoint(_ trainer: Trainer, diagnostics: DiagnosticsLog, fingerprint: String, folder: String) throws(TrainingError) {
         diagnostics.sync()
-        let scratch = folder + "/.tmp-adapter-\(getpid()).safetensors"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let scratch = folder + "/.tmp-adapter-\(ProcessControl.currentID).safetensors"
+        defer { FileSystem.removeFile(scratch) }
         try writeAdapter(trainer, to: scratch)
         _ = try TrainingCheckpoint.write(state: trainer.state, diagnosticsBytes: diagnostics.length, fingerprint: fingerprint,
                                          modules: trainer.modules, adapterFile: scratch, useXOR: trainer.config.checkpointXOR,
@@ -179,12 +205,12 @@ public enum TrainingRun {
 
     /// Exports the adapter into `RUN/final/` (written in a temporary folder, then renamed).
     static func export(_ trainer: Trainer, run: String) throws(TrainingError) -> [(kind: String, path: String)] {
-        let fm = FileManager.default
-        let final = run + "/final", temp = run + "/.final-tmp"
-        try? fm.removeItem(atPath: temp)
-        do { try fm.createDirectory(atPath: temp, withIntermediateDirectories: true) } catch {
-            throw .io(path: temp, reason: "cannot create: \(error.localizedDescription)")
+        let final = run + "/final"
+        let staging: AtomicFolder
+        do { staging = try AtomicFolder(destination: final, placement: .replace(staging: ".final-tmp", aside: ".final-old")) } catch {
+            throw .io(path: run + "/.final-tmp", reason: "cannot create: \(error.message)")
         }
+        let temp = staging.stagingPath
         try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors")
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
@@ -200,15 +226,7 @@ public enum TrainingRun {
         } catch {
             throw .io(path: temp + "/adapter.fgdelta", reason: error.description)
         }
-        syncPath(temp)
-        let old = run + "/.final-old"
-        try? fm.removeItem(atPath: old)
-        if fm.fileExists(atPath: final), rename(final, old) != 0 {
-            throw .io(path: final, reason: "cannot replace: \(String(cString: strerror(errno)))")
-        }
-        guard rename(temp, final) == 0 else { throw .io(path: final, reason: "cannot rename the export into place: \(String(cString: strerror(errno)))") }
-        syncPath(run)
-        try? fm.removeItem(atPath: old)
+        do { try staging.commit() } catch { throw .io(path: final, reason: "cannot \(error.operation): \(error.message)") }
         return [("diffusers", final + "/pytorch_lora_weights.safetensors"), ("peft", final + "/peft"),
                 ("kohya", final + "/adapter_kohya.safetensors"), ("archive", final + "/adapter.fgdelta")]
     }

@@ -1,11 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import BLAS
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// What a finished merge (or unmerge) wrote.
 public struct MergeReport: Sendable {
@@ -86,7 +82,8 @@ public enum LoRAMerge {
         for (key, value) in base.metadata ?? [] { metadata[key] = value }
         if metadata["format"] == nil { metadata["format"] = "pt" }
 
-        let staged = asFolder ? try StagedFolder(destination: output) : nil
+        let staged: AtomicFolder?
+        do { staged = asFolder ? try AtomicFolder(destination: output, placement: .replace()) : nil } catch { throw SafeTensorsError.system(error) }
         let weightsPath = staged.map { $0.stagingPath + "/diffusion_pytorch_model.safetensors" } ?? output
         try SafeTensorsWriter.write(to: weightsPath, specs: specs, metadata: metadata) { sink in
             guard let entry = base.entry(sink.info.name) else {
@@ -111,11 +108,13 @@ public enum LoRAMerge {
         }
         var files = [output]
         if let staged {
-            let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
-            try config.write(try baseConfig(base) ?? Array(detected.architecture.diffusersConfigJSON().utf8))
-            try config.commit()
-            try staged.commit()
-            files = [staged.destination + "/diffusion_pytorch_model.safetensors", staged.destination + "/config.json"]
+            let configBytes = try baseConfig(base) ?? Array(detected.architecture.diffusersConfigJSON().utf8)
+            do {
+                let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
+                try config.write(configBytes)
+                try config.commit()
+                files = try staged.commit(order: ["diffusion_pytorch_model.safetensors", "config.json"])
+            } catch { throw SafeTensorsError.system(error) }
         }
         var byDType: [DType: Int] = [:]
         for spec in specs { byDType[spec.dtype, default: 0] += 1 }
@@ -178,42 +177,28 @@ public enum LoRAMerge {
     /// Whether the merge of `base` into `output` writes a diffusers folder: the base was given as
     /// a folder and `output` does not end in `.safetensors`.
     public static func writesFolder(_ output: String, base: TensorCollection) -> Bool {
-        var st = stat()
-        let baseIsFolder = stat(base.path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-        return baseIsFolder && !output.hasSuffix(".safetensors")
+        FileSystem.isFolder(base.path) && !output.hasSuffix(".safetensors")
     }
 
     /// The `config.json` beside the base's weights, when the base is a folder holding one.
     static func baseConfig(_ base: TensorCollection) throws -> [UInt8]? {
-        var st = stat()
-        guard stat(base.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
-        let path = base.path + "/config.json"
-        guard stat(path, &st) == 0 else { return nil }
-        return try readWholeFile(path, limit: 16 << 20)
+        guard FileSystem.isFolder(base.path), FileSystem.exists(base.path + "/config.json") else { return nil }
+        return try readWholeFile(base.path + "/config.json", limit: 16 << 20)
     }
 
     /// Refuses an output of the wrong kind (a folder where a file is written), one of the input
     /// files, or the folder holding them.
     static func checkOutput(_ output: String, folder: Bool, inputs: [String]) throws {
-        var st = stat()
-        if !folder && (output.hasSuffix("/") || (stat(output, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR)) {
+        if !folder && (output.hasSuffix("/") || FileSystem.isFolder(output)) {
             throw LoRAMergeError.badOutput(path: output, reason: "is a folder; the output is a single .safetensors file")
         }
-        guard stat(output, &st) == 0 else { return }
+        guard let target = FileSystem.identity(of: output) else { return }
         for input in inputs {
-            var other = stat()
-            let candidate = folder ? String(input[..<(input.lastIndex(of: "/") ?? input.startIndex)]) : input
-            if stat(candidate, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino {
+            let candidate = folder ? FileSystem.parentFolder(of: input) : input
+            if FileSystem.identity(of: candidate) == target {
                 throw LoRAMergeError.badOutput(path: output, reason: folder ? "holds the base's files; refusing to replace it"
                                                                             : "is an input file; refusing to overwrite it")
             }
         }
-    }
-
-    /// Seconds on the monotonic clock.
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

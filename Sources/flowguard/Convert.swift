@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import JSON
 import SafeTensors
 
 /// `flowguard convert`: rewrite a transformer checkpoint in the other key layout, another dtype

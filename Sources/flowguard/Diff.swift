@@ -1,6 +1,8 @@
 import ArgumentParser
 import Checkpoints
+import JSON
 import SafeTensors
+import SystemSupport
 
 /// `flowguard diff`: compare two checkpoints tensor by tensor.
 struct Diff: ParsableCommand {

@@ -1,8 +1,7 @@
 import ArgumentParser
+import JSON
 import SafeTensors
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemSupport
 
 /// The `flowguard` command: a thin tree of subcommands, each a call into the libraries.
 @main
@@ -24,7 +23,7 @@ struct FlowGuard: ParsableCommand {
     /// JSON object of the run), with the same exit status.
     static func main() {
         // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
-        signal(SIGXFSZ, SIG_IGN)
+        ProcessControl.ignoreFileSizeLimitSignal()
         // A checkpoint truncated by another process while mapped: a clean error, not a crash.
         MappingGuard.installSignalHandler()
         let json = CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
@@ -32,7 +31,7 @@ struct FlowGuard: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let exit as ExitCode {
-            Glibc.exit(exit.rawValue)
+            ProcessControl.exit(exit.rawValue)
         } catch let failure as CommandFailure {
             fail(failure.message, json: json)
         } catch let error as SafeTensorsError {
@@ -41,13 +40,13 @@ struct FlowGuard: ParsableCommand {
             let code = exitCode(for: error)
             if code == .success {
                 print(fullMessage(for: error))
-                Glibc.exit(0)
+                ProcessControl.exit(0)
             }
             if code == .validationFailure {
                 if json { printJSONError(message(for: error)) }
                 printError(fullMessage(for: error))
                 printError("Run 'flowguard --help' for usage.")
-                Glibc.exit(2)
+                ProcessControl.exit(2)
             }
             fail("error: \(error)", json: json)
         }
@@ -59,7 +58,7 @@ struct FlowGuard: ParsableCommand {
             if json { printJSONError(line.hasPrefix("error: ") ? String(line.dropFirst(7)) : line) }
             printError(line)
         }
-        Glibc.exit(1)
+        ProcessControl.exit(1)
     }
 
     /// `{"error": message}` on standard output.
@@ -75,14 +74,5 @@ struct CommandFailure: Error {
 
 /// Writes a line to standard error.
 func printError(_ text: String) {
-    var line = Array((text + "\n").utf8)
-    // Write(2) on descriptor 2 directly: no shared C stream state is touched.
-    line.withUnsafeMutableBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let n = Glibc.write(2, raw.baseAddress! + done, raw.count - done)
-            if n <= 0 { break }
-            done += n
-        }
-    }
+    StandardError.write(text + "\n")
 }

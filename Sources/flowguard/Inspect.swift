@@ -1,4 +1,5 @@
 import ArgumentParser
+import JSON
 import SafeTensors
 
 /// `flowguard inspect`: header-only listing of checkpoints, shard sets and adapters.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Foundation
+import JSON
 import LoRA
 import SafeTensors
 

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Checkpoints
+import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora extract`: a low-rank adapter from the difference of two checkpoints.
 struct LoRAExtractCommand: ParsableCommand {
@@ -51,7 +53,9 @@ struct LoRAExtractCommand: ParsableCommand {
     }
 
     func run() throws {
-        if format == .peft { try StagedFolder.checkWritable(output) } else { try AtomicFile.checkWritable(output) }
+        do {
+            if format == .peft { try AtomicFolder.checkWritable(output) } else { try AtomicFile.checkWritable(output) }
+        } catch { throw SafeTensorsError.system(error) }
         let baseCollection = try TensorCollection(path: base)
         let tunedCollection = try TensorCollection(path: tuned)
         let progress = log.progress("extracting", total: 1)

@@ -1,7 +1,9 @@
 import ArgumentParser
+import DeltaArchive
 import Foundation
-import LoRA
+import JSON
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora pack`: a safetensors file → a zstd delta archive (`.fgdelta`).
 struct LoRAPack: ParsableCommand {
@@ -114,7 +116,7 @@ struct LoRAUnpack: ParsableCommand {
         let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.openResolvingChain(path: path) }
         let reader = try DeltaArchiveReader.openingChain(path: LoRAUnpack.archivePath(input), reference: ref)
         let progress = log.progress("unpacking \(input)", total: reader.sourceHeader.dataSize)
-        let started = Progress.now()
+        let started = monotonicSeconds()
         let report = try DeltaArchive.unpack(reader, output: output, threads: compute.count(default: activeProcessors())) { done, _ in
             progress?.update(done)
         }
@@ -123,7 +125,7 @@ struct LoRAUnpack: ParsableCommand {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
                 ("output_bytes", .int(Int64(reader.originalSize))), ("tensor_count", .int(Int64(reader.entries.count))),
-                ("elapsed_seconds", .double(((Progress.now() - started) * 1000).rounded() / 1000)),
+                ("elapsed_seconds", .double(((monotonicSeconds() - started) * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
             ]).compactText)

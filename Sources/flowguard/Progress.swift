@@ -1,12 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+import SystemSupport
 
 // Progress on standard error, for work that takes longer than a second. On a terminal the line
 // is redrawn in place (`\r`, at most ten times a second); into a file, a pipe or a CI log it is
 // written as plain lines, at most one every `StatusLine.logInterval` seconds plus a final one,
-// and never contains a `\r`. The clock and the terminal test are the only C calls, kept here.
+// and never contains a `\r`.
 
 /// One line of status that changes as work goes on: redrawn in place on a terminal, otherwise
 /// written as plain lines now and then. Nothing appears during the first second.
@@ -37,14 +35,10 @@ final class StatusLine {
     }
 
     /// Seconds on the monotonic clock.
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func now() -> Double { monotonicSeconds() }
 
     /// Whether standard error is a terminal (the only case in which lines are redrawn).
-    static var standardErrorIsTerminal: Bool { isatty(2) == 1 }
+    static var standardErrorIsTerminal: Bool { FileDescriptor.standardError.isTerminal }
 
     /// Seconds since the line was created.
     var elapsed: Double { StatusLine.now() - start }
@@ -181,15 +175,7 @@ final class StageLog: @unchecked Sendable {
     }
 }
 
-/// Writes text to standard error as it is (no newline added), all of it.
+/// Writes text to standard error as it is (no newline added).
 func writeStandardError(_ text: String) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let n = Glibc.write(2, raw.baseAddress! + done, raw.count - done)
-            if n <= 0 { break }
-            done += n
-        }
-    }
+    StandardError.write(text)
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRPOGuard
+import RunReports
 import SafeTensors
 
 /// `flowguard report`: renders a training run's diagnostics as one self-contained HTML page.

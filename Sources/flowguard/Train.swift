@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRPOGuard
+import JSON
 import SafeTensors
 
 /// `flowguard train`: fine-tunes a LoRA adapter with GRPO-Guard (or Flow-GRPO) on the CPU.

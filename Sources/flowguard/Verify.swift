@@ -1,4 +1,5 @@
 import ArgumentParser
+import JSON
 import SafeTensors
 
 /// `flowguard verify`: is each file a sound safetensors file (and each index consistent)?

@@ -1,5 +1,6 @@
 import Testing
 import Checkpoints
+import JSON
 import SafeTensors
 import TestSupport
 

@@ -1,6 +1,7 @@
 import Checkpoints
 import Foundation
 import GRPOGuard
+import JSON
 import SafeTensors
 import TensorRuntime
 import TestSupport

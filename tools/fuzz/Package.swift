@@ -21,6 +21,7 @@ let package = Package(
         .executableTarget(name: "fuzz-shard-index", dependencies: [
             "FuzzSupport",
             .product(name: "SafeTensors", package: "FlowGuard"),
+            .product(name: "JSON", package: "FlowGuard"),
         ]),
         .executableTarget(name: "fuzz-lora-reader", dependencies: [
             "FuzzSupport",
@@ -30,7 +31,7 @@ let package = Package(
         ]),
         .executableTarget(name: "fuzz-delta-archive", dependencies: [
             "FuzzSupport",
-            .product(name: "LoRA", package: "FlowGuard"),
+            .product(name: "DeltaArchive", package: "FlowGuard"),
             .product(name: "SafeTensors", package: "FlowGuard"),
         ]),
     ],

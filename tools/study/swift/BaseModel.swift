@@ -2,6 +2,7 @@ import Checkpoints
 import FlowMatching
 import Foundation
 import GRPOGuard
+import JSON
 import LoRA
 import SafeTensors
 import TensorRuntime

@@ -1,6 +1,7 @@
 import FlowMatching
 import Foundation
 import GRPOGuard
+import JSON
 import SafeTensors
 import TensorRuntime
 import Transformers

@@ -2,6 +2,7 @@ import ArgumentParser
 import FlowMatching
 import Foundation
 import GRPOGuard
+import JSON
 import SafeTensors
 import TensorRuntime
 import Transformers

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import FuzzSupport
-import LoRA
+import DeltaArchive
 import SafeTensors
 
 /// The in-memory file every input is written to (libFuzzer runs inputs one at a time).

@@ -1,4 +1,4 @@
-import LoRA
+import DeltaArchive
 
 /// The second input encoding of the delta-archive target, which lets the fuzzer edit the index
 /// directly: `index JSON text, a 0x00 byte, the frames` (the bytes an archive holds from offset

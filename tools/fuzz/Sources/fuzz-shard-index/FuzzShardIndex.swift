@@ -1,4 +1,5 @@
 import FuzzSupport
+import JSON
 import SafeTensors
 
 /// The in-memory file every input is written to (libFuzzer runs inputs one at a time).
