@@ -182,11 +182,11 @@ public enum TrainingRun {
         }
     }
 
-    /// Writes the exported adapter as a diffusers file to `path`.
-    static func writeAdapter(_ trainer: Trainer, to path: String) throws(TrainingError) {
+    /// Writes the exported adapter as a diffusers file to `path` (factors in `dtype`).
+    static func writeAdapter(_ trainer: Trainer, to path: String, dtype: DType = .f32) throws(TrainingError) {
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
-        do { try LoRAWriter.write(adapter, format: .diffusers, to: path, architecture: trainer.weights.architecture) } catch {
+        do { try LoRAWriter.write(adapter, format: .diffusers, to: path, architecture: trainer.weights.architecture, dtype: dtype) } catch {
             throw .io(path: path, reason: "cannot write the adapter: \(error)")
         }
     }
@@ -211,12 +211,14 @@ public enum TrainingRun {
             throw .io(path: run + "/.final-tmp", reason: "cannot create: \(error.message)")
         }
         let temp = staging.stagingPath
-        try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors")
+        let dtype = trainer.config.exportDType
+        try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors", dtype: dtype)
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
         do {
-            try LoRAWriter.write(adapter, format: .peft, to: temp + "/peft", architecture: trainer.weights.architecture)
-            try LoRAWriter.write(adapter, format: .kohya, to: temp + "/adapter_kohya.safetensors", architecture: trainer.weights.architecture)
+            try LoRAWriter.write(adapter, format: .peft, to: temp + "/peft", architecture: trainer.weights.architecture, dtype: dtype)
+            try LoRAWriter.write(adapter, format: .kohya, to: temp + "/adapter_kohya.safetensors", architecture: trainer.weights.architecture,
+                                 dtype: dtype)
         } catch {
             throw .io(path: temp, reason: "cannot export the adapter: \(error)")
         }

@@ -41,6 +41,9 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "diffusers transformer config.json describing the base architecture.")
     var config: String?
 
+    @Option(help: "Dtype of the factors written (α stays float32).")
+    var dtype: AdapterDType = .fp32
+
     @OptionGroup var overwrite: OutputOptions
 
     @OptionGroup var style: JSONOutput
@@ -79,7 +82,9 @@ struct LoRAConvert: ParsableCommand {
             printError("warning: \(n.key): \(n.nanCount) NaN, \(n.infCount) Inf (copied unchanged)")
         }
         let converted = try adapter.converted(to: LoRAWriter.layout(of: format), architecture: architecture!)
-        try LoRAWriter.write(converted, format: format, to: output, architecture: architecture)
+        // Written from the adapter as read, so the writer knows which modules it fuses (named in
+        // kohya and ComfyUI metadata).
+        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)),

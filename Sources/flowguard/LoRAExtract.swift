@@ -41,6 +41,9 @@ struct LoRAExtractCommand: ParsableCommand {
     @Option(name: .customLong("to"), help: ArgumentHelp("Adapter dialect.", valueName: "format"))
     var format: LoRAFormat = .diffusers
 
+    @Option(help: "Dtype of the factors written (α stays float32).")
+    var dtype: AdapterDType = .fp32
+
     @OptionGroup var overwrite: OutputOptions
 
     @OptionGroup var style: JSONOutput
@@ -69,7 +72,7 @@ struct LoRAExtractCommand: ParsableCommand {
         }
         adapter.format = format
         let architecture = try Architecture.detect(baseCollection.infos).architecture
-        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture)
+        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(Self.json(report, base: base, tuned: tuned, output: output, format: format).compactText)
         } else {

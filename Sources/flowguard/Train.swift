@@ -167,6 +167,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("checkpoint-xor"), help: "Store checkpoints as XOR deltas of the previous one (true).")
     var checkpointXor: String?
 
+    @Option(name: .customLong("export-dtype"), help: "Dtype of the exported adapters' factors: fp32, bf16 or fp16 (fp32).")
+    var exportDtype: String?
+
     @Option(name: .customLong("keep-checkpoints"), help: "Keep the newest N checkpoints and the older ones their XOR chains need; 0 = all (0).")
     var keepCheckpoints: String?
 
@@ -219,6 +222,7 @@ struct Train: ParsableCommand {
             ("checkpoint_every", checkpointEvery),
             ("checkpoint_xor", checkpointXor),
             ("keep_checkpoints", keepCheckpoints),
+            ("export_dtype", exportDtype),
             ("threads", compute.threads.map(String.init))
         ]
         return all.compactMap { key, value in value.map { (key, $0) } }

@@ -26,7 +26,7 @@ import TestSupport
     /// Every command and a bad value for it, with the first line of the usage error it must give.
     var badValues: [(arguments: [String], message: String)] {
         let out = dir.file("out.safetensors")
-        let invalidDType = "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32' or 'f8_e4m3'."
+        let invalidDType = "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32', 'f8_e4m3' or 'f8_e5m2'."
         return [
             (["inspect", "--group=3", model], "The option '--group' does not take any value, but '3' was specified."),
             (["verify", "--read-data=yes", model], "The option '--read-data' does not take any value, but 'yes' was specified."),
@@ -247,7 +247,7 @@ import TestSupport
                                   α/r); may be negative. (default: 1.0)
           --dtype <dtype>         Dtype of floating-point tensors in the output
                                   (default: each keeps its own). (values: bf16, fp16,
-                                  fp32, f8_e4m3)
+                                  fp32, f8_e4m3, f8_e5m2)
           --unmerge               Subtract the delta instead of adding it.
           --force                 Replace the output if it exists (the whole file or
                                   folder, atomically, once the new one is complete).
@@ -308,7 +308,7 @@ import TestSupport
                     "shift", "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range",
                     "bias_mode", "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
                     "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "ema_decay",
-                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "threads"]
+                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "threads"]
         for key in keys {
             let flag = "--" + key.replacingOccurrences(of: "_", with: "-")
             #expect(help.contains("\n  \(flag) <"), "\(flag)")
