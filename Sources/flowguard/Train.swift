@@ -3,6 +3,7 @@ import Foundation
 import GRPOGuard
 import JSON
 import SafeTensors
+import Transformers
 
 /// `flowguard train`: fine-tunes a LoRA adapter with GRPO-Guard (or Flow-GRPO) on the CPU.
 struct Train: ParsableCommand {
@@ -247,6 +248,26 @@ struct Train: ParsableCommand {
             do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
         }
         try checkRunFolder()
+        try checkTargets()
+    }
+
+    /// A `--lora-targets` name that matches no attention module of the model is a usage error
+    /// naming it (the model's headers are read; nothing else). A config or model that cannot be
+    /// read is left for run() to report as bad input.
+    func checkTargets() throws {
+        guard loraTargets != nil else { return }
+        let settings: TrainingConfig
+        if let config {
+            guard let loaded = try? TrainingConfig.load(path: config, overrides: overrides) else { return }
+            settings = loaded
+        } else {
+            guard let built = try? TrainingConfig.from(overrides: overrides) else { return }
+            settings = built
+        }
+        guard let weights = try? TransformerWeights(path: settings.model, configPath: settings.modelConfig) else { return }
+        do { try AdapterInitialization.checkTargets(weights, targets: settings.loraTargets) } catch {
+            throw ValidationError("--lora-targets: " + error.description.dropFirst("lora_targets: ".count))
+        }
     }
 
     /// The run folder's usage rules: a folder that already holds anything is continued with

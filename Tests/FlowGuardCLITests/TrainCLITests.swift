@@ -117,3 +117,17 @@ import Glibc
     }
 }
 
+
+/// `--lora-targets` names modules: one that matches nothing is a usage error naming it.
+@Suite struct LoRATargetsCLITests {
+    @Test func aTargetThatMatchesNothingIsNamed() throws {
+        let dir = TemporaryDirectory(prefix: "flowguard-targets")
+        let config = Repository.path("fixtures/train/sd35_tiny_demo.json")
+        let result = try runProcess(CLITests.binary, ["train", "--config", config, "--output", dir.file("run"), "--lora-targets", "to_q,foo"])
+        #expect(result.status == 2 && result.stdout.isEmpty)
+        let first = result.stderr.split(separator: "\n").first.map(String.init)
+        #expect(first == "Error: --lora-targets: \"foo\" matches no attention module of \(Repository.path("fixtures/sd35_tiny/diffusers")) "
+                + "(its attention modules: add_k_proj, add_q_proj, add_v_proj, to_add_out, to_k, to_out.0, to_q, to_v)", "\(result.stderr)")
+        #expect(dir.listing().isEmpty)
+    }
+}
