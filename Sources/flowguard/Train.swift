@@ -13,9 +13,11 @@ struct Train: ParsableCommand {
         discussion: """
         The config is a JSON object whose keys are the flags below with dashes written as underscores (docs/training.md); every flag overrides the config's value. Relative paths in the config file are relative to its folder. Required: model, prompts, reward, output.
 
+        --prompts is a prompt-embedding file: FlowGuard runs no text encoder, so encode your prompts once with diffusers, python3 tools/prompts/encode_prompts.py --model-dir PIPELINE ... (format and options: tools/prompts/README.md).
+
         The run folder receives diagnostics.jsonl (one JSON line per optimizer step), config.json, checkpoints/step-NNNNNN/ (written atomically) and, at the end, final/ with the adapter in diffusers (pytorch_lora_weights.safetensors), PEFT (peft/) and kohya (adapter_kohya.safetensors) form and as a delta archive (adapter.fgdelta).
 
-        --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run.
+        --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run. A run folder that holds anything needs --resume (continue it) or --force (replace it with a new run). --keep-checkpoints N keeps the newest N checkpoints and every older one their XOR chains need.
 
         Examples:
           flowguard train --config fixtures/train/sd35_tiny_demo.json

@@ -131,3 +131,14 @@ import Glibc
         #expect(dir.listing().isEmpty)
     }
 }
+
+/// Where prompts come from is said where a new user looks: `train --help` and the README.
+@Suite struct PromptEncoderPointerTests {
+    @Test func trainHelpAndReadmeNameTheEncoder() throws {
+        let help = try runProcess(CLITests.binary, ["train", "--help"]).stdout
+        #expect(help.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains("python3 tools/prompts/encode_prompts.py --model-dir PIPELINE"))
+        let readme = try String(contentsOfFile: Repository.path("README.md"), encoding: .utf8)
+        #expect(readme.contains("tools/prompts/encode_prompts.py --model-dir"))
+        #expect(FileManager.default.fileExists(atPath: Repository.path("tools/prompts/encode_prompts.py")))
+    }
+}
