@@ -40,6 +40,8 @@ import Glibc
         #expect(Set(exports.keys) == ["diffusers", "peft", "kohya", "archive"])
         for path in exports.values { #expect(FileManager.default.fileExists(atPath: path), "\(path)") }
         #expect(result.stderr.contains("step 2/2") && result.stderr.contains("s/step") && result.stderr.contains("ETA"))
+        // Standard error is a pipe here: plain lines, never a carriage return.
+        #expect(!result.stderr.contains("\r"))
         // What it exports loads as an adapter of the model.
         let inspect = try flowguard(["lora", "inspect", exports["peft"]!])
         #expect(inspect.status == 0 && inspect.stdout.contains("31 modules"), "\(inspect.stdout)\(inspect.stderr)")
