@@ -31,8 +31,9 @@ let package = Package(
         .target(name: "SystemSupport"),
         // JSON: the json-c wrapper (the only importer of CJSONC).
         .target(name: "JSON", dependencies: ["CJSONC"]),
-        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // Parses files downloaded from anywhere: built with checks on (overflow traps, range
+        // preconditions) in every configuration, like every module that reads untrusted bytes.
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"]),
         .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
