@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "flowguard", targets: ["flowguard"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "GGUF", targets: ["GGUF"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "LoRA", targets: ["LoRA"]),
         .library(name: "TensorRuntime", targets: ["TensorRuntime"]),
@@ -25,6 +26,8 @@ let package = Package(
 
         .target(name: "SafeTensors", dependencies: ["CJSONC"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // GGUF parses untrusted input: built with bounds checks (no -Ounchecked).
+        .target(name: "GGUF", dependencies: ["SafeTensors"]),
         .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
         .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
@@ -54,6 +57,7 @@ let package = Package(
         .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SafeTensors", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
