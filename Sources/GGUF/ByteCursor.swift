@@ -48,8 +48,7 @@ struct ByteCursor {
         let start = position
         let length = try read(UInt64.self, "the length of \(what)", tensor: tensor)
         guard length <= UInt64(remaining) else {
-            throw .lengthTooLarge(file: file, tensor: tensor, what: what, declared: length, minimumBytes: 1,
-                                  available: remaining, offset: start)
+            throw .stringTooLong(file: file, tensor: tensor, what: what, declared: length, available: remaining, offset: start)
         }
         let textStart = position
         let raw = try slice(Int(length), what, tensor: tensor)

@@ -12,7 +12,9 @@ public enum GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
     case truncated(file: String, tensor: String?, what: String, offset: Int, needed: Int, fileSize: Int)
     /// The tensor or metadata count cannot fit in the bytes that follow the header.
     case countTooLarge(file: String, what: String, declared: UInt64, minimumBytes: Int, available: Int, offset: Int)
-    /// A string or array length is larger than the bytes left in the file.
+    /// A string length is larger than the bytes left in the file.
+    case stringTooLong(file: String, tensor: String?, what: String, declared: UInt64, available: Int, offset: Int)
+    /// An array length times its elements' smallest size is larger than the bytes left in the file.
     case lengthTooLarge(file: String, tensor: String?, what: String, declared: UInt64, minimumBytes: Int, available: Int, offset: Int)
     /// A key, tensor name or string value is not valid UTF-8.
     case notUTF8(file: String, tensor: String?, what: String, offset: Int)
@@ -63,7 +65,9 @@ public enum GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .truncated(file, tensor, what, offset, needed, fileSize):
             return "\(at(file, tensor, offset)): truncated: \(what) needs \(needed) bytes here but the file ends at byte \(fileSize)"
         case let .countTooLarge(file, what, declared, minimumBytes, available, offset):
-            return "\(at(file, nil, offset)): \(what) \(declared) is impossible: each takes at least \(minimumBytes) bytes and only \(available) bytes follow"
+            return "\(at(file, nil, offset)): \(what) \(declared) is impossible: each takes at least \(minimumBytes) bytes and only \(available) bytes follow (the file is truncated or the count is corrupt)"
+        case let .stringTooLong(file, tensor, what, declared, available, offset):
+            return "\(at(file, tensor, offset)): \(what) declares a length of \(declared) bytes but only \(available) bytes follow"
         case let .lengthTooLarge(file, tensor, what, declared, minimumBytes, available, offset):
             let unit = minimumBytes == 1 ? "" : " of at least \(minimumBytes) bytes each"
             return "\(at(file, tensor, offset)): \(what) declares \(declared) items\(unit) but only \(available) bytes follow"

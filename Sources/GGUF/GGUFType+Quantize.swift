@@ -87,7 +87,8 @@ private enum Encoders {
         return best
     }
 
-    /// Largest and smallest value (numpy's `max`/`min`: NaN if there is one).
+    /// Largest and smallest value as numpy's `max`/`min` reductions give them: NaN if there is
+    /// one; among equal values (+0 and −0) the last one, which decides the sign of a zero scale.
     @inline(__always)
     static func maxMin(_ x: UnsafePointer<Float>) -> (max: Float, min: Float) {
         var hi = x[0], lo = x[0]
@@ -95,8 +96,8 @@ private enum Encoders {
         for i in 1..<32 {
             let v = x[i]
             if v.isNaN { return (v, v) }
-            if v > hi { hi = v }
-            if v < lo { lo = v }
+            if !(hi > v) { hi = v }
+            if !(lo < v) { lo = v }
         }
         return (hi, lo)
     }
