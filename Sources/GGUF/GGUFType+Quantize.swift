@@ -7,8 +7,10 @@ extension GGUFType {
     /// Encodes `input` (a whole number of blocks) as this type into `output`, which must hold
     /// `byteCount(elements: input.count)` bytes. The type must be quantizable (`isQuantizable`).
     /// Returns how many input values were NaN or ±infinity: F32, F16 and BF16 keep them (F16 as
-    /// numpy does), the block types write the bytes gguf-py writes for them, which decode to
-    /// nothing meaningful, so callers should refuse such input.
+    /// numpy does), the block types write what gguf-py writes for them (±inf, and a single quiet
+    /// NaN per block, byte for byte; with several or signalling NaNs in a block, numpy's SIMD
+    /// reductions pick the NaN payload of the fp16 scale in ways not reproduced here). Such
+    /// blocks decode to nothing meaningful, so callers should refuse input with non-finite values.
     @discardableResult
     public func quantize(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableRawBufferPointer) -> Int {
         precondition(isQuantizable, "quantize: \(name) is not quantizable")
@@ -87,15 +89,19 @@ private enum Encoders {
         return best
     }
 
-    /// Largest and smallest value as numpy's `max`/`min` reductions give them: NaN if there is
-    /// one; among equal values (+0 and −0) the last one, which decides the sign of a zero scale.
+    /// The NaN numpy's `max`/`min` reductions return when a NaN is present, whatever its payload.
+    static let reductionNaN = Float(bitPattern: 0x7FC0_0000)
+
+    /// Largest and smallest value as numpy's `max`/`min` reductions give them: the canonical NaN
+    /// if there is a NaN; among equal values (+0 and −0) the last one, which decides the sign of
+    /// a zero scale.
     @inline(__always)
     static func maxMin(_ x: UnsafePointer<Float>) -> (max: Float, min: Float) {
         var hi = x[0], lo = x[0]
-        if hi.isNaN { return (hi, hi) }
+        if hi.isNaN { return (reductionNaN, reductionNaN) }
         for i in 1..<32 {
             let v = x[i]
-            if v.isNaN { return (v, v) }
+            if v.isNaN { return (reductionNaN, reductionNaN) }
             if !(hi > v) { hi = v }
             if !(lo < v) { lo = v }
         }
@@ -134,7 +140,7 @@ private enum Encoders {
         var amax: Float = 0
         for i in 0..<32 {
             let a = abs(x[i])
-            if a.isNaN { amax = a; break }
+            if a.isNaN { amax = reductionNaN; break }
             if a > amax { amax = a }
         }
         let d = amax / 127
