@@ -16,6 +16,8 @@ public enum GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
     case stringTooLong(file: String, tensor: String?, what: String, declared: UInt64, available: Int, offset: Int)
     /// An array length times its elements' smallest size is larger than the bytes left in the file.
     case lengthTooLarge(file: String, tensor: String?, what: String, declared: UInt64, minimumBytes: Int, available: Int, offset: Int)
+    /// The metadata and tensor infos would run past `GGUFHeader.maximumHeaderBytes`.
+    case headerTooLarge(file: String, tensor: String?, what: String, offset: Int)
     /// A key, tensor name or string value is not valid UTF-8.
     case notUTF8(file: String, tensor: String?, what: String, offset: Int)
     /// The same metadata key appears twice.
@@ -71,6 +73,8 @@ public enum GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .lengthTooLarge(file, tensor, what, declared, minimumBytes, available, offset):
             let unit = minimumBytes == 1 ? "" : " of at least \(minimumBytes) bytes each"
             return "\(at(file, tensor, offset)): \(what) declares \(declared) items\(unit) but only \(available) bytes follow"
+        case let .headerTooLarge(file, tensor, what, offset):
+            return "\(at(file, tensor, offset)): \(what) would take the GGUF header (metadata and tensor infos) past FlowGuard's limit of \(GGUFHeader.maximumHeaderBytes) bytes"
         case let .notUTF8(file, tensor, what, offset):
             return "\(at(file, tensor, offset)): \(what) is not valid UTF-8"
         case let .duplicateKey(file, key, offset):

@@ -18,6 +18,10 @@ public struct GGUFHeader: Sendable {
     /// How deep metadata arrays may nest (arrays of arrays of …); gguf-py writes nested arrays,
     /// ggml reads none, and real files have at most 2 levels.
     public static let maximumArrayNesting = 16
+    /// The most bytes the metadata and tensor infos may take (128 MiB). Real files use a few MB
+    /// (a large LLM vocabulary is about 12 MB); the limit keeps a hostile count or length in a
+    /// many-gigabyte file from making the parser copy tensor data as metadata.
+    public static let maximumHeaderBytes = 128 << 20
     /// The fewest bytes a tensor info takes (name length, n_dims, type, offset).
     static let minimumTensorInfoBytes = 8 + 4 + 4 + 8
     /// The fewest bytes a metadata entry takes (key length, value type, a 1-byte value).
@@ -98,20 +102,24 @@ private struct HeaderParser {
         let kvCount = try cursor.read(UInt64.self, "the metadata count")
 
         // Count bombs fail here, before anything is allocated: each entry and each tensor info
-        // takes a known minimum of bytes, and both sections must fit in what follows.
-        let available = cursor.remaining
-        guard kvCount <= UInt64(available / GGUFHeader.minimumEntryBytes) else {
-            throw .countTooLarge(file: file, what: "metadata count", declared: kvCount,
-                                 minimumBytes: GGUFHeader.minimumEntryBytes, available: available, offset: kvCountOffset)
-        }
-        let afterEntries = available - Int(kvCount) * GGUFHeader.minimumEntryBytes
+        // takes a known minimum of bytes, and both sections must fit in what follows. Nothing is
+        // reserved by count: arrays grow only with entries actually read.
+        if let error = cursor.refusal(kvCount, unit: GGUFHeader.minimumEntryBytes, at: kvCountOffset, what: "the metadata count",
+                                      tensor: nil, bomb: { available in
+            .countTooLarge(file: file, what: "metadata count", declared: kvCount,
+                           minimumBytes: GGUFHeader.minimumEntryBytes, available: available, offset: kvCountOffset)
+        }) { throw error }
+        let afterEntries = cursor.remaining - Int(kvCount) * GGUFHeader.minimumEntryBytes
         guard tensorCount <= UInt64(afterEntries / GGUFHeader.minimumTensorInfoBytes) else {
+            let inFile = cursor.bytes.count - cursor.position - Int(kvCount) * GGUFHeader.minimumEntryBytes
+            if tensorCount <= UInt64(inFile / GGUFHeader.minimumTensorInfoBytes) {
+                throw .headerTooLarge(file: file, tensor: nil, what: "the tensor count", offset: tensorCountOffset)
+            }
             throw .countTooLarge(file: file, what: "tensor count", declared: tensorCount,
-                                 minimumBytes: GGUFHeader.minimumTensorInfoBytes, available: afterEntries, offset: tensorCountOffset)
+                                 minimumBytes: GGUFHeader.minimumTensorInfoBytes, available: inFile, offset: tensorCountOffset)
         }
 
         var metadata: [GGUFMetadataEntry] = []
-        metadata.reserveCapacity(Int(kvCount))
         var keyIndex: [String: Int] = [:]
         for n in 0..<Int(kvCount) {
             let entryOffset = cursor.position
@@ -140,7 +148,6 @@ private struct HeaderParser {
         }
 
         var raw: [RawTensorInfo] = []
-        raw.reserveCapacity(Int(tensorCount))
         var tensorIndex: [String: Int] = [:]
         for n in 0..<Int(tensorCount) {
             let info = try readTensorInfo(n)
@@ -196,10 +203,10 @@ private struct HeaderParser {
         let countOffset = cursor.position
         let declared = try cursor.read(UInt64.self, "the length of \(what)")
         let minimum = elementType.minimumByteCount
-        guard declared <= UInt64(cursor.remaining / minimum) else {
-            throw .lengthTooLarge(file: file, tensor: nil, what: "\(what) (\(elementType))",
-                                  declared: declared, minimumBytes: minimum, available: cursor.remaining, offset: countOffset)
-        }
+        if let error = cursor.refusal(declared, unit: minimum, at: countOffset, what: what, tensor: nil, bomb: { available in
+            .lengthTooLarge(file: file, tensor: nil, what: "\(what) (\(elementType))",
+                            declared: declared, minimumBytes: minimum, available: available, offset: countOffset)
+        }) { throw error }
         let count = Int(declared)
         switch elementType {
         case .uint8: return .uint8(try readScalars(count, what))
@@ -215,12 +222,10 @@ private struct HeaderParser {
         case .bool: return .bool((try readScalars(count, what) as [UInt8]).map { $0 != 0 })
         case .string:
             var strings: [String] = []
-            strings.reserveCapacity(count)
             for _ in 0..<count { strings.append(try cursor.string("a string in \(what)")) }
             return .string(strings)
         case .array:
             var arrays: [GGUFArray] = []
-            arrays.reserveCapacity(count)
             for _ in 0..<count { arrays.append(try readArray(key: key, depth: depth + 1)) }
             return .array(arrays)
         }

@@ -269,3 +269,34 @@ import TestSupport
         #expect(refused > 100)
     }
 }
+
+/// Counts and lengths that fit in a large file but not under the header limit.
+@Suite struct HeaderLimitTests {
+    /// `header` followed by zeros up to a size past the header limit.
+    static func large(_ header: RawGGUF) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: GGUFHeader.maximumHeaderBytes + (1 << 20))
+        bytes.replaceSubrange(0..<header.bytes.count, with: header.bytes)
+        return bytes
+    }
+
+    @Test func metadataPastTheHeaderLimitIsRefused() {
+        let limit = GGUFHeader.maximumHeaderBytes
+        var array = RawGGUF()
+        array.header(tensors: 0, entries: 1)
+        array.string("blob")
+        array.int(UInt32(9))
+        array.int(UInt32(0))
+        array.int(UInt64(limit))
+        let arrayError = parseError(Self.large(array))?.description
+        #expect(arrayError == "bad.gguf (byte 44): the array of metadata key 'blob' would take the GGUF header (metadata and tensor infos) past FlowGuard's limit of 134217728 bytes")
+        var name = RawGGUF()
+        name.header(tensors: 1, entries: 0)
+        name.int(UInt64(limit))
+        let nameError = parseError(Self.large(name))?.description
+        #expect(nameError == "bad.gguf (byte 24): the name of tensor 0 would take the GGUF header (metadata and tensor infos) past FlowGuard's limit of 134217728 bytes")
+        var count = RawGGUF()
+        count.header(tensors: UInt64(limit / 24), entries: 0)
+        let countError = parseError(Self.large(count))?.description
+        #expect(countError == "bad.gguf (byte 8): the tensor count would take the GGUF header (metadata and tensor infos) past FlowGuard's limit of 134217728 bytes")
+    }
+}
