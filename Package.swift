@@ -24,22 +24,25 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "SafeTensors", dependencies: ["CJSONC"],
+        // The one layer over the C library (file descriptors, mmap, atomic files and folders,
+        // clocks, threads, processes); every other module imports it instead of Glibc/Darwin.
+        .target(name: "SystemSupport"),
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "CJSONC"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // GGUF parses untrusted input: built with bounds checks (no -Ounchecked).
         .target(name: "GGUF", dependencies: ["SafeTensors"]),
-        .target(name: "Checkpoints", dependencies: ["SafeTensors"]),
+        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
+        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "Checkpoints", "BLAS", "CZstd"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
-        .target(name: "TensorRuntime", dependencies: ["BLAS"],
+        .target(name: "TensorRuntime", dependencies: ["SystemSupport", "BLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
-        .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "Transformers", dependencies: ["SystemSupport", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
-        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
+        .target(name: "GRPOGuard", dependencies: ["SystemSupport", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
+            "SystemSupport", "SafeTensors", "Checkpoints", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -56,7 +59,8 @@ let package = Package(
 
         .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "TestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SafeTensors", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
@@ -65,7 +69,7 @@ let package = Package(
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
         .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
+        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "SystemSupport", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// A validated safetensors header: the tensors in data order, the optional `__metadata__`, and
 /// where the data buffer starts.
 public struct SafeTensorsHeader: Sendable {

@@ -1,17 +1,17 @@
 import ArgumentParser
 import SafeTensors
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemSupport
 
 /// The `flowguard` command: a thin tree of subcommands, each a call into the libraries.
 @main
 struct FlowGuard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flowguard",
-        abstract: "Inspect, verify and convert diffusion-transformer checkpoints (SD3.5, FLUX).",
+        abstract: "Checkpoint, LoRA and training tools for diffusion transformers (SD3.5, FLUX), on the CPU.",
         discussion: """
-        Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error.
+        Checkpoints: inspect and verify safetensors files, shard indexes and model folders; convert between the original and diffusers layouts, dtypes and shards; diff two checkpoints; synth a full-size checkpoint of random values. Adapters: lora inspect, convert, merge, extract, pack and unpack. Models: run the transformer forward once; train a LoRA adapter with GRPO-Guard; report a training run as an HTML page.
+
+        Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error (a missing or unknown option, a bad option value).
         """,
         subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self, Train.self, Report.self]
     )
@@ -19,33 +19,33 @@ struct FlowGuard: ParsableCommand {
     /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.
     static func main() {
         // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
-        signal(SIGXFSZ, SIG_IGN)
+        ProcessControl.ignoreFileSizeLimitSignal()
         // A checkpoint truncated by another process while mapped: a clean error, not a crash.
         MappingGuard.installSignalHandler()
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch let exit as ExitCode {
-            Glibc.exit(exit.rawValue)
+            ProcessControl.exit(exit.rawValue)
         } catch let failure as CommandFailure {
             if !failure.message.isEmpty { printError(failure.message) }
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         } catch let error as SafeTensorsError {
             printError("error: \(error.description)")
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
                 print(fullMessage(for: error))
-                Glibc.exit(0)
+                ProcessControl.exit(0)
             }
             if code == .validationFailure {
                 printError(fullMessage(for: error))
                 printError("Run 'flowguard --help' for usage.")
-                Glibc.exit(2)
+                ProcessControl.exit(2)
             }
             printError("error: \(error)")
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         }
     }
 }
@@ -57,14 +57,5 @@ struct CommandFailure: Error {
 
 /// Writes a line to standard error.
 func printError(_ text: String) {
-    var line = Array((text + "\n").utf8)
-    // Write(2) on descriptor 2 directly: no shared C stream state is touched.
-    line.withUnsafeMutableBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let n = Glibc.write(2, raw.baseAddress! + done, raw.count - done)
-            if n <= 0 { break }
-            done += n
-        }
-    }
+    StandardError.write(text + "\n")
 }

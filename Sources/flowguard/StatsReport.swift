@@ -1,15 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import SafeTensors
+import SystemSupport
 
 /// What `inspect --stats` adds: per-tensor value statistics, read in one streamed pass.
 enum StatsReport {
-    /// Reads every tensor of `collection` once, with a progress line on standard error.
-    static func compute(_ collection: TensorCollection) -> CollectionStatistics {
-        let progress = Progress(label: "statistics \(collection.path)", total: collection.dataBytes)
-        let stats = collection.statistics { done, _ in progress.update(done) }
-        progress.finish()
+    /// Reads every tensor of `collection` once, with a progress line on standard error unless `quiet`.
+    static func compute(_ collection: TensorCollection, quiet: Bool) -> CollectionStatistics {
+        let progress = quiet ? nil : Progress(label: "statistics \(collection.path)", total: collection.dataBytes)
+        let stats = collection.statistics { done, _ in progress?.update(done) }
+        progress?.finish()
         return stats
     }
 
@@ -88,9 +86,6 @@ enum StatsReport {
 
     /// A number with four significant digits (`%.4g`): `0.01234`, `-1.5e-07`, `448`, `inf`.
     static func number(_ x: Double) -> String {
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
-            _ = withVaList([x]) { vsnprintf(buffer.baseAddress!, 32, "%.4g", $0) }
-            return String(cString: buffer.baseAddress!)
-        }
+        formatC(x, "%.4g")
     }
 }

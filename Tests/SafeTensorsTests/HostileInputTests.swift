@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SafeTensors
+import SystemSupport
 import TestSupport
 #if canImport(Glibc)
 import Glibc
