@@ -29,8 +29,9 @@ let package = Package(
         .target(name: "SystemSupport"),
         .target(name: "SafeTensors", dependencies: ["SystemSupport", "CJSONC"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        // GGUF parses untrusted input: built with bounds checks (no -Ounchecked).
-        .target(name: "GGUF", dependencies: ["SafeTensors"]),
+        // GGUF parses untrusted input: built with bounds checks (no -Ounchecked). It does no I/O
+        // (callers hand it the mapped file); SystemSupport only for display escaping.
+        .target(name: "GGUF", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
         .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "Checkpoints", "BLAS", "CZstd"]),

@@ -1,4 +1,5 @@
 import SafeTensors
+import SystemSupport
 
 /// Everything that can go wrong reading, validating or planning a GGUF file. The description is
 /// the sentence a user reads: it names the file, the tensor or metadata key, and the byte offset

@@ -1,4 +1,5 @@
 import SafeTensors
+import SystemSupport
 
 /// The parsed and validated header of a GGUF file: version, metadata, tensor infos, alignment
 /// and where the data section starts.
