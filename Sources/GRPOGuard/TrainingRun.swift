@@ -113,6 +113,8 @@ public enum TrainingRun {
                 let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
                 let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
                 evaluation = (base, trained)
+                try writeFileAtomically(Array((evaluationJSON(base: base, adapted: trained, prompts: ids.count, config: config).compactText + "\n").utf8),
+                                        to: run + "/evaluation.json")
             }
         }
         return TrainingReport(output: run, steps: trainer.step, optimizerSteps: trainer.optimizerSteps, resumedFrom: resumedFrom,
@@ -120,6 +122,17 @@ public enum TrainingRun {
                               checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
                               evaluation: evaluation, modules: trainer.modules.count,
                               parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+    }
+
+    /// `RUN/evaluation.json`: the noise-free evaluation's mean reward without (`base`) and with
+    /// (`adapted`) the exported adapter, and how it was taken (prompts, Euler steps, noise seed).
+    public static func evaluationJSON(base: Double, adapted: Double, prompts: Int, config: TrainingConfig) -> JSONValue {
+        func number(_ x: Double) -> JSONValue { x.isFinite ? .double(x) : .null }
+        return .object([
+            ("base", number(base)), ("adapted", number(adapted)), ("prompts", .int(Int64(prompts))),
+            ("steps", .int(Int64(config.evalSteps))), ("seed", .uint(config.seed &+ 1)),
+            ("exported", .string(config.useEMA ? "ema" : "raw")), ("reward", .string(config.reward)),
+        ])
     }
 
     /// The reward a config names: `builtin:…` or an external command line.
