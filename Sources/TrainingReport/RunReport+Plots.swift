@@ -20,7 +20,7 @@ extension RunReport {
 
     /// The subtitle saying how curves against the training step were drawn.
     var smoothingNote: String {
-        window > 1 ? "lines: centred moving average over \(window) training steps; faint: each step"
+        window > 1 ? "lines: moving average over \(window) training steps (centred); faint: each step"
             : "one point per training step (too few steps to smooth)"
     }
 
@@ -201,7 +201,7 @@ extension RunReport {
         html += ReportSVG.render(ReportSVG.LinePlot(
             title: "approx KL (mean over timesteps)", xLabel: "training step", yLabel: "approx KL",
             series: policyCurves("approx KL", color: "#333333", includeOnPolicy: false) { $0.mean(\.approximateKL) },
-            subtitle: smoothingNote + (hasOffPolicyUpdates ? "; on-policy updates have KL 0 and are not drawn" : ""),
+            subtitle: smoothingNote + (hasOffPolicyUpdates ? "; on-policy (KL 0) not drawn" : ""),
             logY: true, integerX: true))
         return html + "</div>\n</section>\n"
     }
@@ -235,7 +235,7 @@ extension RunReport {
     }
 
     /// The most columns a heatmap against the training step draws (more are averaged in groups).
-    static let heatmapColumns = 80
+    static let heatmapColumns = 60
 
     /// As `offPolicyGrid`, over every update of each step.
     func allUpdatesGrid(_ value: (TimestepRecord) -> Double) -> (rows: [String], columns: [Double], values: [[Double]]) {

@@ -206,8 +206,7 @@ public enum ReportSVG {
             lo -= pad
             hi += pad
         }
-        let range = niceNumber(hi - lo, round: false)
-        let step = niceNumber(range / Double(max(count - 1, 1)), round: true)
+        let step = niceNumber((hi - lo) / Double(max(count - 1, 1)), round: true)
         let first = Foundation.floor(lo / step), last = Foundation.ceil(hi / step)
         let n = Int(last - first)
         guard step > 0, step.isFinite, n >= 0, n <= 1000 else { return (lo, hi, hi - lo, [lo, hi]) }
@@ -319,7 +318,7 @@ public enum ReportSVG {
         for r in plot.referenceLines where ty(r.y).isFinite && hasData { ys.append(ty(r.y)) }
         // x spans exactly the data (ticks inside it); y is widened to nice bounds.
         let xLow = xs.min() ?? 0, xHigh = xs.max() ?? 1
-        var xt = plot.integerX ? integerTicks(lower: xLow, upper: xHigh) : ticks(lower: xLow, upper: xHigh, count: 6)
+        var xt = plot.integerX ? integerTicks(lower: xLow, upper: xHigh, count: 8) : ticks(lower: xLow, upper: xHigh, count: 7)
         if hasData, xHigh > xLow {
             let slack = xt.step * 1e-9
             xt = (xLow, xHigh, xt.step, xt.ticks.filter { $0 >= xLow - slack && $0 <= xHigh + slack })
@@ -525,7 +524,7 @@ public enum ReportSVG {
                 let f = span > 0 ? (t - map.columns[k]) / span : 0
                 return left + (Double(k) + 0.5 + f) * cellWidth
             }
-            let xt = map.integerX ? integerTicks(lower: first, upper: last) : ticks(lower: first, upper: last, count: 6)
+            let xt = map.integerX ? integerTicks(lower: first, upper: last, count: 8) : ticks(lower: first, upper: last, count: 7)
             for (t, label) in zip(xt.ticks, labels(xt.ticks, step: xt.step)) {
                 guard let x = position(t) else { continue }
                 svg += "<line class=\"tickmark\" stroke=\"#999\" x1=\"\(c(x))\" y1=\"\(c(bottom))\" x2=\"\(c(x))\" y2=\"\(c(bottom + 5))\"/>"

@@ -5,8 +5,8 @@
 #
 #   bash tools/report/screenshots.sh RUN [--render] [--out DIR] [--study-svg FILE]
 #
-# Needs chromium (apt-get install chromium); trims the margins with ImageMagick's `convert` when
-# it is installed. The demo run comes from tools/main.sh (.build/demo-run).
+# Needs chromium (apt-get install chromium); trims the margins and writes 256-colour PNGs with
+# ImageMagick's `convert` when it is installed (apt-get install imagemagick). The demo run comes from tools/main.sh (.build/demo-run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run=${1:?usage: screenshots.sh RUN [--render] [--out DIR] [--study-svg FILE]}
@@ -41,7 +41,7 @@ shot() {
     local name=$1 width=$2 height=$3 file=$4
     "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --force-device-scale-factor=1 \
         --screenshot="$scratch/$name.png" --window-size="$width,$height" "file://$(realpath "$file")" >/dev/null 2>&1
-    if command -v convert >/dev/null; then
+    if convert -version 2>/dev/null | grep -q ImageMagick; then
         convert "$scratch/$name.png" -trim +repage -bordercolor white -border 12 -strip -colors 256 "PNG8:$out/$name.png"
     else
         cp "$scratch/$name.png" "$out/$name.png"
