@@ -28,7 +28,7 @@ extension RunReport {
     func smoothed(_ name: String, color: String, dashed: Bool = false, _ points: [(x: Double, y: Double)]) -> [ReportSVG.Series] {
         let average = Self.movingAverage(points.map(\.y), window: window)
         var out: [ReportSVG.Series] = []
-        if window > 1 { out.append(ReportSVG.Series(name: name + " (each step)", color: color, points: points, opacity: 0.25, lineWidth: 1, inLegend: false)) }
+        if window > 1 { out.append(ReportSVG.Series(name: name + " (each step)", color: color, points: points, opacity: 0.18, lineWidth: 0.8, inLegend: false)) }
         out.append(ReportSVG.Series(name: name, color: color, points: zip(points, average).map { ($0.0.x, $0.1) }, dashed: dashed))
         return out
     }

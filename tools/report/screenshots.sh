@@ -42,7 +42,7 @@ shot() {
     "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --force-device-scale-factor=1 \
         --screenshot="$scratch/$name.png" --window-size="$width,$height" "file://$(realpath "$file")" >/dev/null 2>&1
     if convert -version 2>/dev/null | grep -q ImageMagick; then
-        convert "$scratch/$name.png" -trim +repage -bordercolor white -border 12 -strip -colors 256 "PNG8:$out/$name.png"
+        convert "$scratch/$name.png" -trim +repage -bordercolor white -border 12 -strip -colors 96 "PNG8:$out/$name.png"
     else
         cp "$scratch/$name.png" "$out/$name.png"
     fi
