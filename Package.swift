@@ -15,7 +15,7 @@ let package = Package(
         .library(name: "Transformers", targets: ["Transformers"]),
         .library(name: "FlowMatching", targets: ["FlowMatching"]),
         .library(name: "GRPOGuard", targets: ["GRPOGuard"]),
-        .library(name: "TrainingReport", targets: ["TrainingReport"]),
+        .library(name: "RunReports", targets: ["RunReports"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,10 +44,10 @@ let package = Package(
         .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "DeltaArchive",
                                                   "SafeTensors", "JSON"]),
         // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
-        .target(name: "TrainingReport", dependencies: ["GRPOGuard", "SafeTensors", "JSON"]),
+        .target(name: "RunReports", dependencies: ["GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
             "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
-            "TrainingReport",
+            "RunReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -55,7 +55,7 @@ let package = Package(
                           path: "tools/bench/runtime/swift"),
         // The over-optimization study (tools/study/run.sh; docs/study.md).
         .executableTarget(name: "flowguard-study",
-                          dependencies: ["GRPOGuard", "TrainingReport", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
+                          dependencies: ["GRPOGuard", "RunReports", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
                                          "SafeTensors", "JSON",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/study/swift"),
@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
         .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
-        .testTarget(name: "TrainingReportTests", dependencies: ["TrainingReport", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "RunReportsTests", dependencies: ["RunReports", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]

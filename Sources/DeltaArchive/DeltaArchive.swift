@@ -110,133 +110,33 @@ public enum DeltaArchive {
         let started = monotonicSeconds()
         let source: SafeTensorsFile
         do { source = try SafeTensorsFile(path: input) } catch { throw .source(error) }
-        guard Zstd.levels.contains(options.level) else {
-            throw .invalidInput(file: input, reason: "zstd level \(options.level) outside \(Zstd.levels)")
-        }
-        guard DeltaArchiveFormat.chunkSizes.contains(options.chunkSize), options.chunkSize % 8 == 0 else {
-            throw .invalidInput(file: input, reason: "chunk size \(options.chunkSize) outside \(DeltaArchiveFormat.chunkSizes) or not a multiple of 8")
-        }
-        guard options.threads >= 1 else { throw .invalidInput(file: input, reason: "threads must be at least 1") }
-        var config = options.config ?? source.header.metadataValue("lora_adapter_metadata")
-        if let text = config {
-            do { _ = try JSONValue.parse(Array(text.utf8)) } catch {
-                if options.config != nil { throw .invalidInput(file: input, reason: "adapter config is not JSON: \(error)") }
-                config = nil   // metadata that is not JSON is still kept verbatim in the source header
-            }
-        }
+        try checkOptions(options, input: input)
+        let config = try adapterConfig(options, source: source, input: input)
         let headerBytes = source.withBytes(fileRange: 0..<source.header.dataStart) { Array($0) }
-        let chunkSize = options.chunkSize
-        let reference = options.reference
-
-        struct Plan { var info: TensorInfo; var planes: Int; var xor: Bool }
-        let plans: [Plan] = source.tensors.map { info in
+        let plans: [TensorPlan] = source.tensors.map { info in
             let planes = options.bytePlanes && info.dtype.isFloatingPoint ? (ChunkTransform.planeWidth(info.dtype) ?? 0) : 0
-            return Plan(info: info, planes: planes, xor: reference?.matches(info) ?? false)
+            return TensorPlan(info: info, planes: planes, xor: options.reference?.matches(info) ?? false)
         }
-        struct Unit { var tensor: Int; var chunk: Int; var range: Range<Int> }
-        var units: [Unit] = []
-        for (t, plan) in plans.enumerated() {
-            let n = plan.info.byteCount
-            var start = 0, c = 0
-            while start < n {
-                units.append(Unit(tensor: t, chunk: c, range: start..<min(n, start + chunkSize)))
-                start += chunkSize
-                c += 1
-            }
-        }
-        let total = source.header.dataSize
 
         let file: AtomicFile
         do { file = try AtomicFile(destination: output) } catch { throw .source(error) }
         do throws(DeltaArchiveError) {
-            var cursor = 0
-            func write(_ bytes: [UInt8]) throws(DeltaArchiveError) {
-                do { try file.write(bytes) } catch { throw .source(error) }
-                cursor += bytes.count
-            }
+            var out = ArchiveOutput(file: file)
             var preamble = DeltaArchiveFormat.magic
             appendLE(&preamble, DeltaArchiveFormat.version)
             appendLE(&preamble, UInt32(0))
-            try write(preamble)
-            let headerFrame: [UInt8]
-            do { headerFrame = try headerBytes.withUnsafeBytes { raw in Result { () throws(ZstdError) in try Zstd.compress(raw, level: options.level, checksum: true) } }.get() }
-            catch { throw .invalidInput(file: input, reason: error.description) }
-            let sourceChunk = DeltaChunk(offset: cursor, length: headerFrame.count, rawLength: headerBytes.count, hash: XXH64.hash(headerBytes))
-            try write(headerFrame)
-
-            var chunks: [[DeltaChunk]] = plans.map { _ in [] }
-            struct CompressedChunk { var length = 0; var inAlternate = false; var hash: UInt64 = 0; var refHash: UInt64? = nil }
-            let window = max(1, options.threads * 2)
-            // Per window slot, reused for every chunk (fresh buffers per chunk would page-fault
-            // them anew each time): a zstd context, an XOR scratch and a plane buffer of
-            // chunkSize each, and two frame buffers (literals-only / at the level).
-            let frameCapacity = Zstd.planesBound(chunkSize)
-            let slotBytes = 2 * chunkSize + 2 * frameCapacity
-            let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * slotBytes, alignment: 4096)
-            defer { pool.deallocate() }
-            var compressors: [ZstdCompressor] = []
-            do { for _ in 0..<window { compressors.append(try ZstdCompressor()) } }
-            catch { throw .invalidInput(file: input, reason: error.description) }
-            func region(_ k: Int, _ offset: Int, _ count: Int) -> UnsafeMutableRawBufferPointer {
-                UnsafeMutableRawBufferPointer(rebasing: pool[(k * slotBytes + offset)..<(k * slotBytes + offset + count)])
-            }
-            var done = 0
-            var next = 0
-            while next < units.count {
-                let batch = Array(units[next..<min(units.count, next + window)])
-                var results = [CompressedChunk](repeating: CompressedChunk(), count: batch.count)
-                let errors = ErrorSlots(count: batch.count)
-                results.withUnsafeMutableBufferPointer { slots in
-                    parallelFor(batch.count, threads: options.threads) { k in
-                        let unit = batch[k]
-                        let plan = plans[unit.tensor]
-                        do throws(DeltaArchiveError) {
-                            // Invariant: slot k owns pool bytes [k·slotBytes, (k+1)·slotBytes) and compressors[k].
-                            let buffers = UnitBuffers(scratch: region(k, 0, chunkSize), planes: region(k, chunkSize, chunkSize),
-                                                      frame: region(k, 2 * chunkSize, frameCapacity),
-                                                      alternate: region(k, 2 * chunkSize + frameCapacity, frameCapacity))
-                            let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
-                                                     buffers: buffers, compressor: compressors[k],
-                                                     reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
-                                                     literalsOnly: options.literalsOnly, rawPlanes: options.rawPlanes, input: input)
-                            slots[k] = CompressedChunk(length: r.length, inAlternate: r.inAlternate, hash: r.hash, refHash: r.refHash)
-                        } catch { errors.set(k, error) }
-                    }
-                }
-                if let error = errors.first { throw error }
-                for (k, unit) in batch.enumerated() {
-                    let r = results[k]
-                    chunks[unit.tensor].append(DeltaChunk(offset: cursor, length: r.length, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
-                    let frame = region(k, 2 * chunkSize + (r.inAlternate ? frameCapacity : 0), r.length)
-                    // Large frames go straight from the slot to the kernel, small ones through the write buffer.
-                    do {
-                        if r.length >= 1 << 16 { try file.writeUnbuffered(UnsafeRawBufferPointer(frame)) }
-                        else { try file.write(UnsafeRawBufferPointer(frame)) }
-                    } catch { throw .source(error) }
-                    cursor += r.length
-                    done += unit.range.count
-                }
-                progress?(done, total)
-                next += batch.count
-            }
+            try out.write(preamble)
+            let headerFrame = try compressFrame(headerBytes, level: options.level, input: input)
+            let sourceChunk = DeltaChunk(offset: out.cursor, length: headerFrame.count, rawLength: headerBytes.count, hash: XXH64.hash(headerBytes))
+            try out.write(headerFrame)
+            let chunks = try compressChunks(source: source, plans: plans, options: options, input: input, into: &out, progress: progress)
             let entries = plans.enumerated().map { t, plan in
                 DeltaEntry(name: plan.info.name, dtype: plan.info.dtype, shape: plan.info.shape, dataRange: plan.info.dataRange,
                            codec: .zstd, bytePlanes: plan.planes, xorReference: plan.xor, chunks: chunks[t])
             }
-            let index = DeltaIndex(chunkSize: chunkSize, baseFingerprint: options.baseFingerprint, config: config,
+            let index = DeltaIndex(chunkSize: options.chunkSize, baseFingerprint: options.baseFingerprint, config: config,
                                    metadata: source.header.metadata, sourceHeader: sourceChunk, entries: entries)
-            let indexBytes = Array(index.json().compactText.utf8)
-            let indexFrame: [UInt8]
-            do { indexFrame = try indexBytes.withUnsafeBytes { raw in Result { () throws(ZstdError) in try Zstd.compress(raw, level: max(options.level, 3), checksum: true) } }.get() }
-            catch { throw .invalidInput(file: input, reason: error.description) }
-            let indexOffset = cursor
-            try write(indexFrame)
-            var trailer: [UInt8] = []
-            appendLE(&trailer, UInt64(indexOffset))
-            appendLE(&trailer, UInt64(indexFrame.count))
-            appendLE(&trailer, XXH64.hash(indexBytes))
-            trailer += DeltaArchiveFormat.tailMagic
-            try write(trailer)
+            try writeIndexAndTrailer(index, level: options.level, input: input, into: &out)
             let encoded = monotonicSeconds()
             do { try file.commit() } catch { throw .source(error) }
             let committed = monotonicSeconds()
@@ -244,12 +144,167 @@ public enum DeltaArchive {
                 TensorPackReport(name: $0.name, dtype: $0.dtype, rawBytes: $0.byteCount, compressedBytes: $0.compressedCount,
                                  bytePlanes: $0.bytePlanes, xorReference: $0.xorReference)
             }
-            return PackReport(inputBytes: source.fileSize, outputBytes: cursor, seconds: committed - started,
+            return PackReport(inputBytes: source.fileSize, outputBytes: out.cursor, seconds: committed - started,
                               commitSeconds: committed - encoded, threads: options.threads, tensors: reports)
         } catch {
             file.abandon()
             throw error
         }
+    }
+
+    /// Refuses options `pack` cannot honour: a zstd level outside `Zstd.levels`, a chunk size
+    /// outside `DeltaArchiveFormat.chunkSizes` or not a multiple of 8, fewer than one thread.
+    private static func checkOptions(_ options: PackOptions, input: String) throws(DeltaArchiveError) {
+        guard Zstd.levels.contains(options.level) else {
+            throw .invalidInput(file: input, reason: "zstd level \(options.level) outside \(Zstd.levels)")
+        }
+        guard DeltaArchiveFormat.chunkSizes.contains(options.chunkSize), options.chunkSize % 8 == 0 else {
+            throw .invalidInput(file: input, reason: "chunk size \(options.chunkSize) outside \(DeltaArchiveFormat.chunkSizes) or not a multiple of 8")
+        }
+        guard options.threads >= 1 else { throw .invalidInput(file: input, reason: "threads must be at least 1") }
+    }
+
+    /// The adapter configuration to record: `options.config` (which must be JSON), else the
+    /// source's `__metadata__["lora_adapter_metadata"]` when that is JSON, else nil.
+    private static func adapterConfig(_ options: PackOptions, source: SafeTensorsFile, input: String) throws(DeltaArchiveError) -> String? {
+        var config = options.config ?? source.header.metadataValue("lora_adapter_metadata")
+        if let text = config {
+            do { _ = try JSONValue.parse(Array(text.utf8)) } catch {
+                if options.config != nil { throw .invalidInput(file: input, reason: "adapter config is not JSON: \(error)") }
+                config = nil   // metadata that is not JSON is still kept verbatim in the source header
+            }
+        }
+        return config
+    }
+
+    /// How one tensor is stored: its byte-plane width (0 = none) and whether it is an XOR delta.
+    private struct TensorPlan { var info: TensorInfo; var planes: Int; var xor: Bool }
+
+    /// One chunk to compress: the tensor's position in the plans, the chunk's index in the
+    /// tensor and its byte range relative to the tensor's start.
+    private struct ChunkUnit { var tensor: Int; var chunk: Int; var range: Range<Int> }
+
+    /// What a worker reports for one compressed chunk (the frame stays in its window slot).
+    private struct CompressedChunk { var length = 0; var inAlternate = false; var hash: UInt64 = 0; var refHash: UInt64? = nil }
+
+    /// The archive being written: the atomic file and the offset of the next byte.
+    private struct ArchiveOutput {
+        let file: AtomicFile
+        private(set) var cursor = 0
+
+        init(file: AtomicFile) { self.file = file }
+
+        /// Appends `bytes` through the file's write buffer.
+        mutating func write(_ bytes: [UInt8]) throws(DeltaArchiveError) {
+            do { try file.write(bytes) } catch { throw .source(error) }
+            cursor += bytes.count
+        }
+
+        /// Appends a frame held in a window slot: large frames go straight from the slot to the
+        /// kernel, small ones through the write buffer.
+        mutating func write(frame: UnsafeRawBufferPointer) throws(DeltaArchiveError) {
+            do {
+                if frame.count >= 1 << 16 { try file.writeUnbuffered(frame) }
+                else { try file.write(frame) }
+            } catch { throw .source(error) }
+            cursor += frame.count
+        }
+    }
+
+    /// One zstd frame (with content checksum) of a whole buffer: the source header or the index.
+    private static func compressFrame(_ bytes: [UInt8], level: Int, input: String) throws(DeltaArchiveError) -> [UInt8] {
+        do { return try bytes.withUnsafeBytes { raw in Result { () throws(ZstdError) in try Zstd.compress(raw, level: level, checksum: true) } }.get() }
+        catch { throw .invalidInput(file: input, reason: error.description) }
+    }
+
+    /// The chunks of every tensor, each `chunkSize` raw bytes but the last of a tensor.
+    private static func chunkUnits(_ plans: [TensorPlan], chunkSize: Int) -> [ChunkUnit] {
+        var units: [ChunkUnit] = []
+        for (t, plan) in plans.enumerated() {
+            let n = plan.info.byteCount
+            var start = 0, c = 0
+            while start < n {
+                units.append(ChunkUnit(tensor: t, chunk: c, range: start..<min(n, start + chunkSize)))
+                start += chunkSize
+                c += 1
+            }
+        }
+        return units
+    }
+
+    /// Compresses every chunk of every tensor in windows of `2 × threads` chunks (compressed side
+    /// by side, written in order) and returns each tensor's chunk descriptions.
+    private static func compressChunks(source: SafeTensorsFile, plans: [TensorPlan], options: PackOptions, input: String,
+                                       into out: inout ArchiveOutput, progress: ((Int, Int) -> Void)?) throws(DeltaArchiveError) -> [[DeltaChunk]] {
+        let chunkSize = options.chunkSize
+        let reference = options.reference
+        let units = chunkUnits(plans, chunkSize: chunkSize)
+        let total = source.header.dataSize
+        var chunks: [[DeltaChunk]] = plans.map { _ in [] }
+        let window = max(1, options.threads * 2)
+        // Per window slot, reused for every chunk (fresh buffers per chunk would page-fault
+        // them anew each time): a zstd context, an XOR scratch and a plane buffer of
+        // chunkSize each, and two frame buffers (literals-only / at the level).
+        let frameCapacity = Zstd.planesBound(chunkSize)
+        let slotBytes = 2 * chunkSize + 2 * frameCapacity
+        let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: window * slotBytes, alignment: 4096)
+        defer { pool.deallocate() }
+        var compressors: [ZstdCompressor] = []
+        do { for _ in 0..<window { compressors.append(try ZstdCompressor()) } }
+        catch { throw .invalidInput(file: input, reason: error.description) }
+        func region(_ k: Int, _ offset: Int, _ count: Int) -> UnsafeMutableRawBufferPointer {
+            UnsafeMutableRawBufferPointer(rebasing: pool[(k * slotBytes + offset)..<(k * slotBytes + offset + count)])
+        }
+        var done = 0
+        var next = 0
+        while next < units.count {
+            let batch = Array(units[next..<min(units.count, next + window)])
+            var results = [CompressedChunk](repeating: CompressedChunk(), count: batch.count)
+            let errors = ErrorSlots(count: batch.count)
+            results.withUnsafeMutableBufferPointer { slots in
+                parallelFor(batch.count, threads: options.threads) { k in
+                    let unit = batch[k]
+                    let plan = plans[unit.tensor]
+                    do throws(DeltaArchiveError) {
+                        // Invariant: slot k owns pool bytes [k·slotBytes, (k+1)·slotBytes) and compressors[k].
+                        let buffers = UnitBuffers(scratch: region(k, 0, chunkSize), planes: region(k, chunkSize, chunkSize),
+                                                  frame: region(k, 2 * chunkSize, frameCapacity),
+                                                  alternate: region(k, 2 * chunkSize + frameCapacity, frameCapacity))
+                        let r = try compressUnit(source: source, plan.info, range: unit.range, chunkIndex: unit.chunk, planes: plan.planes,
+                                                 buffers: buffers, compressor: compressors[k],
+                                                 reference: plan.xor ? reference : nil, chunkSize: chunkSize, level: options.level,
+                                                 literalsOnly: options.literalsOnly, rawPlanes: options.rawPlanes, input: input)
+                        slots[k] = CompressedChunk(length: r.length, inAlternate: r.inAlternate, hash: r.hash, refHash: r.refHash)
+                    } catch { errors.set(k, error) }
+                }
+            }
+            if let error = errors.first { throw error }
+            for (k, unit) in batch.enumerated() {
+                let r = results[k]
+                chunks[unit.tensor].append(DeltaChunk(offset: out.cursor, length: r.length, rawLength: unit.range.count, hash: r.hash, referenceHash: r.refHash))
+                let frame = region(k, 2 * chunkSize + (r.inAlternate ? frameCapacity : 0), r.length)
+                try out.write(frame: UnsafeRawBufferPointer(frame))
+                done += unit.range.count
+            }
+            progress?(done, total)
+            next += batch.count
+        }
+        return chunks
+    }
+
+    /// Writes the index frame (at level ≥ 3) and the trailer: index offset, length, XXH64 of
+    /// the index JSON, tail magic.
+    private static func writeIndexAndTrailer(_ index: DeltaIndex, level: Int, input: String, into out: inout ArchiveOutput) throws(DeltaArchiveError) {
+        let indexBytes = Array(index.json().compactText.utf8)
+        let indexFrame = try compressFrame(indexBytes, level: max(level, 3), input: input)
+        let indexOffset = out.cursor
+        try out.write(indexFrame)
+        var trailer: [UInt8] = []
+        appendLE(&trailer, UInt64(indexOffset))
+        appendLE(&trailer, UInt64(indexFrame.count))
+        appendLE(&trailer, XXH64.hash(indexBytes))
+        trailer += DeltaArchiveFormat.tailMagic
+        try out.write(trailer)
     }
 
     /// The working memory of one window slot while it compresses a chunk.

@@ -8,13 +8,34 @@ extension DeltaArchiveReader {
     /// checks it describes exactly the indexed tensors. See `docs/delta-archive.md`, "Validation".
     static func validate(_ file: UnsafeRawBufferPointer, file path: String, limits: DeltaReadLimits)
         throws(DeltaArchiveError) -> (index: DeltaIndex, headerBytes: [UInt8], header: SafeTensorsHeader) {
-        let size = file.count
-        let pre = DeltaArchiveFormat.preambleSize, tail = DeltaArchiveFormat.trailerSize
+        try checkPreamble(file, file: path)
+        let (indexJSON, start) = try readIndexText(file, file: path)
+        let root: JSONValue
+        do { root = try JSONValue.parse(indexJSON) } catch {
+            throw .corruptIndex(file: path, tensor: nil, reason: "not JSON: \(error.reason) (at byte \(error.offset) of the decompressed index)", offset: start)
+        }
+        var parser = IndexParser(file: path, offset: start)
+        let index = try parser.index(root, limits: limits)
+        try checkFramesContiguous(index, indexStart: start, file: path)
+        let (headerBytes, header) = try decodeSourceHeader(file, index: index, indexStart: start, file: path)
+        return (index, headerBytes, header)
+    }
+
+    /// The first 16 bytes: the magic, the version this reader knows and flags 0.
+    private static func checkPreamble(_ file: UnsafeRawBufferPointer, file path: String) throws(DeltaArchiveError) {
         guard Array(file[0..<8]) == DeltaArchiveFormat.magic else { throw .badMagic(file: path, offset: 0) }
         let version = file.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
         guard version == DeltaArchiveFormat.version else { throw .unsupportedVersion(file: path, version: version, offset: 8) }
         let flags = file.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian
         guard flags == 0 else { throw .unsupportedVersion(file: path, version: flags, offset: 12) }
+    }
+
+    /// The trailer and the index frame it points at: bounds checked without overflow, sizes
+    /// against the limits before anything is allocated, decompressed and checked against the
+    /// trailer's XXH64. Returns the index JSON text and the index frame's offset.
+    private static func readIndexText(_ file: UnsafeRawBufferPointer, file path: String) throws(DeltaArchiveError) -> (json: [UInt8], start: Int) {
+        let size = file.count
+        let pre = DeltaArchiveFormat.preambleSize, tail = DeltaArchiveFormat.trailerSize
         let trailer = size - tail
         guard Array(file[(trailer + 24)..<size]) == DeltaArchiveFormat.tailMagic else {
             throw .truncated(file: path, reason: "the trailer magic FGDTAIL is missing (file cut short or damaged)", offset: trailer + 24)
@@ -47,16 +68,13 @@ extension DeltaArchiveReader {
         guard XXH64.hash(indexJSON) == indexHash else {
             throw .corruptIndex(file: path, tensor: nil, reason: "XXH64 of the index does not match the trailer", offset: start)
         }
-        let root: JSONValue
-        do { root = try JSONValue.parse(indexJSON) } catch {
-            throw .corruptIndex(file: path, tensor: nil, reason: "not JSON: \(error.reason) (at byte \(error.offset) of the decompressed index)", offset: start)
-        }
-        var parser = IndexParser(file: path, offset: start)
-        let index = try parser.index(root, limits: limits)
+        return (indexJSON, start)
+    }
 
-        // The frames are contiguous: source header at the preamble's end, chunks in index order,
-        // the index right after the last chunk.
-        var cursor = pre
+    /// The frames are contiguous: source header at the preamble's end, chunks in index order,
+    /// the index right after the last chunk.
+    private static func checkFramesContiguous(_ index: DeltaIndex, indexStart start: Int, file path: String) throws(DeltaArchiveError) {
+        var cursor = DeltaArchiveFormat.preambleSize
         func place(_ c: DeltaChunk, _ tensor: String?) throws(DeltaArchiveError) {
             guard c.offset == cursor else {
                 throw .corruptIndex(file: path, tensor: tensor, reason: "frame at byte \(c.offset) but the previous one ends at \(cursor) (frames must be contiguous)", offset: start)
@@ -71,8 +89,12 @@ extension DeltaArchiveReader {
         guard cursor == start else {
             throw .corruptIndex(file: path, tensor: nil, reason: "\(start - cursor) unaccounted bytes between the last frame (ends at \(cursor)) and the index", offset: cursor)
         }
+    }
 
-        // The source header: decoded, parsed as safetensors, and compared with the index.
+    /// The source header: decoded, parsed as safetensors, and compared with the index (same
+    /// tensors in the same order, same metadata).
+    private static func decodeSourceHeader(_ file: UnsafeRawBufferPointer, index: DeltaIndex, indexStart start: Int, file path: String)
+        throws(DeltaArchiveError) -> (bytes: [UInt8], header: SafeTensorsHeader) {
         let sh = index.sourceHeader
         var headerBytes = [UInt8](repeating: 0, count: sh.rawLength)
         let frame = UnsafeRawBufferPointer(rebasing: file[sh.offset..<(sh.offset + sh.length)])
@@ -110,7 +132,7 @@ extension DeltaArchiveReader {
         }
         let m1 = header.metadata.map { $0.map { [$0.key, $0.value] } }, m2 = index.metadata.map { $0.map { [$0.key, $0.value] } }
         guard m1 == m2 else { throw .corruptIndex(file: path, tensor: nil, reason: "metadata differs from the source header's __metadata__", offset: start) }
-        return (index, headerBytes, header)
+        return (headerBytes, header)
     }
 }
 
@@ -159,6 +181,8 @@ struct IndexParser {
         return c
     }
 
+    /// The whole index: format, version, chunk size, the recorded strings, metadata, the source
+    /// header's frame and every tensor (in data order, contiguous, within `limits`).
     mutating func index(_ root: JSONValue, limits: DeltaReadLimits) throws(DeltaArchiveError) -> DeltaIndex {
         guard root.objectMembers != nil else { throw fail("not a JSON object") }
         guard try string(root, "format") == "fgdelta" else { throw fail("\"format\" must be \"fgdelta\"") }
@@ -169,16 +193,7 @@ struct IndexParser {
         }
         let fingerprint = try optionalString(root, "base_fingerprint")
         let config = try optionalString(root, "config")
-        var metadata: [(key: String, value: String)]? = nil
-        let m = try member(root, "metadata")
-        if m != .null {
-            guard let members = m.objectMembers else { throw fail("\"metadata\" must be an object or null") }
-            metadata = []
-            for (k, v) in members {
-                guard let s = v.stringValue else { throw fail("metadata value for \"\(k)\" must be a string") }
-                metadata?.append((k, s))
-            }
-        }
+        let metadata = try self.metadata(try member(root, "metadata"))
         let source = try chunk(try member(root, "source_header"), xor: false)
         guard source.rawLength >= 8, source.rawLength <= DeltaArchiveFormat.maximumSourceHeader else {
             throw .tooLarge(file: file, tensor: nil, declared: UInt64(source.rawLength), limit: UInt64(DeltaArchiveFormat.maximumSourceHeader), offset: offset)
@@ -186,64 +201,95 @@ struct IndexParser {
         guard let list = try member(root, "tensors").arrayValue else { throw fail("\"tensors\" must be an array") }
         var entries: [DeltaEntry] = []
         entries.reserveCapacity(list.count)
-        var seen = Set<String>()
-        var dataEnd = 0
-        var total: UInt64 = 0
+        var tally = EntryTally()
         for item in list {
-            tensor = nil
-            guard item.objectMembers != nil else { throw fail("a tensor must be an object") }
-            let name = try string(item, "name")
-            tensor = name
-            guard seen.insert(name).inserted else { throw fail("duplicate tensor name") }
-            guard let dtype = DType(rawValue: try string(item, "dtype")) else { throw fail("unknown dtype") }
-            guard let dims = try member(item, "shape").arrayValue else { throw fail("\"shape\" must be an array") }
-            var shape: [Int] = []
-            for d in dims {
-                guard let v = d.nonNegativeInt else { throw fail("shape entries must be non-negative integers") }
-                shape.append(v)
-            }
-            guard let offsets = try member(item, "data_offsets").arrayValue, offsets.count == 2,
-                  let begin = offsets[0].nonNegativeInt, let end = offsets[1].nonNegativeInt, end >= begin else {
-                throw fail("\"data_offsets\" must be two non-negative integers [begin, end] with end ≥ begin")
-            }
-            guard let bytes = TensorSpec(name: name, dtype: dtype, shape: shape).byteCount else {
-                throw fail("dtype × shape overflows or is not a whole number of bytes")
-            }
-            total += UInt64(bytes)
-            guard total <= limits.maximumTotalRawBytes else {
-                throw .tooLarge(file: file, tensor: name, declared: total, limit: limits.maximumTotalRawBytes, offset: offset)
-            }
-            guard end - begin == bytes else { throw fail("data_offsets cover \(end - begin) bytes but dtype × shape is \(bytes)") }
-            guard begin == dataEnd else { throw fail("data_offsets begin at \(begin) but the previous tensor ends at \(dataEnd)") }
-            dataEnd = end
-            guard let codec = DeltaCodec(rawValue: try string(item, "codec")) else { throw fail("unknown codec") }
-            let planes = try int(item, "byte_planes")
-            guard planes == 0 || planes == ChunkTransform.planeWidth(dtype) else {
-                throw fail("byte_planes \(planes) is neither 0 nor the element width of \(dtype.rawValue)")
-            }
-            guard case let .bool(xor) = try member(item, "xor_reference") else { throw fail("\"xor_reference\" must be true or false") }
-            guard let chunkList = try member(item, "chunks").arrayValue else { throw fail("\"chunks\" must be an array") }
-            let expectedChunks = (bytes + chunkSize - 1) / chunkSize
-            guard chunkList.count == expectedChunks else {
-                throw fail("\(chunkList.count) chunks for \(bytes) bytes; chunks of \(chunkSize) need \(expectedChunks)")
-            }
-            var chunks: [DeltaChunk] = []
-            for (i, c) in chunkList.enumerated() {
-                let parsed = try chunk(c, xor: xor)
-                let expected = min(chunkSize, bytes - i * chunkSize)
-                guard parsed.rawLength == expected else {
-                    throw .tooLarge(file: file, tensor: name, declared: UInt64(parsed.rawLength), limit: UInt64(expected), offset: offset)
-                }
-                guard parsed.length <= Zstd.compressBound(parsed.rawLength) else {
-                    throw fail("chunk \(i) is \(parsed.length) compressed bytes, more than zstd's bound for \(parsed.rawLength)")
-                }
-                chunks.append(parsed)
-            }
-            entries.append(DeltaEntry(name: name, dtype: dtype, shape: shape, dataRange: begin..<end, codec: codec,
-                                      bytePlanes: planes, xorReference: xor, chunks: chunks))
+            entries.append(try entry(item, chunkSize: chunkSize, limits: limits, tally: &tally))
         }
         tensor = nil
         return DeltaIndex(chunkSize: chunkSize, baseFingerprint: fingerprint, config: config, metadata: metadata,
                           sourceHeader: source, entries: entries)
+    }
+
+    /// `"metadata"`: null, or an object of strings in document order.
+    func metadata(_ m: JSONValue) throws(DeltaArchiveError) -> [(key: String, value: String)]? {
+        guard m != .null else { return nil }
+        guard let members = m.objectMembers else { throw fail("\"metadata\" must be an object or null") }
+        var metadata: [(key: String, value: String)] = []
+        for (k, v) in members {
+            guard let s = v.stringValue else { throw fail("metadata value for \"\(k)\" must be a string") }
+            metadata.append((k, s))
+        }
+        return metadata
+    }
+
+    /// What the tensors read so far add up to: their names, where the last one ends, their raw bytes.
+    struct EntryTally {
+        var seen = Set<String>()
+        var dataEnd = 0
+        var total: UInt64 = 0
+    }
+
+    /// One tensor: a new name, a known dtype, a shape, data offsets that continue the previous
+    /// tensor's and cover dtype × shape bytes (the running total within `limits`), a codec, byte
+    /// planes, the XOR flag and exactly the chunks its size needs. Sets `tensor` to its name.
+    mutating func entry(_ item: JSONValue, chunkSize: Int, limits: DeltaReadLimits, tally: inout EntryTally) throws(DeltaArchiveError) -> DeltaEntry {
+        tensor = nil
+        guard item.objectMembers != nil else { throw fail("a tensor must be an object") }
+        let name = try string(item, "name")
+        tensor = name
+        guard tally.seen.insert(name).inserted else { throw fail("duplicate tensor name") }
+        guard let dtype = DType(rawValue: try string(item, "dtype")) else { throw fail("unknown dtype") }
+        guard let dims = try member(item, "shape").arrayValue else { throw fail("\"shape\" must be an array") }
+        var shape: [Int] = []
+        for d in dims {
+            guard let v = d.nonNegativeInt else { throw fail("shape entries must be non-negative integers") }
+            shape.append(v)
+        }
+        guard let offsets = try member(item, "data_offsets").arrayValue, offsets.count == 2,
+              let begin = offsets[0].nonNegativeInt, let end = offsets[1].nonNegativeInt, end >= begin else {
+            throw fail("\"data_offsets\" must be two non-negative integers [begin, end] with end ≥ begin")
+        }
+        guard let bytes = TensorSpec(name: name, dtype: dtype, shape: shape).byteCount else {
+            throw fail("dtype × shape overflows or is not a whole number of bytes")
+        }
+        tally.total += UInt64(bytes)
+        guard tally.total <= limits.maximumTotalRawBytes else {
+            throw .tooLarge(file: file, tensor: name, declared: tally.total, limit: limits.maximumTotalRawBytes, offset: offset)
+        }
+        guard end - begin == bytes else { throw fail("data_offsets cover \(end - begin) bytes but dtype × shape is \(bytes)") }
+        guard begin == tally.dataEnd else { throw fail("data_offsets begin at \(begin) but the previous tensor ends at \(tally.dataEnd)") }
+        tally.dataEnd = end
+        guard let codec = DeltaCodec(rawValue: try string(item, "codec")) else { throw fail("unknown codec") }
+        let planes = try int(item, "byte_planes")
+        guard planes == 0 || planes == ChunkTransform.planeWidth(dtype) else {
+            throw fail("byte_planes \(planes) is neither 0 nor the element width of \(dtype.rawValue)")
+        }
+        guard case let .bool(xor) = try member(item, "xor_reference") else { throw fail("\"xor_reference\" must be true or false") }
+        let chunks = try self.chunks(try member(item, "chunks"), of: name, bytes: bytes, chunkSize: chunkSize, xor: xor)
+        return DeltaEntry(name: name, dtype: dtype, shape: shape, dataRange: begin..<end, codec: codec,
+                          bytePlanes: planes, xorReference: xor, chunks: chunks)
+    }
+
+    /// A tensor's `"chunks"`: as many as `bytes` needs in chunks of `chunkSize`, each of the raw
+    /// length its position implies and at most zstd's bound compressed.
+    func chunks(_ value: JSONValue, of name: String, bytes: Int, chunkSize: Int, xor: Bool) throws(DeltaArchiveError) -> [DeltaChunk] {
+        guard let chunkList = value.arrayValue else { throw fail("\"chunks\" must be an array") }
+        let expectedChunks = (bytes + chunkSize - 1) / chunkSize
+        guard chunkList.count == expectedChunks else {
+            throw fail("\(chunkList.count) chunks for \(bytes) bytes; chunks of \(chunkSize) need \(expectedChunks)")
+        }
+        var chunks: [DeltaChunk] = []
+        for (i, c) in chunkList.enumerated() {
+            let parsed = try chunk(c, xor: xor)
+            let expected = min(chunkSize, bytes - i * chunkSize)
+            guard parsed.rawLength == expected else {
+                throw .tooLarge(file: file, tensor: name, declared: UInt64(parsed.rawLength), limit: UInt64(expected), offset: offset)
+            }
+            guard parsed.length <= Zstd.compressBound(parsed.rawLength) else {
+                throw fail("chunk \(i) is \(parsed.length) compressed bytes, more than zstd's bound for \(parsed.rawLength)")
+            }
+            chunks.append(parsed)
+        }
+        return chunks
     }
 }

@@ -217,111 +217,62 @@ public struct TrainingConfig: Sendable, Equatable {
 
     /// Sets `key` from a JSON value; unknown keys and bad values name `source` and the key.
     public mutating func set(key: String, value: JSONValue, source: String) throws(TrainingError) {
-        func bad(_ reason: String) -> TrainingError { .badConfigValue(source: source, key: key, reason: reason) }
-        func string() throws(TrainingError) -> String {
-            // Numbers are accepted where a string is expected only for the reward spec's sake? No: strings only.
-            guard let s = value.stringValue else { throw bad("must be a string, found \(value.compactText)") }
-            return s
-        }
-        func optionalString() throws(TrainingError) -> String? { value == .null ? nil : try string() }
-        func double(_ range: ClosedRange<Double>? = nil, open lower: Double? = nil) throws(TrainingError) -> Double {
-            guard let d = value.doubleValue, d.isFinite else { throw bad("must be a number, found \(value.compactText)") }
-            if let lower, !(d > lower) { throw bad("must be greater than \(lower), found \(d)") }
-            if let range, !range.contains(d) { throw bad("must lie in \(range.lowerBound)…\(range.upperBound), found \(d)") }
-            return d
-        }
-        func int(min: Int) throws(TrainingError) -> Int {
-            guard let i = value.integer else { throw bad("must be an integer, found \(value.compactText)") }
-            guard i >= min else { throw bad("must be at least \(min), found \(i)") }
-            return i
-        }
-        func bool() throws(TrainingError) -> Bool {
-            if case let .bool(b) = value { return b }
-            if let s = value.stringValue, let b = ["true": true, "false": false, "on": true, "off": false][s.lowercased()] { return b }
-            throw bad("must be true or false, found \(value.compactText)")
-        }
-        func choice<T: RawRepresentable>(_ type: T.Type, _ options: [String: T]) throws(TrainingError) -> T where T.RawValue == String {
-            let s = try string()
-            guard let v = options[s] else { throw bad("must be one of \(options.keys.sorted().joined(separator: ", ")), found \"\(s)\"") }
-            return v
-        }
+        let v = ConfigValue(key: key, value: value, source: source)
         switch key {
-        case "model": model = try string()
-        case "model_config": modelConfig = try optionalString()
-        case "prompts": prompts = try string()
-        case "reward":
-            if let parts = value.arrayValue {
-                var words: [String] = []
-                for p in parts {
-                    guard let w = p.stringValue else { throw bad("a command given as an array must hold strings, found \(p.compactText)") }
-                    words.append(w)
-                }
-                guard !words.isEmpty else { throw bad("the command is empty") }
-                reward = words.joined(separator: " ")
-            } else {
-                reward = try string()
-            }
-        case "reward_timeout": rewardTimeout = try double(open: 0)
+        case "model": model = try v.string()
+        case "model_config": modelConfig = try v.optionalString()
+        case "prompts": prompts = try v.string()
+        case "reward": reward = try v.command()
+        case "reward_timeout": rewardTimeout = try v.double(open: 0)
         case "reward_on_failure":
-            let s = try string()
-            guard RewardFailurePolicy(s) != nil else { throw bad("must be fail or retry(N), found \"\(s)\"") }
+            let s = try v.string()
+            guard RewardFailurePolicy(s) != nil else { throw v.bad("must be fail or retry(N), found \"\(s)\"") }
             rewardOnFailure = s
-        case "output": output = try string()
+        case "output": output = try v.string()
         case "seed":
-            guard let i = value.integer, i >= 0 else { throw bad("must be a non-negative integer, found \(value.compactText)") }
+            guard let i = value.integer, i >= 0 else { throw v.bad("must be a non-negative integer, found \(value.compactText)") }
             seed = UInt64(i)
-        case "steps": steps = try int(min: 1)
-        case "prompts_per_step": promptsPerStep = try int(min: 1)
-        case "group_size": groupSize = try int(min: 2)
-        case "batch_size": batchSize = try int(min: 0)
-        case "updates_per_rollout": updatesPerRollout = try int(min: 1)
-        case "sampling_steps": samplingSteps = try int(min: 2)
-        case "eval_steps": evalSteps = try int(min: 1)
-        case "eval_prompts": evalPrompts = try int(min: 0)
-        case "shift": shift = try double(open: 0)
-        case "noise_level": noiseLevel = try double(0...10)
-        case "timestep_fraction": timestepFraction = try double(open: 0)
-            if timestepFraction > 1 { throw bad("must lie in (0, 1], found \(timestepFraction)") }
-        case "cfg_scale": cfgScale = try double(1...100)
-        case "guidance": guidance = try double(0...100)
-        case "latent_size": latentSize = try int(min: 2)
-        case "objective": objective = try choice(ObjectiveKind.self, ["grpo-guard": .grpoGuard, "flow-grpo": .flowGRPO])
-        case "clip_range": clipRange = value == .null ? nil : try double(open: 0)
-        case "bias_mode": biasMode = try choice(RatioBiasMode.self, ["batch": .batch, "per-sample": .perSample])
-        case "reweighting": reweighting = value == .null ? nil : try bool()
-        case "kl_beta": klBeta = try double(0...1e6)
-        case "advantage_scale": advantageScale = try choice(AdvantageScale.self, ["per-group": .perGroup, "global": .global])
-        case "advantage_clip": advantageClip = try double(open: 0)
-        case "lora_rank": loraRank = try int(min: 1)
-        case "lora_alpha": loraAlpha = try double(open: 0)
-        case "lora_targets":
-            var targets: [String] = []
-            if let items = value.arrayValue {
-                for item in items {
-                    guard let s = item.stringValue, !s.isEmpty else { throw bad("must be a list of module names, found \(item.compactText)") }
-                    targets.append(s)
-                }
-            } else {
-                targets = try string().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            }
-            guard !targets.isEmpty else { throw bad("names no module") }
-            loraTargets = targets
-        case "learning_rate": learningRate = value == .null ? nil : try double(open: 0)
-        case "adam_beta1": adamBeta1 = try double(0...0.999999)
-        case "adam_beta2": adamBeta2 = try double(0...0.999999999)
-        case "adam_epsilon": adamEpsilon = try double(open: 0)
-        case "weight_decay": weightDecay = try double(0...1)
-        case "max_grad_norm": maxGradNorm = try double(open: 0)
-        case "ema_decay": emaDecay = try double(0...1)
-        case "ema_interval": emaInterval = try int(min: 1)
-        case "ema": useEMA = try bool()
-        case "checkpoint_every": checkpointEvery = try int(min: 0)
-        case "checkpoint_xor": checkpointXOR = try bool()
-        case "threads": threads = try int(min: 1)
-            if threads > 1024 { throw bad("must be at most 1024, found \(threads)") }
+        case "steps": steps = try v.int(min: 1)
+        case "prompts_per_step": promptsPerStep = try v.int(min: 1)
+        case "group_size": groupSize = try v.int(min: 2)
+        case "batch_size": batchSize = try v.int(min: 0)
+        case "updates_per_rollout": updatesPerRollout = try v.int(min: 1)
+        case "sampling_steps": samplingSteps = try v.int(min: 2)
+        case "eval_steps": evalSteps = try v.int(min: 1)
+        case "eval_prompts": evalPrompts = try v.int(min: 0)
+        case "shift": shift = try v.double(open: 0)
+        case "noise_level": noiseLevel = try v.double(0...10)
+        case "timestep_fraction": timestepFraction = try v.double(open: 0)
+            if timestepFraction > 1 { throw v.bad("must lie in (0, 1], found \(timestepFraction)") }
+        case "cfg_scale": cfgScale = try v.double(1...100)
+        case "guidance": guidance = try v.double(0...100)
+        case "latent_size": latentSize = try v.int(min: 2)
+        case "objective": objective = try v.choice(ObjectiveKind.self, ["grpo-guard": .grpoGuard, "flow-grpo": .flowGRPO])
+        case "clip_range": clipRange = value == .null ? nil : try v.double(open: 0)
+        case "bias_mode": biasMode = try v.choice(RatioBiasMode.self, ["batch": .batch, "per-sample": .perSample])
+        case "reweighting": reweighting = value == .null ? nil : try v.bool()
+        case "kl_beta": klBeta = try v.double(0...1e6)
+        case "advantage_scale": advantageScale = try v.choice(AdvantageScale.self, ["per-group": .perGroup, "global": .global])
+        case "advantage_clip": advantageClip = try v.double(open: 0)
+        case "lora_rank": loraRank = try v.int(min: 1)
+        case "lora_alpha": loraAlpha = try v.double(open: 0)
+        case "lora_targets": loraTargets = try v.moduleNames()
+        case "learning_rate": learningRate = value == .null ? nil : try v.double(open: 0)
+        case "adam_beta1": adamBeta1 = try v.double(0...0.999999)
+        case "adam_beta2": adamBeta2 = try v.double(0...0.999999999)
+        case "adam_epsilon": adamEpsilon = try v.double(open: 0)
+        case "weight_decay": weightDecay = try v.double(0...1)
+        case "max_grad_norm": maxGradNorm = try v.double(open: 0)
+        case "ema_decay": emaDecay = try v.double(0...1)
+        case "ema_interval": emaInterval = try v.int(min: 1)
+        case "ema": useEMA = try v.bool()
+        case "checkpoint_every": checkpointEvery = try v.int(min: 0)
+        case "checkpoint_xor": checkpointXOR = try v.bool()
+        case "threads": threads = try v.int(min: 1)
+            if threads > 1024 { throw v.bad("must be at most 1024, found \(threads)") }
         default:
             let near = Self.keys.filter { $0.hasPrefix(String(key.prefix(4))) }.prefix(3)
-            throw bad("is not a config key" + (near.isEmpty ? "" : " (did you mean \(near.map { "\"\($0)\"" }.joined(separator: " or "))?)"))
+            throw v.bad("is not a config key" + (near.isEmpty ? "" : " (did you mean \(near.map { "\"\($0)\"" }.joined(separator: " or "))?)"))
         }
     }
 
@@ -392,5 +343,75 @@ extension JSONValue {
         case let .double(v): return v == v.rounded() && abs(v) < 1e15 ? Int(v) : nil
         default: return nil
         }
+    }
+}
+
+/// One config value being read for `TrainingConfig.set(key:value:source:)`: typed readers whose
+/// failures name the source and the key.
+struct ConfigValue {
+    let key: String
+    let value: JSONValue
+    let source: String
+
+    func bad(_ reason: String) -> TrainingError { .badConfigValue(source: source, key: key, reason: reason) }
+
+    func string() throws(TrainingError) -> String {
+        // Numbers are accepted where a string is expected only for the reward spec's sake? No: strings only.
+        guard let s = value.stringValue else { throw bad("must be a string, found \(value.compactText)") }
+        return s
+    }
+
+    func optionalString() throws(TrainingError) -> String? { value == .null ? nil : try string() }
+
+    func double(_ range: ClosedRange<Double>? = nil, open lower: Double? = nil) throws(TrainingError) -> Double {
+        guard let d = value.doubleValue, d.isFinite else { throw bad("must be a number, found \(value.compactText)") }
+        if let lower, !(d > lower) { throw bad("must be greater than \(lower), found \(d)") }
+        if let range, !range.contains(d) { throw bad("must lie in \(range.lowerBound)…\(range.upperBound), found \(d)") }
+        return d
+    }
+
+    func int(min: Int) throws(TrainingError) -> Int {
+        guard let i = value.integer else { throw bad("must be an integer, found \(value.compactText)") }
+        guard i >= min else { throw bad("must be at least \(min), found \(i)") }
+        return i
+    }
+
+    func bool() throws(TrainingError) -> Bool {
+        if case let .bool(b) = value { return b }
+        if let s = value.stringValue, let b = ["true": true, "false": false, "on": true, "off": false][s.lowercased()] { return b }
+        throw bad("must be true or false, found \(value.compactText)")
+    }
+
+    func choice<T: RawRepresentable>(_ type: T.Type, _ options: [String: T]) throws(TrainingError) -> T where T.RawValue == String {
+        let s = try string()
+        guard let v = options[s] else { throw bad("must be one of \(options.keys.sorted().joined(separator: ", ")), found \"\(s)\"") }
+        return v
+    }
+
+    /// A command: a string, or an array of strings joined with spaces (not empty).
+    func command() throws(TrainingError) -> String {
+        guard let parts = value.arrayValue else { return try string() }
+        var words: [String] = []
+        for p in parts {
+            guard let w = p.stringValue else { throw bad("a command given as an array must hold strings, found \(p.compactText)") }
+            words.append(w)
+        }
+        guard !words.isEmpty else { throw bad("the command is empty") }
+        return words.joined(separator: " ")
+    }
+
+    /// Module names: an array of non-empty strings, or one comma-separated string (at least one name).
+    func moduleNames() throws(TrainingError) -> [String] {
+        var targets: [String] = []
+        if let items = value.arrayValue {
+            for item in items {
+                guard let s = item.stringValue, !s.isEmpty else { throw bad("must be a list of module names, found \(item.compactText)") }
+                targets.append(s)
+            }
+        } else {
+            targets = try string().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        guard !targets.isEmpty else { throw bad("names no module") }
+        return targets
     }
 }

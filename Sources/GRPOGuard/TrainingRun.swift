@@ -56,17 +56,41 @@ public enum TrainingRun {
         defer { (reward as? ExternalReward)?.close() }
         let trainer = try Trainer(config: config, weights: weights, model: model, prompts: prompts, reward: reward)
 
-        let fm = FileManager.default
         let run = config.output
         let checkpoints = run + "/checkpoints"
-        do { try fm.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
+        let fingerprint = config.fingerprintJSON.compactText
+        let (resumedFrom, diagnosticsLength) = try openRunFolder(trainer, resume: resume, fingerprint: fingerprint, log: log)
+        let diagnosticsPath = run + "/diagnostics.jsonl"
+        let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
+        try writeFileAtomically(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
+
+        let target = min(config.steps, stopAfter ?? config.steps)
+        let lastReward = try train(trainer, until: target, diagnostics: diagnostics, fingerprint: fingerprint, log: log)
+        var exports: [(kind: String, path: String)] = []
+        var evaluation: (base: Double, trained: Double)?
+        if trainer.step >= config.steps {
+            (exports, evaluation) = try finish(trainer, promptCount: prompts.count, diagnostics: diagnostics, fingerprint: fingerprint)
+        }
+        return TrainingReport(output: run, steps: trainer.step, optimizerSteps: trainer.optimizerSteps, resumedFrom: resumedFrom,
+                              seconds: Date().timeIntervalSince(started), lastRewardMean: lastReward, diagnostics: diagnosticsPath,
+                              checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
+                              evaluation: evaluation, modules: trainer.modules.count,
+                              parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+    }
+
+    /// Creates `RUN/checkpoints` (removing a killed run's leftovers) and, with `resume`, restores
+    /// the trainer from the newest checkpoint, which must have been made with the same config
+    /// (`fingerprint`); without `resume` the folder must hold no checkpoint. Returns the step
+    /// resumed from and the diagnostics file's length at that step (0 for a new run).
+    static func openRunFolder(_ trainer: Trainer, resume: Bool, fingerprint: String,
+                              log: (String) -> Void) throws(TrainingError) -> (resumedFrom: Int?, diagnosticsLength: Int) {
+        let run = trainer.config.output
+        let checkpoints = run + "/checkpoints"
+        do { try FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true) } catch {
             throw .io(path: checkpoints, reason: "cannot create the run folder: \(error.localizedDescription)")
         }
         TrainingCheckpoint.removeStale(in: checkpoints)
-        let fingerprint = config.fingerprintJSON.compactText
         let existing = TrainingCheckpoint.list(in: checkpoints)
-        var resumedFrom: Int?
-        var diagnosticsLength = 0
         if resume, let newest = existing.last {
             let (state, stored) = try TrainingCheckpoint.readState(at: newest.path)
             guard stored == fingerprint else {
@@ -74,26 +98,28 @@ public enum TrainingRun {
                                      + "resume with the same settings or train into a new output folder")
             }
             try trainer.restore(state, source: newest.path)
-            resumedFrom = state.step
-            diagnosticsLength = newest.diagnosticsBytes
             log("resuming \(run) from step \(state.step)")
+            return (state.step, newest.diagnosticsBytes)
         } else if !resume, !existing.isEmpty {
             throw .io(path: run, reason: "the run folder already holds checkpoints (up to step \(existing.last!.step)); "
                       + "pass --resume to continue it, or choose another output folder")
         }
-        let diagnosticsPath = run + "/diagnostics.jsonl"
-        let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
-        try writeFileAtomically(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
+        return (nil, 0)
+    }
 
+    /// Trains until step `target`: each step's records go to the diagnostics log and a progress
+    /// line to `log`; a checkpoint every `checkpointEvery` steps and at the last step. Returns the
+    /// last step's mean reward (nil when no step ran).
+    static func train(_ trainer: Trainer, until target: Int, diagnostics: DiagnosticsLog, fingerprint: String,
+                      log: (String) -> Void) throws(TrainingError) -> Double? {
+        let config = trainer.config
+        let checkpoints = config.output + "/checkpoints"
         var lastReward: Double?
-        var stepSeconds: [Double] = []
-        let target = min(config.steps, stopAfter ?? config.steps)
         while trainer.step < target {
             let t0 = Date()
             let records = try trainer.trainStep()
             for r in records { try diagnostics.append(r.json) }
             let seconds = Date().timeIntervalSince(t0)
-            stepSeconds.append(seconds)
             lastReward = records.last?.rewardMean
             if let r = records.last { log(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
             let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
@@ -101,27 +127,27 @@ public enum TrainingRun {
                 try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
             }
         }
-        var exports: [(kind: String, path: String)] = []
-        var evaluation: (base: Double, trained: Double)?
-        if trainer.step >= config.steps {
-            if TrainingCheckpoint.list(in: checkpoints).last?.step != trainer.step {
-                try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
-            }
-            exports = try export(trainer, run: run)
-            let ids = Array(0..<min(prompts.count, config.evalPrompts))
-            if !ids.isEmpty {
-                let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
-                let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
-                evaluation = (base, trained)
-                try writeFileAtomically(Array((evaluationJSON(base: base, adapted: trained, prompts: ids.count, config: config).compactText + "\n").utf8),
-                                        to: run + "/evaluation.json")
-            }
+        return lastReward
+    }
+
+    /// After the last step: its checkpoint (if not written yet), the exports in `RUN/final/`, and
+    /// the evaluation of base and trained model on the first `evalPrompts` prompts (nil for none),
+    /// also saved as `RUN/evaluation.json`.
+    static func finish(_ trainer: Trainer, promptCount: Int, diagnostics: DiagnosticsLog, fingerprint: String) throws(TrainingError)
+        -> (exports: [(kind: String, path: String)], evaluation: (base: Double, trained: Double)?) {
+        let config = trainer.config
+        let checkpoints = config.output + "/checkpoints"
+        if TrainingCheckpoint.list(in: checkpoints).last?.step != trainer.step {
+            try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
         }
-        return TrainingReport(output: run, steps: trainer.step, optimizerSteps: trainer.optimizerSteps, resumedFrom: resumedFrom,
-                              seconds: Date().timeIntervalSince(started), lastRewardMean: lastReward, diagnostics: diagnosticsPath,
-                              checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
-                              evaluation: evaluation, modules: trainer.modules.count,
-                              parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+        let exports = try export(trainer, run: config.output)
+        let ids = Array(0..<min(promptCount, config.evalPrompts))
+        guard !ids.isEmpty else { return (exports, nil) }
+        let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
+        let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
+        try writeFileAtomically(Array((evaluationJSON(base: base, adapted: trained, prompts: ids.count, config: config).compactText + "\n").utf8),
+                                to: config.output + "/evaluation.json")
+        return (exports, (base, trained))
     }
 
     /// `RUN/evaluation.json`: the noise-free evaluation's mean reward without (`base`) and with

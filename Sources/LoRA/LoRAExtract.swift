@@ -69,31 +69,65 @@ public enum LoRAExtract {
                                progress: ((Int, Int) -> Void)? = nil) throws -> (LoRAAdapter, ExtractReport) {
         let start = LoRAMerge.monotonicSeconds()
         guard rank >= 1 else { throw LoRAMergeError.badRank(rank) }
+        let detected = try detectSameModel(base: base, tuned: tuned)
+        let architecture = detected.architecture
+        let layout = detected.layout
+        let naming = naming ?? layout
+        let (targets, otherChanged) = try collectTargets(base: base, tuned: tuned, detected: detected, naming: naming)
+
+        var modules: [LoRAModule] = []
+        var extracted: [ExtractedModule] = []
+        var unchanged = 0
+        var cache: (name: String, delta: [Float])? = nil
+        for (done, target) in targets.enumerated() {
+            let d = try assembleDelta(target, base: base, tuned: tuned, cache: &cache)
+            progress?(done + 1, targets.count)
+            if d.allSatisfy({ $0 == 0 }) { unchanged += 1; continue }
+            let (module, report) = try factor(d, target, rank: rank)
+            modules.append(module)
+            extracted.append(report)
+        }
+        let adapter = LoRAAdapter(modules: modules, layout: naming, rsLoRA: false,
+                                  format: naming == .diffusers ? .diffusers : .kohya, family: architecture.family)
+        let report = ExtractReport(architecture: architecture.name, checkpointLayout: layout, naming: naming,
+                                   requestedRank: rank, modules: extracted, unchangedModules: unchanged,
+                                   otherChangedTensors: otherChanged,
+                                   elapsedSeconds: LoRAMerge.monotonicSeconds() - start)
+        return (adapter, report)
+    }
+
+    /// `LoRAMergeError.checkpointsDiffer` for this pair of checkpoints.
+    private static func differ(_ base: TensorCollection, _ tuned: TensorCollection, _ reason: String) -> LoRAMergeError {
+        .checkpointsDiffer(base: base.path, tuned: tuned.path, reason: reason)
+    }
+
+    /// Detects both checkpoints; they must be the same architecture in the same layout.
+    private static func detectSameModel(base: TensorCollection, tuned: TensorCollection) throws -> DetectedCheckpoint {
         let baseDetected = try Architecture.detect(base.infos)
         let tunedDetected = try Architecture.detect(tuned.infos)
-        func differ(_ reason: String) -> LoRAMergeError {
-            .checkpointsDiffer(base: base.path, tuned: tuned.path, reason: reason)
-        }
         guard baseDetected.architecture == tunedDetected.architecture else {
-            throw differ("the base is \(baseDetected.architecture.summary), the tuned checkpoint \(tunedDetected.architecture.summary)")
+            throw differ(base, tuned, "the base is \(baseDetected.architecture.summary), the tuned checkpoint \(tunedDetected.architecture.summary)")
         }
         guard baseDetected.layout == tunedDetected.layout else {
-            throw differ("the base uses the \(baseDetected.layout.rawValue) layout, the tuned checkpoint the \(tunedDetected.layout.rawValue) layout; convert one first")
+            throw differ(base, tuned, "the base uses the \(baseDetected.layout.rawValue) layout, the tuned checkpoint the \(tunedDetected.layout.rawValue) layout; convert one first")
         }
-        let architecture = baseDetected.architecture
-        let layout = baseDetected.layout
-        let naming = naming ?? layout
+        return baseDetected
+    }
 
-        // Candidate tensors and the target modules their rows go to.
+    /// Candidate tensors and the target modules (in `naming`) their rows go to; also the names of
+    /// the other tensors whose values changed. Every base tensor must be in `tuned` with its shape.
+    private static func collectTargets(base: TensorCollection, tuned: TensorCollection, detected: DetectedCheckpoint,
+                                       naming: KeyLayout) throws -> (targets: [Target], otherChanged: [String]) {
+        let architecture = detected.architecture
+        let layout = detected.layout
         var targets: [Target] = []
         var targetIndex: [String: Int] = [:]
         var otherChanged: [String] = []
-        var unchanged = 0
         for entry in base.entries {
             let info = entry.info
-            guard let tunedEntry = tuned.entry(info.name) else { throw differ("\"\(info.name)\" is missing from the tuned checkpoint") }
+            guard let tunedEntry = tuned.entry(info.name) else { throw differ(base, tuned, "\"\(info.name)\" is missing from the tuned checkpoint") }
             guard tunedEntry.info.shape == info.shape else {
-                throw differ("\"\(info.name)\" has shape \(info.shape) in the base, \(tunedEntry.info.shape) in the tuned checkpoint")
+                throw differ(base, tuned, "\"\(info.name)\" has shape \(info.shape) in the base, \(tunedEntry.info.shape) in the tuned checkpoint")
             }
             let moduleName = info.name.hasSuffix(".weight") ? String(info.name.dropLast(".weight".count)) : nil
             let mapping = moduleName.flatMap { try? architecture.mapModule($0, from: layout) }
@@ -103,7 +137,7 @@ public enum LoRAExtract {
             }
             let columns = info.shape[1]
             let pieces: [(module: String, source: Range<Int>, target: Range<Int>, count: Int)] = naming == layout
-                ? [(String(moduleName.dropFirst(layout == .original ? baseDetected.prefix.rawValue.count : 0)),
+                ? [(String(moduleName.dropFirst(layout == .original ? detected.prefix.rawValue.count : 0)),
                     0..<info.shape[0], 0..<info.shape[0], info.shape[0])]
                 : mapping.pieces.map { ($0.target, $0.sourceRows, $0.targetRows, $0.targetRowCount) }
             for piece in pieces {
@@ -118,45 +152,43 @@ public enum LoRAExtract {
                 targets[index].parts.append((info.name, piece.source, piece.target))
             }
         }
+        return (targets, otherChanged)
+    }
 
-        var modules: [LoRAModule] = []
-        var extracted: [ExtractedModule] = []
-        var cache: (name: String, delta: [Float])? = nil
-        for (done, target) in targets.enumerated() {
-            var d = [Float](repeating: 0, count: target.rows * target.columns)
-            for part in target.parts {
-                if cache?.name != part.tensor {
-                    let b = try floats(base, part.tensor), t = try floats(tuned, part.tensor)
-                    cache = (part.tensor, zip(t, b).map { $0 - $1 })
-                }
-                let delta = cache!.delta
-                for (s, r) in zip(part.source, part.target) {
-                    d.replaceSubrange((r * target.columns)..<((r + 1) * target.columns),
-                                      with: delta[(s * target.columns)..<((s + 1) * target.columns)])
-                }
+    /// D = tuned − base for one target module, its rows gathered from the checkpoint tensors
+    /// that make it up. `cache` keeps the last tensor's difference (a fused tensor feeds several targets).
+    private static func assembleDelta(_ target: Target, base: TensorCollection, tuned: TensorCollection,
+                                      cache: inout (name: String, delta: [Float])?) throws -> [Float] {
+        var d = [Float](repeating: 0, count: target.rows * target.columns)
+        for part in target.parts {
+            if cache?.name != part.tensor {
+                let b = try floats(base, part.tensor), t = try floats(tuned, part.tensor)
+                cache = (part.tensor, zip(t, b).map { $0 - $1 })
             }
-            progress?(done + 1, targets.count)
-            if d.allSatisfy({ $0 == 0 }) { unchanged += 1; continue }
-            let svd = try BLAS.truncatedSVD(d, rows: target.rows, columns: target.columns, rank: rank)
-            let r = svd.rank
-            let roots = svd.s.map { $0.squareRoot() }
-            var up = svd.u
-            for i in 0..<target.rows { for j in 0..<r { up[i * r + j] *= roots[j] } }
-            var down = svd.vt
-            for j in 0..<r { for c in 0..<target.columns { down[j * target.columns + c] *= roots[j] } }
-            modules.append(LoRAModule(name: target.name, down: Matrix(shape: [r, target.columns], values: down),
-                                      up: Matrix(shape: [target.rows, r], values: up), alpha: Float(r)))
-            extracted.append(ExtractedModule(name: target.name, rank: r, outFeatures: target.rows, inFeatures: target.columns,
-                                             capturedEnergy: svd.capturedEnergy, frobeniusError: svd.truncationError,
-                                             deltaNorm: svd.frobeniusNorm))
+            let delta = cache!.delta
+            for (s, r) in zip(part.source, part.target) {
+                d.replaceSubrange((r * target.columns)..<((r + 1) * target.columns),
+                                  with: delta[(s * target.columns)..<((s + 1) * target.columns)])
+            }
         }
-        let adapter = LoRAAdapter(modules: modules, layout: naming, rsLoRA: false,
-                                  format: naming == .diffusers ? .diffusers : .kohya, family: architecture.family)
-        let report = ExtractReport(architecture: architecture.name, checkpointLayout: layout, naming: naming,
-                                   requestedRank: rank, modules: extracted, unchangedModules: unchanged,
-                                   otherChangedTensors: otherChanged,
-                                   elapsedSeconds: LoRAMerge.monotonicSeconds() - start)
-        return (adapter, report)
+        return d
+    }
+
+    /// The rank-r factors of D (B = U_r·√S_r, A = √S_r·V_rᵀ, α = r) and what they capture.
+    private static func factor(_ d: [Float], _ target: Target, rank: Int) throws -> (LoRAModule, ExtractedModule) {
+        let svd = try BLAS.truncatedSVD(d, rows: target.rows, columns: target.columns, rank: rank)
+        let r = svd.rank
+        let roots = svd.s.map { $0.squareRoot() }
+        var up = svd.u
+        for i in 0..<target.rows { for j in 0..<r { up[i * r + j] *= roots[j] } }
+        var down = svd.vt
+        for j in 0..<r { for c in 0..<target.columns { down[j * target.columns + c] *= roots[j] } }
+        let module = LoRAModule(name: target.name, down: Matrix(shape: [r, target.columns], values: down),
+                                up: Matrix(shape: [target.rows, r], values: up), alpha: Float(r))
+        let report = ExtractedModule(name: target.name, rank: r, outFeatures: target.rows, inFeatures: target.columns,
+                                     capturedEnergy: svd.capturedEnergy, frobeniusError: svd.truncationError,
+                                     deltaNorm: svd.frobeniusNorm)
+        return (module, report)
     }
 
     /// A module of the requested naming and the checkpoint rows that make it up.

@@ -28,6 +28,47 @@ public struct SafeTensorsHeader: Sendable {
     /// duplicate keys). `bytes` is the start of the file — at least the first 8 + N bytes —
     /// and `fileSize` the file's full size; `file` is used in error messages only.
     public static func parse(_ bytes: UnsafeRawBufferPointer, fileSize: Int, file: String) throws(SafeTensorsError) -> SafeTensorsHeader {
+        let (n, json, members) = try parseJSONObject(bytes, fileSize: fileSize, file: file)
+        let keyOffsets = try scanKeyOffsets(json, memberCount: members.count, file: file)
+        var raws: [RawEntry] = []
+        raws.reserveCapacity(members.count)
+        var metadata: [(key: String, value: String)]? = nil
+        for (key, value) in members {
+            let offset = keyOffsets[key] ?? 8
+            if key == "__metadata__" {
+                metadata = try readMetadata(value, offset: offset, file: file)
+                continue
+            }
+            raws.append(try readEntry(key, value, offset: offset, file: file))
+        }
+
+        // Validate in the reference order: sorted by (begin, end), contiguous from 0.
+        raws.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        let end = try checkContiguousSizes(raws, file: file)
+        let dataSize = fileSize - 8 - n
+        guard end == UInt64(dataSize) else {
+            throw .incompleteBuffer(file: file, expectedSize: Int(clamping: end), actualSize: dataSize)
+        }
+        let (tensors, index) = try tensorInfos(raws, file: file)
+        return SafeTensorsHeader(tensors: tensors, metadata: metadata, headerLength: n, dataSize: dataSize,
+                                 keyOffsets: keyOffsets, index: index)
+    }
+
+    /// One tensor entry as written, before the checks that need all of them.
+    private struct RawEntry {
+        var name: String
+        var dtype: DType
+        var shape: [UInt64]
+        var begin: UInt64
+        var end: UInt64
+        var keyOffset: Int
+    }
+
+    /// The length field and the JSON text: N within the limit and the file, valid UTF-8, a bounded
+    /// number of values, strict JSON without raw control characters in strings, an object.
+    /// Returns N, the text and the object's members.
+    private static func parseJSONObject(_ bytes: UnsafeRawBufferPointer, fileSize: Int, file: String) throws(SafeTensorsError)
+        -> (length: Int, json: UnsafeRawBufferPointer, members: [(key: String, value: JSONValue)]) {
         guard fileSize >= 8, bytes.count >= 8 else { throw .headerTooSmall(file: file, size: fileSize) }
         let declared = bytes.loadUnaligned(as: UInt64.self).littleEndian
         guard declared <= 100_000_000 else { throw .headerTooLarge(file: file, declared: declared) }
@@ -52,8 +93,13 @@ public struct SafeTensorsHeader: Sendable {
         guard case let .object(members) = root else {
             throw .invalidHeader(file: file, tensor: nil, reason: "the header must be a JSON object", offset: 8)
         }
-        // json-c keeps the last of repeated keys and cuts keys at NUL; our own scan of the
-        // top-level keys sees every key as written, with its position.
+        return (n, json, members)
+    }
+
+    /// The file offset of every top-level key, refusing repeated keys and keys with NUL.
+    /// json-c keeps the last of repeated keys and cuts keys at NUL; our own scan of the
+    /// top-level keys sees every key as written, with its position.
+    private static func scanKeyOffsets(_ json: UnsafeRawBufferPointer, memberCount: Int, file: String) throws(SafeTensorsError) -> [String: Int] {
         let keys: [(key: String, offset: Int)]
         do { keys = try scanTopLevelKeys(json) } catch {
             throw .invalidHeader(file: file, tensor: nil, reason: error.reason, offset: 8 + error.offset)
@@ -67,58 +113,60 @@ public struct SafeTensorsHeader: Sendable {
             }
             keyOffsets[key] = 8 + offset
         }
-        guard keys.count == members.count else {
+        guard keys.count == memberCount else {
             throw .invalidHeader(file: file, tensor: nil, reason: "header keys could not be read consistently", offset: 8)
         }
+        return keyOffsets
+    }
 
-        struct Raw { var name: String; var dtype: DType; var shape: [UInt64]; var begin: UInt64; var end: UInt64; var keyOffset: Int }
-        var raws: [Raw] = []
-        raws.reserveCapacity(members.count)
-        var metadata: [(key: String, value: String)]? = nil
-        for (key, value) in members {
-            let offset = keyOffsets[key] ?? 8
-            if key == "__metadata__" {
-                switch value {
-                case .null: metadata = nil
-                case let .object(entries):
-                    var pairs: [(key: String, value: String)] = []
-                    for (mk, mv) in entries {
-                        guard case let .string(s) = mv else {
-                            throw .invalidHeader(file: file, tensor: nil, reason: "__metadata__ value for '\(escapeForDisplay(mk))' is not a string", offset: offset)
-                        }
-                        pairs.append((mk, s))
-                    }
-                    metadata = pairs
-                default:
-                    throw .invalidHeader(file: file, tensor: nil, reason: "__metadata__ must be an object of strings", offset: offset)
+    /// `__metadata__`: null, or an object of strings (kept in document order).
+    private static func readMetadata(_ value: JSONValue, offset: Int, file: String) throws(SafeTensorsError) -> [(key: String, value: String)]? {
+        switch value {
+        case .null: return nil
+        case let .object(entries):
+            var pairs: [(key: String, value: String)] = []
+            for (mk, mv) in entries {
+                guard case let .string(s) = mv else {
+                    throw .invalidHeader(file: file, tensor: nil, reason: "__metadata__ value for '\(escapeForDisplay(mk))' is not a string", offset: offset)
                 }
-                continue
+                pairs.append((mk, s))
             }
-            func fail(_ reason: String) -> SafeTensorsError {
-                .invalidHeader(file: file, tensor: key, reason: reason, offset: offset)
-            }
-            guard case .object = value else { throw fail("entry is not an object") }
-            guard let dtypeValue = value["dtype"] else { throw fail("missing field 'dtype'") }
-            guard case let .string(dtypeName) = dtypeValue else { throw fail("'dtype' is not a string") }
-            guard let dtype = DType(rawValue: dtypeName) else { throw fail("unknown dtype '\(escapeForDisplay(dtypeName))'") }
-            guard let shapeValue = value["shape"] else { throw fail("missing field 'shape'") }
-            guard case let .array(dims) = shapeValue else { throw fail("'shape' is not an array") }
-            var shape: [UInt64] = []
-            shape.reserveCapacity(dims.count)
-            for d in dims {
-                guard let u = unsignedInteger(d) else { throw fail("shape entries must be non-negative integers") }
-                shape.append(u)
-            }
-            guard let offsetsValue = value["data_offsets"] else { throw fail("missing field 'data_offsets'") }
-            guard case let .array(pair) = offsetsValue, pair.count == 2 else { throw fail("'data_offsets' must be an array of two integers") }
-            guard let begin = unsignedInteger(pair[0]), let end = unsignedInteger(pair[1]) else {
-                throw fail("data_offsets must be non-negative integers")
-            }
-            raws.append(Raw(name: key, dtype: dtype, shape: shape, begin: begin, end: end, keyOffset: offset))
+            return pairs
+        default:
+            throw .invalidHeader(file: file, tensor: nil, reason: "__metadata__ must be an object of strings", offset: offset)
         }
+    }
 
-        // Validate in the reference order: sorted by (begin, end), contiguous from 0.
-        raws.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+    /// One tensor entry: an object with a known `dtype`, a `shape` of non-negative integers and
+    /// two non-negative `data_offsets`.
+    private static func readEntry(_ key: String, _ value: JSONValue, offset: Int, file: String) throws(SafeTensorsError) -> RawEntry {
+        func fail(_ reason: String) -> SafeTensorsError {
+            .invalidHeader(file: file, tensor: key, reason: reason, offset: offset)
+        }
+        guard case .object = value else { throw fail("entry is not an object") }
+        guard let dtypeValue = value["dtype"] else { throw fail("missing field 'dtype'") }
+        guard case let .string(dtypeName) = dtypeValue else { throw fail("'dtype' is not a string") }
+        guard let dtype = DType(rawValue: dtypeName) else { throw fail("unknown dtype '\(escapeForDisplay(dtypeName))'") }
+        guard let shapeValue = value["shape"] else { throw fail("missing field 'shape'") }
+        guard case let .array(dims) = shapeValue else { throw fail("'shape' is not an array") }
+        var shape: [UInt64] = []
+        shape.reserveCapacity(dims.count)
+        for d in dims {
+            guard let u = unsignedInteger(d) else { throw fail("shape entries must be non-negative integers") }
+            shape.append(u)
+        }
+        guard let offsetsValue = value["data_offsets"] else { throw fail("missing field 'data_offsets'") }
+        guard case let .array(pair) = offsetsValue, pair.count == 2 else { throw fail("'data_offsets' must be an array of two integers") }
+        guard let begin = unsignedInteger(pair[0]), let end = unsignedInteger(pair[1]) else {
+            throw fail("data_offsets must be non-negative integers")
+        }
+        return RawEntry(name: key, dtype: dtype, shape: shape, begin: begin, end: end, keyOffset: offset)
+    }
+
+    /// The reference's checks on entries sorted by data offsets: each begins where the previous
+    /// ended, and covers exactly dtype × shape bytes (without overflow, in whole bytes).
+    /// Returns where the last one ends.
+    private static func checkContiguousSizes(_ raws: [RawEntry], file: String) throws(SafeTensorsError) -> UInt64 {
         var start: UInt64 = 0
         for raw in raws {
             if raw.begin != start || raw.end < raw.begin {
@@ -139,12 +187,13 @@ public struct SafeTensorsHeader: Sendable {
                                          actualBytes: Int(clamping: raw.end - raw.begin), offset: raw.keyOffset)
             }
         }
-        let dataSize = fileSize - 8 - n
-        guard start == UInt64(dataSize) else {
-            throw .incompleteBuffer(file: file, expectedSize: Int(clamping: start), actualSize: dataSize)
-        }
-        // Every range now lies inside the file, so offsets fit in Int. Dimensions can still be
-        // huge on zero-sized tensors; we refuse those rather than carry unsigned shapes around.
+        return start
+    }
+
+    /// The checked entries as `TensorInfo`s in data order, and the name → position index.
+    /// Every range now lies inside the file, so offsets fit in Int. Dimensions can still be
+    /// huge on zero-sized tensors; we refuse those rather than carry unsigned shapes around.
+    private static func tensorInfos(_ raws: [RawEntry], file: String) throws(SafeTensorsError) -> (tensors: [TensorInfo], index: [String: Int]) {
         var tensors: [TensorInfo] = []
         tensors.reserveCapacity(raws.count)
         var index: [String: Int] = [:]
@@ -168,8 +217,7 @@ public struct SafeTensorsHeader: Sendable {
             tensors.append(TensorInfo(name: raw.name, dtype: raw.dtype, shape: raw.shape.map { Int($0) },
                                       dataRange: Int(raw.begin)..<Int(raw.end)))
         }
-        return SafeTensorsHeader(tensors: tensors, metadata: metadata, headerLength: n, dataSize: dataSize,
-                                 keyOffsets: keyOffsets, index: index)
+        return (tensors, index)
     }
 
     private static func unsignedInteger(_ value: JSONValue) -> UInt64? {
@@ -237,11 +285,53 @@ struct KeyScanError: Error {
 /// key's opening quote, decoding escapes exactly. The text has already been accepted by json-c;
 /// this scan only needs to see what json-c hides (repeated keys and keys with NUL).
 func scanTopLevelKeys(_ text: UnsafeRawBufferPointer) throws(KeyScanError) -> [(key: String, offset: Int)] {
+    var scanner = KeyScanner(text: text)
+    return try scanner.topLevelKeys()
+}
+
+/// A cursor over JSON text for `scanTopLevelKeys`: reads strings exactly, skips values.
+private struct KeyScanner {
+    let text: UnsafeRawBufferPointer
+    /// The next byte to read.
     var i = 0
-    let n = text.count
-    func skipSpace() { while i < n, text[i] == 0x20 || text[i] == 0x09 || text[i] == 0x0A || text[i] == 0x0D { i += 1 } }
+    var n: Int { text.count }
+
+    init(text: UnsafeRawBufferPointer) { self.text = text }
+
     func fail(_ r: String) -> KeyScanError { KeyScanError(reason: r, offset: i) }
-    func hex4() throws(KeyScanError) -> UInt32 {
+
+    mutating func skipSpace() { while i < n, text[i] == 0x20 || text[i] == 0x09 || text[i] == 0x0A || text[i] == 0x0D { i += 1 } }
+
+    /// The keys of the object starting at the cursor (after optional whitespace).
+    mutating func topLevelKeys() throws(KeyScanError) -> [(key: String, offset: Int)] {
+        skipSpace()
+        guard i < n, text[i] == 0x7B else { throw fail("the header must be a JSON object") }
+        i += 1
+        var keys: [(key: String, offset: Int)] = []
+        skipSpace()
+        if i < n, text[i] == 0x7D { return keys }
+        while true {
+            skipSpace()
+            guard i < n, text[i] == 0x22 else { throw fail("expected a key") }
+            let at = i
+            let key = try readString()
+            keys.append((key, at))
+            skipSpace()
+            guard i < n, text[i] == 0x3A else { throw fail("expected ':'") }
+            i += 1
+            skipSpace()
+            try skipValue()
+            skipSpace()
+            guard i < n else { throw fail("unterminated object") }
+            if text[i] == 0x2C { i += 1; continue }
+            if text[i] == 0x7D { break }
+            throw fail("expected ',' or '}'")
+        }
+        return keys
+    }
+
+    /// Four hex digits of a `\u` escape.
+    mutating func hex4() throws(KeyScanError) -> UInt32 {
         guard i + 4 <= n else { throw fail("truncated \\u escape") }
         var v: UInt32 = 0
         for k in 0..<4 {
@@ -258,7 +348,9 @@ func scanTopLevelKeys(_ text: UnsafeRawBufferPointer) throws(KeyScanError) -> [(
         i += 4
         return v
     }
-    func readString() throws(KeyScanError) -> String {
+
+    /// The string whose opening quote is at the cursor, escapes decoded.
+    mutating func readString() throws(KeyScanError) -> String {
         // i is at the opening quote.
         i += 1
         var bytes: [UInt8] = []
@@ -280,25 +372,31 @@ func scanTopLevelKeys(_ text: UnsafeRawBufferPointer) throws(KeyScanError) -> [(
             case 0x6E: bytes.append(0x0A)
             case 0x72: bytes.append(0x0D)
             case 0x74: bytes.append(0x09)
-            case 0x75:
-                var scalar = try hex4()
-                if (0xD800...0xDBFF).contains(scalar) {
-                    guard i + 6 <= n, text[i] == 0x5C, text[i + 1] == 0x75 else { throw fail("lone surrogate in \\u escape") }
-                    i += 2
-                    let low = try hex4()
-                    guard (0xDC00...0xDFFF).contains(low) else { throw fail("lone surrogate in \\u escape") }
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                } else if (0xDC00...0xDFFF).contains(scalar) {
-                    throw fail("lone surrogate in \\u escape")
-                }
-                guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
-                bytes.append(contentsOf: Array(String(Character(u)).utf8))
+            case 0x75: bytes.append(contentsOf: try unicodeEscape())
             default: throw fail("bad escape")
             }
         }
         return String(decoding: bytes, as: UTF8.self)
     }
-    func skipValue() throws(KeyScanError) {
+
+    /// The UTF-8 bytes of a `\u` escape whose `\u` was just read (a surrogate pair takes two).
+    mutating func unicodeEscape() throws(KeyScanError) -> [UInt8] {
+        var scalar = try hex4()
+        if (0xD800...0xDBFF).contains(scalar) {
+            guard i + 6 <= n, text[i] == 0x5C, text[i + 1] == 0x75 else { throw fail("lone surrogate in \\u escape") }
+            i += 2
+            let low = try hex4()
+            guard (0xDC00...0xDFFF).contains(low) else { throw fail("lone surrogate in \\u escape") }
+            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+        } else if (0xDC00...0xDFFF).contains(scalar) {
+            throw fail("lone surrogate in \\u escape")
+        }
+        guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
+        return Array(String(Character(u)).utf8)
+    }
+
+    /// Skips one value (the cursor stops at the `,` or `}` after it).
+    mutating func skipValue() throws(KeyScanError) {
         var depth = 0
         while i < n {
             let c = text[i]
@@ -315,28 +413,4 @@ func scanTopLevelKeys(_ text: UnsafeRawBufferPointer) throws(KeyScanError) -> [(
             i += 1
         }
     }
-    skipSpace()
-    guard i < n, text[i] == 0x7B else { throw fail("the header must be a JSON object") }
-    i += 1
-    var keys: [(key: String, offset: Int)] = []
-    skipSpace()
-    if i < n, text[i] == 0x7D { return keys }
-    while true {
-        skipSpace()
-        guard i < n, text[i] == 0x22 else { throw fail("expected a key") }
-        let at = i
-        let key = try readString()
-        keys.append((key, at))
-        skipSpace()
-        guard i < n, text[i] == 0x3A else { throw fail("expected ':'") }
-        i += 1
-        skipSpace()
-        try skipValue()
-        skipSpace()
-        guard i < n else { throw fail("unterminated object") }
-        if text[i] == 0x2C { i += 1; continue }
-        if text[i] == 0x7D { break }
-        throw fail("expected ',' or '}'")
-    }
-    return keys
 }

@@ -13,35 +13,47 @@ extension Graph {
     /// sum after the second product (one pass over the scores fewer). When recording, the softmax
     /// P of every pair is kept (B·H·Nq·Nk values) for the backward pass.
     public func attention(query q: Variable, key k: Variable, value v: Variable, heads: Int) -> Variable {
-        precondition(q.shape.count >= 3 && k.shape.count >= 3 && v.shape.count >= 3 && heads > 0,
-                     "attention: q \(q.shape), k \(k.shape), v \(v.shape) are not [B, N, H·Dh] (heads \(heads))")
-        let batch = q.shape[0], nq = q.shape[1], nk = k.shape[1]
-        let width = q.shape.dropFirst(2).reduce(1, *)
-        precondition(k.shape[0] == batch && v.shape[0] == batch && v.shape[1] == nk
-                     && k.shape.dropFirst(2).reduce(1, *) == width && v.shape.dropFirst(2).reduce(1, *) == width
-                     && width % heads == 0,
-                     "attention: q \(q.shape), k \(k.shape), v \(v.shape) do not agree for \(heads) heads")
-        if q.shape.count == 4 {
-            precondition(q.shape[2] == heads, "attention: q \(q.shape) has \(q.shape[2]) heads, not \(heads)")
-        }
-        let dh = width / heads
-        let scale = 1 / Float(dh).squareRoot()
+        let shape = AttentionShape(query: q.shape, key: k.shape, value: v.shape, heads: heads)
         let record = needsRecord(q, k, v)
-        let pairs = batch * heads
-        let block = nq * nk
-        let workers = max(1, min(threads, pairs))
-
+        let workers = max(1, min(threads, shape.pairs))
         // P for every (batch, head) pair when recording; one reusable score matrix (and row-sum
         // vector) per worker otherwise.
-        let probabilities = ScoreStore(pairs: record ? pairs : 0, count: block)
+        let probabilities = ScoreStore(pairs: record ? shape.pairs : 0, count: shape.block)
+        let y = attentionForward(q.value, k.value, v.value, shape, workers: workers, record: record, probabilities: probabilities)
+        guard record else { return output(y, record: false) { _ in } }
+        let needQK = q.requiresGradient || k.requiresGradient
+        let savedQ: Tensor? = k.requiresGradient ? q.value : nil
+        let savedK: Tensor? = q.requiresGradient ? k.value : nil
+        let savedV: Tensor? = needQK ? v.value : nil
+        let workspace = self.workspace
+        return output(y, record: true) { [unowned self] g in
+            var dq = q.requiresGradient ? Tensor.uninitialized(q.shape) { _ in } : Tensor(shape: [0], scalars: [])
+            var dk = k.requiresGradient ? Tensor.uninitialized(k.shape) { _ in } : Tensor(shape: [0], scalars: [])
+            var dv = v.requiresGradient ? Tensor.uninitialized(v.shape) { _ in } : Tensor(shape: [0], scalars: [])
+            let dpAll = needQK ? Unchecked(workspace.buffer(.scoreGradient, count: workers * shape.block)) : nil
+            Self.attentionBackward(g, savedQ: savedQ, savedK: savedK, savedV: savedV, dq: &dq, dk: &dk, dv: &dv,
+                                   valueGradient: v.requiresGradient, shape, workers: workers,
+                                   probabilities: probabilities, scoreGradients: dpAll)
+            if q.requiresGradient { self.accumulate(q, dq) }
+            if k.requiresGradient { self.accumulate(k, dk) }
+            if v.requiresGradient { self.accumulate(v, dv) }
+        }
+    }
+
+    /// The forward pass of `attention`: per (batch, head) pair S = scale·Q·Kᵀ, exponentials of S
+    /// (normalised into P when `record`, kept in `probabilities`), then P·V — or, without
+    /// recording, the unnormalised product with each output row divided by its sum afterwards.
+    private func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ shape: AttentionShape, workers: Int,
+                                  record: Bool, probabilities: ScoreStore) -> Tensor {
+        let (heads, nq, nk, width, dh, block, scale) = (shape.heads, shape.nq, shape.nk, shape.width, shape.dh, shape.block, shape.scale)
         let scratch = record ? nil : Unchecked(workspace.buffer(.scores, count: workers * block))
         let sums = Unchecked(workspace.buffer(.rowScale, count: workers * max(1, nq)))
-        let y = Tensor.uninitialized(q.shape) { yp in
-            q.value.withPointer { qp in
-                k.value.withPointer { kp in
-                    v.value.withPointer { vp in
+        return Tensor.uninitialized(q.shape) { yp in
+            q.withPointer { qp in
+                k.withPointer { kp in
+                    v.withPointer { vp in
                         let (qp, kp, vp, yp, pp) = (Unchecked(qp), Unchecked(kp), Unchecked(vp), Unchecked(yp), probabilities)
-                        Kernels.eachPair(pairs, workers: workers) { worker, pair in
+                        Kernels.eachPair(shape.pairs, workers: workers) { worker, pair in
                             let (b, h) = (pair / heads, pair % heads)
                             let s = scratch.map { $0.value + worker * block } ?? pp[pair]
                             let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
@@ -59,53 +71,52 @@ extension Graph {
                 }
             }
         }
-        guard record else { return output(y, record: false) { _ in } }
-        let needQK = q.requiresGradient || k.requiresGradient
-        let savedQ: Tensor? = k.requiresGradient ? q.value : nil
-        let savedK: Tensor? = q.requiresGradient ? k.value : nil
-        let savedV: Tensor? = needQK ? v.value : nil
-        let workspace = self.workspace
-        return output(y, record: true) { [unowned self] g in
-            var dq = q.requiresGradient ? Tensor.uninitialized(q.shape) { _ in } : Tensor(shape: [0], scalars: [])
-            var dk = k.requiresGradient ? Tensor.uninitialized(k.shape) { _ in } : Tensor(shape: [0], scalars: [])
-            var dv = v.requiresGradient ? Tensor.uninitialized(v.shape) { _ in } : Tensor(shape: [0], scalars: [])
-            let dpAll = needQK ? Unchecked(workspace.buffer(.scoreGradient, count: workers * block)) : nil
-            let empty = Tensor(shape: [0], scalars: [])
-            g.withPointer { gp in
-                (savedV ?? empty).withPointer { vp in
-                    (savedK ?? empty).withPointer { kp in
-                        (savedQ ?? empty).withPointer { qp in
-                            dq.withMutablePointer { dqp in
-                                dk.withMutablePointer { dkp in
-                                    dv.withMutablePointer { dvp in
-                                        let (gp, pp, vp, kp, qp) = (Unchecked(gp), probabilities, Unchecked(vp), Unchecked(kp), Unchecked(qp))
-                                        let (dqp, dkp, dvp) = (Unchecked(dqp), Unchecked(dkp), Unchecked(dvp))
-                                        let (hasK, hasQ) = (savedK != nil, savedQ != nil)
-                                        Kernels.eachPair(pairs, workers: workers) { worker, pair in
-                                            let (b, h) = (pair / heads, pair % heads)
-                                            let p = UnsafePointer(pp[pair])
-                                            let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
-                                            if v.requiresGradient {
-                                                // dV = Pᵀ·dO
-                                                BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, a: p, lda: nk,
-                                                          b: gp.value + qo, ldb: width, c: dvp.value + ko, ldc: width)
-                                            }
-                                            guard let dpAll else { return }
-                                            let dp = dpAll.value + worker * block
-                                            // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)).
-                                            BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, a: gp.value + qo, lda: width,
-                                                      b: vp.value + ko, ldb: width, c: dp, ldc: nk)
-                                            Kernels.softmaxBackwardRows(p, dp, rows: nq, columns: nk)
-                                            if hasK {
-                                                // dQ = scale·dS·K
-                                                BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, alpha: scale, a: dp, lda: nk,
-                                                          b: kp.value + ko, ldb: width, c: dqp.value + qo, ldc: width)
-                                            }
-                                            if hasQ {
-                                                // dK = scale·dSᵀ·Q
-                                                BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, alpha: scale, a: dp, lda: nk,
-                                                          b: qp.value + qo, ldb: width, c: dkp.value + ko, ldc: width)
-                                            }
+    }
+
+    /// The backward pass of `attention` from the output gradient `g` and the kept P: dV = Pᵀ·dO
+    /// (when `valueGradient`), and with `scoreGradients` (one nq×nk block per worker) dS = P ⊙
+    /// (dO·Vᵀ − rowsum(·)), dQ = scale·dS·K when K was saved, dK = scale·dSᵀ·Q when Q was saved.
+    /// `dq`, `dk`, `dv` are written, not accumulated (empty when not wanted).
+    private static func attentionBackward(_ g: Tensor, savedQ: Tensor?, savedK: Tensor?, savedV: Tensor?,
+                                          dq: inout Tensor, dk: inout Tensor, dv: inout Tensor, valueGradient: Bool,
+                                          _ shape: AttentionShape, workers: Int, probabilities: ScoreStore,
+                                          scoreGradients dpAll: Unchecked<UnsafeMutablePointer<Float>>?) {
+        let (heads, nq, nk, width, dh, block, scale) = (shape.heads, shape.nq, shape.nk, shape.width, shape.dh, shape.block, shape.scale)
+        let empty = Tensor(shape: [0], scalars: [])
+        g.withPointer { gp in
+            (savedV ?? empty).withPointer { vp in
+                (savedK ?? empty).withPointer { kp in
+                    (savedQ ?? empty).withPointer { qp in
+                        dq.withMutablePointer { dqp in
+                            dk.withMutablePointer { dkp in
+                                dv.withMutablePointer { dvp in
+                                    let (gp, pp, vp, kp, qp) = (Unchecked(gp), probabilities, Unchecked(vp), Unchecked(kp), Unchecked(qp))
+                                    let (dqp, dkp, dvp) = (Unchecked(dqp), Unchecked(dkp), Unchecked(dvp))
+                                    let (hasK, hasQ) = (savedK != nil, savedQ != nil)
+                                    Kernels.eachPair(shape.pairs, workers: workers) { worker, pair in
+                                        let (b, h) = (pair / heads, pair % heads)
+                                        let p = UnsafePointer(pp[pair])
+                                        let qo = b * nq * width + h * dh, ko = b * nk * width + h * dh
+                                        if valueGradient {
+                                            // dV = Pᵀ·dO
+                                            BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, a: p, lda: nk,
+                                                      b: gp.value + qo, ldb: width, c: dvp.value + ko, ldc: width)
+                                        }
+                                        guard let dpAll else { return }
+                                        let dp = dpAll.value + worker * block
+                                        // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)).
+                                        BLAS.gemm(.none, .transposed, m: nq, n: nk, k: dh, a: gp.value + qo, lda: width,
+                                                  b: vp.value + ko, ldb: width, c: dp, ldc: nk)
+                                        Kernels.softmaxBackwardRows(p, dp, rows: nq, columns: nk)
+                                        if hasK {
+                                            // dQ = scale·dS·K
+                                            BLAS.gemm(.none, .none, m: nq, n: dh, k: nk, alpha: scale, a: dp, lda: nk,
+                                                      b: kp.value + ko, ldb: width, c: dqp.value + qo, ldc: width)
+                                        }
+                                        if hasQ {
+                                            // dK = scale·dSᵀ·Q
+                                            BLAS.gemm(.transposed, .none, m: nk, n: dh, k: nq, alpha: scale, a: dp, lda: nk,
+                                                      b: qp.value + qo, ldb: width, c: dkp.value + ko, ldc: width)
                                         }
                                     }
                                 }
@@ -114,9 +125,6 @@ extension Graph {
                     }
                 }
             }
-            if q.requiresGradient { self.accumulate(q, dq) }
-            if k.requiresGradient { self.accumulate(k, dk) }
-            if v.requiresGradient { self.accumulate(v, dv) }
         }
     }
 
@@ -181,6 +189,44 @@ extension Kernels {
                 }
             }
         }
+    }
+}
+
+/// The sizes of one attention call, checked: q `[B, Nq, H·Dh]`, k and v `[B, Nk, H·Dh]` (or
+/// `[B, N, H, Dh]`), H heads of Dh values, scale 1/√Dh.
+struct AttentionShape {
+    let batch: Int, nq: Int, nk: Int
+    /// H·Dh, the row stride of q, k, v and the output.
+    let width: Int
+    let heads: Int
+    /// Dh.
+    let dh: Int
+    let scale: Float
+    /// B·H (batch, head) pairs.
+    var pairs: Int { batch * heads }
+    /// Nq·Nk scores per pair.
+    var block: Int { nq * nk }
+
+    /// The sizes of q, k and v; traps (naming the shapes) when they do not agree for `heads` heads.
+    init(query q: [Int], key k: [Int], value v: [Int], heads: Int) {
+        precondition(q.count >= 3 && k.count >= 3 && v.count >= 3 && heads > 0,
+                     "attention: q \(q), k \(k), v \(v) are not [B, N, H·Dh] (heads \(heads))")
+        let batch = q[0], nq = q[1], nk = k[1]
+        let width = q.dropFirst(2).reduce(1, *)
+        precondition(k[0] == batch && v[0] == batch && v[1] == nk
+                     && k.dropFirst(2).reduce(1, *) == width && v.dropFirst(2).reduce(1, *) == width
+                     && width % heads == 0,
+                     "attention: q \(q), k \(k), v \(v) do not agree for \(heads) heads")
+        if q.count == 4 {
+            precondition(q[2] == heads, "attention: q \(q) has \(q[2]) heads, not \(heads)")
+        }
+        self.batch = batch
+        self.nq = nq
+        self.nk = nk
+        self.width = width
+        self.heads = heads
+        dh = width / heads
+        scale = 1 / Float(dh).squareRoot()
     }
 }
 

@@ -4,9 +4,39 @@ extension Graph {
     /// y = x·Wᵀ + bias + Σ branch.scale·(x·Aᵀ)·Bᵀ for x `[..., in]`, W `[out, in]` (frozen, any
     /// stored element type), bias `[out]` (frozen). ΔW is never formed. Gradients flow to x, A, B.
     public func linear(_ x: Variable, weight: WeightMatrix, bias: Tensor?, lora: [LoRABranch] = []) -> Variable {
+        Self.checkLinearShapes(x.shape, weight: weight, bias: bias, lora: lora)
+        let m = x.shape.dropLast().reduce(1, *)
+        let outShape = Array(x.shape.dropLast()) + [weight.rows]
+        let needX = needsRecord(x)
+        let needA = lora.map { recordsGradients && $0.down.requiresGradient }
+        let needB = lora.map { recordsGradients && $0.up.requiresGradient }
+        let record = needX || needA.contains(true) || needB.contains(true)
+        let threads = self.threads, workspace = self.workspace
+
+        let xValue = x.value
+        let (y, downs) = Self.linearForward(xValue, m: m, outShape: outShape, weight: weight, bias: bias, lora: lora,
+                                            workspace: workspace, threads: threads)
+        guard record else { return output(y, record: false) { _ in } }
+
+        // Save only what the backward pass reads.
+        let savedX: Tensor? = needA.contains(true) ? xValue : nil
+        let branches = lora.enumerated().map { i, branch in
+            SavedBranch(down: branch.down, up: branch.up, scale: branch.scale,
+                        downValue: branch.down.value, upValue: branch.up.value,
+                        xDown: needB[i] ? downs[i] : nil, needA: needA[i], needB: needB[i])
+        }
+        return output(y, record: true) { [unowned self] gY in
+            self.linearBackward(gY, x: x, m: m, weight: weight, needX: needX, savedX: savedX, branches: branches,
+                                workspace: workspace, threads: threads)
+        }
+    }
+
+    /// Traps, naming the shapes, unless x ends in W's input size, the bias has one value per
+    /// output and every branch's A `[r, in]` and B `[out, r]` fit W.
+    private static func checkLinearShapes(_ xShape: [Int], weight: WeightMatrix, bias: Tensor?, lora: [LoRABranch]) {
         let inF = weight.columns, outF = weight.rows
-        precondition(x.shape.last == inF,
-                     "linear: input of shape \(x.shape) does not end in \(inF) (weight \(outF)×\(inF))")
+        precondition(xShape.last == inF,
+                     "linear: input of shape \(xShape) does not end in \(inF) (weight \(outF)×\(inF))")
         if let bias {
             precondition(bias.count == outF, "linear: bias of shape \(bias.shape) for \(outF) outputs")
         }
@@ -15,17 +45,14 @@ extension Graph {
             precondition(a.count == 2 && a[1] == inF && b.count == 2 && b[0] == outF && b[1] == a[0],
                          "linear: LoRA down \(a) / up \(b) do not fit weight \(outF)×\(inF)")
         }
-        let m = x.shape.dropLast().reduce(1, *)
-        let outShape = Array(x.shape.dropLast()) + [outF]
-        let needX = needsRecord(x)
-        let needA = lora.map { recordsGradients && $0.down.requiresGradient }
-        let needB = lora.map { recordsGradients && $0.up.requiresGradient }
-        let record = needX || needA.contains(true) || needB.contains(true)
-        let threads = self.threads, workspace = self.workspace
+    }
 
-        // Low-rank intermediates x·Aᵀ, kept for dB.
+    /// The forward product for `m` rows of x: bias rows, + x·Wᵀ, + each branch's s·(x·Aᵀ)·Bᵀ.
+    /// Returns y and the low-rank intermediates x·Aᵀ (kept for dB).
+    private static func linearForward(_ xValue: Tensor, m: Int, outShape: [Int], weight: WeightMatrix, bias: Tensor?,
+                                      lora: [LoRABranch], workspace: Workspace, threads: Int) -> (y: Tensor, downs: [Tensor]) {
+        let inF = weight.columns, outF = weight.rows
         var downs: [Tensor] = []
-        let xValue = x.value
         let y = Tensor.uninitialized(outShape) { yp in
             xValue.withPointer { xp in
                 if let bias {
@@ -50,62 +77,59 @@ extension Graph {
                 }
             }
         }
-        guard record else { return output(y, record: false) { _ in } }
+        return (y, downs)
+    }
 
-        // Save only what the backward pass reads.
-        let savedX: Tensor? = needA.contains(true) ? xValue : nil
-        let branches = lora.enumerated().map { i, branch in
-            SavedBranch(down: branch.down, up: branch.up, scale: branch.scale,
-                        downValue: branch.down.value, upValue: branch.up.value,
-                        xDown: needB[i] ? downs[i] : nil, needA: needA[i], needB: needB[i])
-        }
-        return output(y, record: true) { [unowned self] gY in
-            gY.withPointer { gp in
-                var dX: Tensor? = nil
-                if needX {
-                    dX = Tensor.uninitialized(x.shape) { dp in
-                        WeightProduct.backward(weight, gY: gp, m: m, dX: dp, workspace: workspace, threads: threads)
-                    }
+    /// The backward pass from dY: dX = dY·W (+ Σ u·A) when x needs it, and per branch dB =
+    /// s·dYᵀ·(x·Aᵀ) and dA = uᵀ·x with u = s·dY·B; every gradient is accumulated here.
+    private func linearBackward(_ gY: Tensor, x: Variable, m: Int, weight: WeightMatrix, needX: Bool, savedX: Tensor?,
+                                branches: [SavedBranch], workspace: Workspace, threads: Int) {
+        let inF = weight.columns, outF = weight.rows
+        gY.withPointer { gp in
+            var dX: Tensor? = nil
+            if needX {
+                dX = Tensor.uninitialized(x.shape) { dp in
+                    WeightProduct.backward(weight, gY: gp, m: m, dX: dp, workspace: workspace, threads: threads)
                 }
-                for branch in branches {
-                    let rank = branch.downValue.shape[0]
-                    if branch.needB, let t = branch.xDown {
-                        // dB = s·dYᵀ·(x·Aᵀ)
-                        let dB = Tensor.uninitialized([outF, rank]) { dbp in
-                            t.withPointer { tp in
-                                BLAS.gemm(.transposed, .none, m: outF, n: rank, k: m, alpha: branch.scale,
-                                          a: gp, b: tp, c: dbp)
-                            }
-                        }
-                        self.accumulate(branch.up, dB)
-                    }
-                    guard branch.needA || needX else { continue }
-                    // u = s·dY·B, then dA = uᵀ·x and dX += u·A.
-                    let u = Tensor.uninitialized([m, rank]) { up in
-                        branch.upValue.withPointer { bp in
-                            BLAS.gemm(.none, .none, m: m, n: rank, k: outF, alpha: branch.scale, a: gp, b: bp, c: up)
-                        }
-                    }
-                    u.withPointer { up in
-                        if branch.needA, let savedX {
-                            let dA = Tensor.uninitialized([rank, inF]) { dap in
-                                savedX.withPointer { xp in
-                                    BLAS.gemm(.transposed, .none, m: rank, n: inF, k: m, a: up, b: xp, c: dap)
-                                }
-                            }
-                            self.accumulate(branch.down, dA)
-                        }
-                        if needX {
-                            branch.downValue.withPointer { ap in
-                                dX!.withMutablePointer { dp in
-                                    BLAS.gemm(.none, .none, m: m, n: inF, k: rank, a: up, b: ap, beta: 1, c: dp)
-                                }
-                            }
-                        }
-                    }
-                }
-                if let dX { self.accumulate(x, dX) }
             }
+            for branch in branches {
+                let rank = branch.downValue.shape[0]
+                if branch.needB, let t = branch.xDown {
+                    // dB = s·dYᵀ·(x·Aᵀ)
+                    let dB = Tensor.uninitialized([outF, rank]) { dbp in
+                        t.withPointer { tp in
+                            BLAS.gemm(.transposed, .none, m: outF, n: rank, k: m, alpha: branch.scale,
+                                      a: gp, b: tp, c: dbp)
+                        }
+                    }
+                    self.accumulate(branch.up, dB)
+                }
+                guard branch.needA || needX else { continue }
+                // u = s·dY·B, then dA = uᵀ·x and dX += u·A.
+                let u = Tensor.uninitialized([m, rank]) { up in
+                    branch.upValue.withPointer { bp in
+                        BLAS.gemm(.none, .none, m: m, n: rank, k: outF, alpha: branch.scale, a: gp, b: bp, c: up)
+                    }
+                }
+                u.withPointer { up in
+                    if branch.needA, let savedX {
+                        let dA = Tensor.uninitialized([rank, inF]) { dap in
+                            savedX.withPointer { xp in
+                                BLAS.gemm(.transposed, .none, m: rank, n: inF, k: m, a: up, b: xp, c: dap)
+                            }
+                        }
+                        self.accumulate(branch.down, dA)
+                    }
+                    if needX {
+                        branch.downValue.withPointer { ap in
+                            dX!.withMutablePointer { dp in
+                                BLAS.gemm(.none, .none, m: m, n: inF, k: rank, a: up, b: ap, beta: 1, c: dp)
+                            }
+                        }
+                    }
+                }
+            }
+            if let dX { self.accumulate(x, dX) }
         }
     }
 }

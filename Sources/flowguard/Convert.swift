@@ -19,8 +19,10 @@ struct Convert: ParsableCommand {
 
         Examples:
           flowguard convert sd3.5_medium.safetensors sd35-diffusers/ --layout diffusers
-          flowguard convert flux1-dev.safetensors transformer --layout diffusers --dtype bf16 --shard-size 5GB
-          flowguard convert transformer/ flux1-dev-fp8.safetensors --layout original --dtype f8_e4m3 --prefix comfy
+          flowguard convert flux1-dev.safetensors transformer --layout diffusers \\
+              --dtype bf16 --shard-size 5GB
+          flowguard convert transformer/ flux1-dev-fp8.safetensors --layout original \\
+              --dtype f8_e4m3 --prefix comfy
         """
     )
 
@@ -30,58 +32,35 @@ struct Convert: ParsableCommand {
     @Argument(help: "Output .safetensors file or folder.")
     var output: String
 
-    @Option(help: "Key layout of the output: diffusers or original.")
-    var layout: String
+    @Option(help: "Key layout of the output.")
+    var layout: KeyLayout
 
-    @Option(help: "Dtype of floating-point tensors in the output: bf16, fp16, fp32 or f8_e4m3 (default: unchanged).")
-    var dtype: String?
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own).")
+    var dtype: OutputDType?
 
-    @Option(help: "Write shards of at most this size (e.g. 5GB) plus an index, in a folder.")
-    var shardSize: String?
+    @Option(help: ArgumentHelp("Write shards of at most this size (e.g. 5GB) plus an index, in a folder.", valueName: "size"),
+            transform: ByteSize.parse)
+    var shardSize: Int?
 
-    @Option(help: "Key prefix of an original-layout output: sai (model.diffusion_model.), comfy (diffusion_model.) or none.")
-    var prefix: String?
+    @Option(help: "Key prefix of an original-layout output (default: sai for SD3, none for FLUX).")
+    var prefix: KeyPrefix?
 
-    @Flag(help: "Print one JSON object describing what was written.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
-        _ = try parsed()
-    }
-
-    /// The options in library types, or a usage error.
-    private func parsed() throws -> (layout: KeyLayout, dtype: DType?, shardSize: Int?, prefix: KeyPrefix?) {
-        let layout = try OptionParsing.layout(self.layout)
-        let dtype = try self.dtype.map(OptionParsing.outputDType)
-        var shardSize: Int? = nil
-        if let text = self.shardSize {
-            guard let size = Converter.parseByteSize(text) else {
-                throw ValidationError("--shard-size must be a positive size such as 5GB, 500MB, 1.5G or 1048576, not '\(text)'.")
-            }
-            shardSize = size
-        }
-        var prefix: KeyPrefix? = nil
-        if let text = self.prefix {
-            switch text.lowercased() {
-            case "sai": prefix = .sai
-            case "comfy": prefix = .comfy
-            case "none": prefix = KeyPrefix.none
-            default: throw ValidationError("--prefix must be sai, comfy or none, not '\(text)'.")
-            }
-            if layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
-        }
-        return (layout, dtype, shardSize, prefix)
+        if prefix != nil && layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
     }
 
     func run() throws {
-        let options = try parsed()
         let source = try TensorCollection(path: input)
-        let converter = try Converter(source: source, to: options.layout, prefix: options.prefix, dtype: options.dtype)
+        let converter = try Converter(source: source, to: layout, prefix: prefix, dtype: dtype?.dtype)
         let outputBytes = try converter.outputSpecs().reduce(0) { $0 + ($1.byteCount ?? 0) }
-        let progress = Progress(label: "converting \(input)", total: outputBytes)
-        let result = try converter.write(to: output, shardSize: options.shardSize) { done, _ in progress.update(done) }
-        progress.finish()
-        if json {
+        let progress = log.progress("converting \(input)", total: outputBytes)
+        let result = try converter.write(to: output, shardSize: shardSize) { done, _ in progress?.update(done) }
+        progress?.finish()
+        if style.json {
             print(Convert.json(result, input: input, output: output).compactText)
         } else {
             print(Convert.summary(result, input: input, output: output))

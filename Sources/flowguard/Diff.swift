@@ -30,14 +30,15 @@ struct Diff: ParsableCommand {
     @Argument(help: "Second checkpoint (file, shard index or folder).")
     var b: String
 
-    @Flag(help: "Print one JSON object instead of a table.")
-    var json = false
+    @OptionGroup var style: JSONOutput
 
     @Flag(help: "Convert B to A's key layout before comparing (original vs diffusers).")
     var mapLayouts = false
 
-    @Option(help: "Largest |a-b| still counted as equal (default 0: exact).")
+    @Option(parsing: .unconditional, help: "Largest |a-b| still counted as equal (0: exact).")
     var tolerance: Double = 0
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard tolerance.isFinite, tolerance >= 0 else {
@@ -48,12 +49,12 @@ struct Diff: ParsableCommand {
     func run() throws {
         let left = try TensorCollection(path: a)
         let right = try TensorCollection(path: b)
-        let progress = Progress(label: "comparing", total: left.dataBytes)
+        let progress = log.progress("comparing", total: left.dataBytes)
         let diff = try CheckpointDiff.compare(left, right, options: .init(mapLayouts: mapLayouts, tolerance: tolerance)) { done, _ in
-            progress.update(done)
+            progress?.update(done)
         }
-        progress.finish()
-        if json {
+        progress?.finish()
+        if style.json {
             print(Diff.json(diff, a: a, b: b).compactText)
         } else {
             print(Diff.text(diff, a: a, b: b), terminator: "")

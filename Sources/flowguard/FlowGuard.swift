@@ -9,9 +9,11 @@ import Glibc
 struct FlowGuard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flowguard",
-        abstract: "Inspect, verify and convert diffusion-transformer checkpoints (SD3.5, FLUX).",
+        abstract: "Checkpoint, LoRA and training tools for diffusion transformers (SD3.5, FLUX), on the CPU.",
         discussion: """
-        Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error.
+        Checkpoints: inspect and verify safetensors files, shard indexes and model folders; convert between the original and diffusers layouts, dtypes and shards; diff two checkpoints; synth a full-size checkpoint of random values. Adapters: lora inspect, convert, merge, extract, pack and unpack. Models: run the transformer forward once; train a LoRA adapter with GRPO-Guard; report a training run as an HTML page.
+
+        Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error (a missing or unknown option, a bad option value).
         """,
         subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self, Train.self, Report.self]
     )

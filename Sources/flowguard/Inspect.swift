@@ -12,21 +12,23 @@ struct Inspect: ParsableCommand {
         Examples:
           flowguard inspect model.safetensors
           flowguard inspect --group transformer/
-          flowguard inspect --json a.safetensors b.safetensors | jq '.files[0].tensor_count'
+          flowguard inspect --json a.safetensors b.safetensors \\
+              | jq '.files[0].tensor_count'
         """
     )
 
     @Argument(help: "Files, shard indexes or model folders to inspect.")
     var files: [String]
 
-    @Flag(help: "Print machine-readable JSON instead of tables.")
-    var json = false
+    @OptionGroup var style: JSONOutput
 
     @Flag(help: "Collapse layer numbers: one line per parameter pattern (transformer_blocks.#.attn.to_q.weight ×24).")
     var group = false
 
     @Flag(help: "Also read every value (streamed): min, max, mean, std and NaN/Inf counts per tensor, and NaN/Inf totals.")
     var stats = false
+
+    @OptionGroup var log: LogOptions
 
     func run() throws {
         var reports: [JSONValue] = []
@@ -39,16 +41,16 @@ struct Inspect: ParsableCommand {
                 continue
             }
             if stats {
-                let values = StatsReport.compute(collection)
-                if json { reports.append(StatsReport.json(collection, values, grouped: group)) }
+                let values = StatsReport.compute(collection, quiet: log.quiet)
+                if style.json { reports.append(StatsReport.json(collection, values, grouped: group)) }
                 else { print(StatsReport.text(collection, values, grouped: group), terminator: "") }
-            } else if json {
+            } else if style.json {
                 reports.append(InspectReport.json(collection, grouped: group))
             } else {
                 print(InspectReport.text(collection, grouped: group), terminator: "")
             }
         }
-        if json { print(JSONValue.object([("files", .array(reports))]).compactText) }
+        if style.json { print(JSONValue.object([("files", .array(reports))]).compactText) }
         if failed { throw CommandFailure() }
     }
 }

@@ -5,6 +5,6 @@ struct LoRACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora",
         abstract: "Inspect, convert, merge, extract and archive LoRA adapters (PEFT, diffusers, kohya, ComfyUI, XLabs).",
-        subcommands: [LoRAPack.self, LoRAUnpack.self, LoRAMergeCommand.self, LoRAExtractCommand.self, LoRAInspect.self, LoRAConvert.self]
+        subcommands: [LoRAInspect.self, LoRAConvert.self, LoRAMergeCommand.self, LoRAExtractCommand.self, LoRAPack.self, LoRAUnpack.self]
     )
 }

@@ -18,8 +18,10 @@ struct LoRAConvert: ParsableCommand {
         The base architecture names the modules: from --base (a checkpoint in either layout) or --config (a diffusers transformer config.json). Without either it is inferred from the adapter's shapes (width from the attention projections, depth from the highest block index), and a note says so.
 
         Examples:
-          flowguard lora convert pytorch_lora_weights.safetensors lora_kohya.safetensors --to kohya --base sd3.5_medium.safetensors
-          flowguard lora convert kohya_flux.safetensors peft_adapter --to peft --config transformer/config.json
+          flowguard lora convert pytorch_lora_weights.safetensors \\
+              lora_kohya.safetensors --to kohya --base sd3.5_medium.safetensors
+          flowguard lora convert kohya_flux.safetensors peft_adapter --to peft \\
+              --config transformer/config.json
           flowguard lora convert adapter/ comfy.safetensors --to comfy --json
         """
     )
@@ -30,8 +32,8 @@ struct LoRAConvert: ParsableCommand {
     @Argument(help: "Output: a folder for peft, a .safetensors file otherwise.")
     var output: String
 
-    @Option(help: "Output format: peft, diffusers, kohya or comfy.")
-    var to: String
+    @Option(name: .customLong("to"), help: ArgumentHelp("Output format.", valueName: "format"))
+    var format: LoRAFormat
 
     @Option(help: "Base checkpoint (either layout) whose architecture names the modules.")
     var base: String?
@@ -39,40 +41,16 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "diffusers transformer config.json describing the base architecture.")
     var config: String?
 
-    @Flag(help: "Print one JSON object describing what was written.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
-        _ = try format()
         if base != nil && config != nil { throw ValidationError("Give --base or --config, not both.") }
     }
 
-    private func format() throws -> LoRAFormat {
-        guard let f = LoRAFormat(rawValue: to.lowercased()), f != .xlabs else {
-            throw ValidationError("--to must be peft, diffusers, kohya or comfy, not '\(to)'.")
-        }
-        return f
-    }
-
-    /// The base architecture from --base or --config, if given.
-    private func givenArchitecture() throws -> Architecture? {
-        if let base {
-            return try Architecture.detect(TensorCollection(path: base).infos).architecture
-        }
-        if let config {
-            let data = try readWholeFile(config, limit: 16 << 20)
-            let value: JSONValue
-            do { value = try JSONValue.parse(data) } catch {
-                throw CommandFailure(message: "error: \(config): not JSON (\(error)).")
-            }
-            return try Architecture(diffusersConfig: value)
-        }
-        return nil
-    }
-
     func run() throws {
-        let format = try format()
-        var architecture = try givenArchitecture()
+        var architecture = try Architecture.given(base: base, config: config)
         let read = try LoRAReader.load(path: input, architecture: architecture)
         let adapter = read.adapter
         var notes: [String] = []
@@ -80,14 +58,14 @@ struct LoRAConvert: ParsableCommand {
             let inferred = try adapter.inferredArchitecture()
             architecture = inferred.architecture
             notes = inferred.notes + ["give --base or --config to name the base model exactly"]
-            for n in notes where !json { printError("note: " + n) }
+            if !style.json { for n in notes { log.note("note: " + n) } }
         }
-        for n in read.nonFinite where !json {
+        for n in read.nonFinite where !style.json {
             printError("warning: \(n.key): \(n.nanCount) NaN, \(n.infCount) Inf (copied unchanged)")
         }
         let converted = try adapter.converted(to: LoRAWriter.layout(of: format), architecture: architecture!)
         try LoRAWriter.write(converted, format: format, to: output, architecture: architecture)
-        if json {
+        if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)),
                 ("source_format", .string(adapter.format.rawValue)), ("target_format", .string(format.rawValue)),

@@ -17,9 +17,11 @@ struct LoRAExtractCommand: ParsableCommand {
         For each module the captured energy Σ_{i<R} s_i² / Σ s_i² and the relative Frobenius error ‖D − B·A‖/‖D‖ are printed.
 
         Examples:
-          flowguard lora extract sd3.5_medium.safetensors finetuned.safetensors lora.safetensors --rank 32
+          flowguard lora extract sd3.5_medium.safetensors finetuned.safetensors \\
+              lora.safetensors --rank 32
           flowguard lora extract base/ tuned/ adapter --rank 16 --to peft --json
-          flowguard lora extract flux1-dev.safetensors flux-tuned.safetensors lora_kohya.safetensors --rank 64 --to kohya
+          flowguard lora extract flux1-dev.safetensors flux-tuned.safetensors \\
+              lora_kohya.safetensors --rank 64 --to kohya
         """
     )
 
@@ -35,41 +37,33 @@ struct LoRAExtractCommand: ParsableCommand {
     @Option(help: "Rank of the extracted adapter (capped at min(out, in) per module).")
     var rank: Int
 
-    @Option(help: "Adapter dialect: peft, diffusers, kohya or comfy.")
-    var to: String = "diffusers"
+    @Option(name: .customLong("to"), help: ArgumentHelp("Adapter dialect.", valueName: "format"))
+    var format: LoRAFormat = .diffusers
 
-    @Flag(help: "Print one JSON object describing the extraction.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
-        _ = try parsedFormat()
         guard rank >= 1 else { throw ValidationError("--rank must be at least 1, not \(rank).") }
     }
 
-    private func parsedFormat() throws -> LoRAFormat {
-        guard let format = LoRAFormat(rawValue: to.lowercased()), format != .xlabs else {
-            throw ValidationError("--to must be peft, diffusers, kohya or comfy, not '\(to)'.")
-        }
-        return format
-    }
-
     func run() throws {
-        let format = try parsedFormat()
         let baseCollection = try TensorCollection(path: base)
         let tunedCollection = try TensorCollection(path: tuned)
-        let progress = Progress(label: "extracting", total: 1)
+        let progress = log.progress("extracting", total: 1)
         var (adapter, report) = try LoRAExtract.extract(base: baseCollection, tuned: tunedCollection, rank: rank,
                                                         naming: LoRAWriter.layout(of: format)) { done, total in
-            progress.update(done * 1_000_000 / max(total, 1))
+            progress?.update(done * 1_000_000 / max(total, 1))
         }
-        progress.finish()
+        progress?.finish()
         if adapter.modules.isEmpty {
             throw CommandFailure(message: "error: \(base) and \(tuned) have no differing linear weights: nothing to extract.")
         }
         adapter.format = format
         let architecture = try Architecture.detect(baseCollection.infos).architecture
         try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture)
-        if json {
+        if style.json {
             print(Self.json(report, base: base, tuned: tuned, output: output, format: format).compactText)
         } else {
             print(Self.text(report, base: base, tuned: tuned, output: output, format: format), terminator: "")

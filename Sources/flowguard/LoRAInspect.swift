@@ -21,12 +21,11 @@ struct LoRAInspect: ParsableCommand {
     @Argument(help: "Adapter: a .safetensors file or a PEFT folder.")
     var adapter: String
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var style: JSONOutput
 
     func run() throws {
         let result = try LoRAReader.load(path: adapter)
-        if json {
+        if style.json {
             print(Self.json(result, path: adapter).compactText)
         } else {
             print(Self.text(result, path: adapter), terminator: "")

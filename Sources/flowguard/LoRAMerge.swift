@@ -17,9 +17,12 @@ struct LoRAMergeCommand: ParsableCommand {
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
         Examples:
-          flowguard lora merge sd3.5_medium.safetensors my_lora.safetensors merged.safetensors
-          flowguard lora merge transformer/ pytorch_lora_weights.safetensors merged.safetensors --scale 0.8 --dtype bf16
-          flowguard lora merge merged.safetensors my_lora.safetensors restored.safetensors --unmerge
+          flowguard lora merge sd3.5_medium.safetensors my_lora.safetensors \\
+              merged.safetensors
+          flowguard lora merge transformer/ pytorch_lora_weights.safetensors \\
+              merged.safetensors --scale 0.8 --dtype bf16
+          flowguard lora merge merged.safetensors my_lora.safetensors \\
+              restored.safetensors --unmerge
         """
     )
 
@@ -32,37 +35,32 @@ struct LoRAMergeCommand: ParsableCommand {
     @Argument(help: "Output .safetensors file.")
     var output: String
 
-    @Option(help: "Multiplier of the adapter's delta (on top of its own α/r).")
+    @Option(parsing: .unconditional, help: "Multiplier of the adapter's delta (on top of its own α/r); may be negative.")
     var scale: Float = 1
 
-    @Option(help: "Dtype of floating-point tensors in the output: bf16, fp16, fp32 or f8_e4m3 (default: unchanged).")
-    var dtype: String?
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own).")
+    var dtype: OutputDType?
 
     @Flag(help: "Subtract the delta instead of adding it.")
     var unmerge = false
 
-    @Flag(help: "Print one JSON object describing what was written.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
-        _ = try parsedDType()
         guard scale.isFinite else { throw ValidationError("--scale must be a finite number.") }
     }
 
-    private func parsedDType() throws -> DType? {
-        try dtype.map(OptionParsing.outputDType)
-    }
-
     func run() throws {
-        let dtype = try parsedDType()
         let collection = try TensorCollection(path: base)
         let detected = try Architecture.detect(collection.infos)
         let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
-        let progress = Progress(label: "merging into \(base)", total: collection.dataBytes)
-        let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype,
-                                         unmerge: unmerge) { done, _ in progress.update(done) }
-        progress.finish()
-        if json {
+        let progress = log.progress("merging into \(base)", total: collection.dataBytes)
+        let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype?.dtype,
+                                         unmerge: unmerge) { done, _ in progress?.update(done) }
+        progress?.finish()
+        if style.json {
             print(Self.json(report, base: base, adapter: adapter, format: lora.format).compactText)
         } else {
             print(Self.summary(report, base: base, adapter: adapter, format: lora.format))

@@ -13,39 +13,43 @@ struct LoRAPack: ParsableCommand {
 
         Examples:
           flowguard lora pack pytorch_lora_weights.safetensors adapter.fgdelta
-          flowguard lora pack step-2000.safetensors step-2000.fgdelta --reference step-1000.safetensors
-          flowguard lora pack adapter.safetensors adapter.fgdelta --base sd3.5_medium.safetensors --level 9 --json
+          flowguard lora pack step-2000.safetensors step-2000.fgdelta \\
+              --reference step-1000.safetensors
+          flowguard lora pack adapter.safetensors adapter.fgdelta \\
+              --base sd3.5_medium.safetensors --level 9 --json
         """
     )
 
     @Argument(help: "The safetensors file to pack.") var input: String
     @Argument(help: "The archive to write.") var output: String
-    @Option(help: "zstd compression level of the frames that are not literals-only (non-float tensors, XOR deltas, or all with --match-search).") var level = 3
+    @Option(parsing: .unconditional,
+            help: "zstd compression level of the frames that are not literals-only (non-float tensors, XOR deltas, or all with --match-search); negative levels are the fast modes.")
+    var level = 3
     @Flag(help: "Do not group float bytes into planes before compressing.") var noBytePlanes = false
     @Flag(help: "Code float byte planes at --level with match search instead of literals-only (Huffman) frames: slower, rarely smaller.") var matchSearch = false
-    @Option(help: "Worker threads (default: all processors).") var threads: Int?
+    @OptionGroup var compute: ThreadOptions
     @Option(help: "Store tensors as XOR deltas of this earlier checkpoint (.safetensors or .fgdelta).") var reference: String?
     @Option(help: "Record the fingerprint of this base checkpoint (file, shard index or folder).") var base: String?
     @Option(help: "Record this adapter config file (JSON) instead of __metadata__'s lora_adapter_metadata.") var config: String?
-    @Flag(help: "Print the report as JSON.") var json = false
+    @OptionGroup var style: JSONOutput
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !Zstd.levels.contains(level) { throw ValidationError("--level must be in \(Zstd.levels.lowerBound)...\(Zstd.levels.upperBound)") }
     }
 
     func run() throws {
-        var options = PackOptions(level: level, bytePlanes: !noBytePlanes, literalsOnly: !matchSearch, threads: threads ?? activeProcessors())
+        var options = PackOptions(level: level, bytePlanes: !noBytePlanes, literalsOnly: !matchSearch, threads: compute.count(default: activeProcessors()))
         if let reference { options.reference = try DeltaReference.open(path: reference) }
         if let base { options.baseFingerprint = try BaseFingerprint.compute(path: base) }
         if let config {
             options.config = String(decoding: try readWholeFile(config, limit: 16 << 20), as: UTF8.self)
         }
         let source = try SafeTensorsFile(path: input)
-        let progress = Progress(label: "packing \(input)", total: source.header.dataSize)
-        let report = try DeltaArchive.pack(input: input, output: output, options: options) { done, _ in progress.update(done) }
-        progress.finish()
-        if json {
+        let progress = log.progress("packing \(input)", total: source.header.dataSize)
+        let report = try DeltaArchive.pack(input: input, output: output, options: options) { done, _ in progress?.update(done) }
+        progress?.finish()
+        if style.json {
             let tensors: [JSONValue] = report.tensors.map {
                 .object([("name", .string($0.name)), ("dtype", .string($0.dtype.rawValue)), ("raw_bytes", .int(Int64($0.rawBytes))),
                          ("compressed_bytes", .int(Int64($0.compressedBytes))), ("byte_planes", .int(Int64($0.bytePlanes))),
@@ -79,28 +83,28 @@ struct LoRAUnpack: ParsableCommand {
 
         Examples:
           flowguard lora unpack adapter.fgdelta pytorch_lora_weights.safetensors
-          flowguard lora unpack step-2000.fgdelta step-2000.safetensors --reference step-1000.safetensors
+          flowguard lora unpack step-2000.fgdelta step-2000.safetensors \\
+              --reference step-1000.safetensors
         """
     )
 
     @Argument(help: "The archive to read.") var input: String
     @Argument(help: "The safetensors file to write.") var output: String
-    @Option(help: "Worker threads (default: all processors).") var threads: Int?
+    @OptionGroup var compute: ThreadOptions
     @Option(help: "The reference the archive's XOR deltas were taken against (.safetensors or .fgdelta).") var reference: String?
-    @Flag(help: "Print the result as JSON.") var json = false
-
-    func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-    }
+    @OptionGroup var style: JSONOutput
+    @OptionGroup var log: LogOptions
 
     func run() throws {
         let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.open(path: path) }
         let reader = try DeltaArchiveReader(path: input, reference: ref)
-        let progress = Progress(label: "unpacking \(input)", total: reader.sourceHeader.dataSize)
+        let progress = log.progress("unpacking \(input)", total: reader.sourceHeader.dataSize)
         let started = Progress.now()
-        let report = try DeltaArchive.unpack(reader, output: output, threads: threads ?? activeProcessors()) { done, _ in progress.update(done) }
-        progress.finish()
-        if json {
+        let report = try DeltaArchive.unpack(reader, output: output, threads: compute.count(default: activeProcessors())) { done, _ in
+            progress?.update(done)
+        }
+        progress?.finish()
+        if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
                 ("output_bytes", .int(Int64(reader.originalSize))), ("tensors", .int(Int64(reader.entries.count))),

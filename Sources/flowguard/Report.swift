@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import GRPOGuard
+import RunReports
 import SafeTensors
-import TrainingReport
 
 /// `flowguard report`: renders a training run's diagnostics as one self-contained HTML page.
 struct Report: ParsableCommand {
@@ -24,8 +24,7 @@ struct Report: ParsableCommand {
     @Option(help: "Where to write the page (default RUN/report.html).")
     var output: String?
 
-    @Flag(help: "Print one JSON object summarising the run (steps, final reward, paths).")
-    var json = false
+    @OptionGroup var style: JSONOutput
 
     func run() throws {
         let written: (report: RunReport, output: String)
@@ -35,7 +34,7 @@ struct Report: ParsableCommand {
             throw CommandFailure(message: "error: \(error.description)")
         }
         let summary = written.report.summary(output: written.output)
-        if json {
+        if style.json {
             print(summary.compactText)
         } else {
             let steps = summary["steps"]?.doubleValue.map { Int($0) } ?? 0

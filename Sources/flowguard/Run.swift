@@ -13,9 +13,11 @@ struct Run: ParsableCommand {
         MODEL is a checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder), in any float dtype; bf16 weights stay bf16 in memory. --config is a diffusers config.json, needed only when the weights leave something open (a folder's own config.json is used when present).
 
         INPUTS is a safetensors file holding the forward arguments, named and scaled exactly as diffusers' forward takes them:
-          SD3:  hidden_states [B,C,H,W], encoder_hidden_states [B,T,joint], pooled_projections [B,P], timestep [B] (0..1000)
-          FLUX: hidden_states [B,N,C] (packed latents), encoder_hidden_states [B,T,joint], pooled_projections [B,P],
-                timestep [B] (σ in 0..1; the model multiplies by 1000), img_ids [N,3], txt_ids [T,3], guidance [B]
+          SD3:  hidden_states [B,C,H,W], encoder_hidden_states [B,T,joint],
+                pooled_projections [B,P], timestep [B] (0..1000)
+          FLUX: hidden_states [B,N,C] (packed latents), encoder_hidden_states [B,T,joint],
+                pooled_projections [B,P], timestep [B] (σ in 0..1; the model multiplies
+                by 1000), img_ids [N,3], txt_ids [T,3], guidance [B]
         Other tensors in the file are ignored. Any float or integer dtype is read as float32.
 
         The result is written as the float32 tensor "output" (diffusers' .sample) of OUT, atomically.
@@ -23,9 +25,12 @@ struct Run: ParsableCommand {
         --lora may be given several times; each --lora-scale applies to the --lora at the same position (default 1, on top of the adapter's own α/r).
 
         Examples:
-          flowguard run --model sd3.5_medium.safetensors --inputs io.safetensors --output out.safetensors
-          flowguard run --model transformer/ --inputs io.safetensors --output out.safetensors --lora my_lora.safetensors --lora-scale 0.8
-          flowguard run --model flux1-dev.safetensors --config config.json --inputs io.safetensors --output out.safetensors --threads 8 --json
+          flowguard run --model sd3.5_medium.safetensors --inputs io.safetensors \\
+              --output out.safetensors
+          flowguard run --model transformer/ --inputs io.safetensors \\
+              --output out.safetensors --lora my_lora.safetensors --lora-scale 0.8
+          flowguard run --model flux1-dev.safetensors --config config.json \\
+              --inputs io.safetensors --output out.safetensors --threads 8 --json
         """
     )
 
@@ -44,21 +49,21 @@ struct Run: ParsableCommand {
     @Option(help: "An adapter to apply (any dialect, or a PEFT folder); repeatable.")
     var lora: [String] = []
 
-    @Option(name: .customLong("lora-scale"), help: "Multiplier for the adapter at the same position; repeatable.")
+    @Option(name: .customLong("lora-scale"), parsing: .unconditionalSingleValue,
+            help: "Multiplier for the adapter at the same position (may be negative); repeatable.")
     var loraScale: [Float] = []
 
-    @Option(help: "Threads for the computation.")
-    var threads: Int = 1
+    @OptionGroup var compute: ThreadOptions
 
-    @Flag(help: "Print one JSON object describing the run.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard loraScale.count <= lora.count else {
             throw ValidationError("--lora-scale was given \(loraScale.count) times but --lora only \(lora.count) times.")
         }
         guard loraScale.allSatisfy(\.isFinite) else { throw ValidationError("--lora-scale must be a finite number.") }
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024.") }
     }
 
     func run() throws {
@@ -66,9 +71,9 @@ struct Run: ParsableCommand {
             ForwardRun.Adapter(path: path, scale: index < loraScale.count ? loraScale[index] : 1)
         }
         let request = ForwardRun(modelPath: model, configPath: config, inputsPath: inputs, outputPath: output,
-                                 adapters: adapters, threads: threads)
-        let report = try request.run { printError($0) }
-        if json {
+                                 adapters: adapters, threads: compute.count(default: 1))
+        let report = try request.run { log.note($0) }
+        if style.json {
             print(Self.json(report).compactText)
         } else {
             print(Self.summary(report))

@@ -6,11 +6,11 @@ import SafeTensors
 
 /// What `inspect --stats` adds: per-tensor value statistics, read in one streamed pass.
 enum StatsReport {
-    /// Reads every tensor of `collection` once, with a progress line on standard error.
-    static func compute(_ collection: TensorCollection) -> CollectionStatistics {
-        let progress = Progress(label: "statistics \(collection.path)", total: collection.dataBytes)
-        let stats = collection.statistics { done, _ in progress.update(done) }
-        progress.finish()
+    /// Reads every tensor of `collection` once, with a progress line on standard error unless `quiet`.
+    static func compute(_ collection: TensorCollection, quiet: Bool) -> CollectionStatistics {
+        let progress = quiet ? nil : Progress(label: "statistics \(collection.path)", total: collection.dataBytes)
+        let stats = collection.statistics { done, _ in progress?.update(done) }
+        progress?.finish()
         return stats
     }
 

@@ -12,87 +12,88 @@ struct Synth: ParsableCommand {
 
         --layout original writes OUT as one .safetensors file (SD3 keys under model.diffusion_model.). --layout diffusers writes OUT as a folder holding diffusion_pytorch_model.safetensors (shards of at most 10 GB plus an index when larger) and config.json. --like FILE copies the architecture of an existing checkpoint instead of naming a --variant (handy for small test models).
 
-        Variants: sd3.5-medium, sd3.5-large, sd3-medium, flux-dev, flux-schnell, flux-fill, flux-depth.
-
         Examples:
-          flowguard synth --variant flux-dev --layout original --dtype bf16 flux1-dev-random.safetensors
-          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 --seed 7 transformer/
-          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 --json tiny-random.safetensors
+          flowguard synth --variant flux-dev --layout original --dtype bf16 \\
+              flux1-dev-random.safetensors
+          flowguard synth --variant sd3.5-medium --layout diffusers --dtype fp16 \\
+              --seed 7 transformer/
+          flowguard synth --like tiny.safetensors --layout original --dtype f8_e4m3 \\
+              --json tiny-random.safetensors
         """
     )
 
-    @Option(help: "Published model to imitate: sd3.5-medium, sd3.5-large, sd3-medium, flux-dev, flux-schnell, flux-fill, flux-depth.")
-    var variant: String?
+    @Option(help: "Published model to imitate.")
+    var variant: Variant?
 
     @Option(help: "Copy the architecture detected in this checkpoint instead of a --variant.")
     var like: String?
 
-    @Option(help: "Key layout: original (one file) or diffusers (a folder).")
-    var layout: String
+    @Option(help: "Key layout of the output: original writes one file, diffusers a folder.")
+    var layout: KeyLayout
 
-    @Option(help: "Dtype of every tensor: bf16, fp16, fp32 or f8_e4m3.")
-    var dtype: String
+    @Option(help: "Dtype of every tensor.")
+    var dtype: OutputDType
 
     @Option(help: "Seed of the random values.")
     var seed: UInt64 = 0
 
-    @Option(help: "Standard deviation of the values.")
+    @Option(parsing: .unconditional, help: "Standard deviation of the values.")
     var scale: Float = 0.02
 
-    @Option(help: "Distribution of the values: normal (approximate, bounded at ±3.46·scale) or uniform.")
-    var distribution: String = "normal"
+    @Option(help: "Distribution of the values (normal is approximate, bounded at ±3.46·scale).")
+    var distribution: SyntheticOptions.Distribution = .normal
 
-    @Flag(help: "Print one JSON object describing what was written.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     @Argument(help: "Output .safetensors file (original layout) or folder (diffusers layout).")
     var output: String
 
-    static let variants: [(name: String, variant: KnownVariant)] = [
-        ("sd3.5-medium", .sd35Medium), ("sd3.5-large", .sd35Large), ("sd3-medium", .sd3Medium),
-        ("flux-dev", .flux1Dev), ("flux-schnell", .flux1Schnell), ("flux-fill", .flux1Fill), ("flux-depth", .flux1Depth),
-    ]
+    /// The published models `--variant` names.
+    enum Variant: String, CaseIterable, ExpressibleByArgument {
+        case sd35Medium = "sd3.5-medium", sd35Large = "sd3.5-large", sd3Medium = "sd3-medium"
+        case flux1Dev = "flux-dev", flux1Schnell = "flux-schnell", flux1Fill = "flux-fill", flux1Depth = "flux-depth"
 
-    func validate() throws {
-        _ = try parsed()
+        init?(argument: String) {
+            self.init(rawValue: argument.lowercased())
+        }
+
+        /// The model's sizes.
+        var known: KnownVariant {
+            switch self {
+            case .sd35Medium: return .sd35Medium
+            case .sd35Large: return .sd35Large
+            case .sd3Medium: return .sd3Medium
+            case .flux1Dev: return .flux1Dev
+            case .flux1Schnell: return .flux1Schnell
+            case .flux1Fill: return .flux1Fill
+            case .flux1Depth: return .flux1Depth
+            }
+        }
     }
 
-    /// The options in library types, or a usage error.
-    private func parsed() throws -> (layout: KeyLayout, dtype: DType, distribution: SyntheticOptions.Distribution) {
+    func validate() throws {
         guard (variant == nil) != (like == nil) else {
             throw ValidationError("Give exactly one of --variant and --like.")
-        }
-        if let variant, !Synth.variants.contains(where: { $0.name == variant.lowercased() }) {
-            throw ValidationError("--variant must be one of \(Synth.variants.map(\.name).joined(separator: ", ")), not '\(variant)'.")
-        }
-        let layout = try OptionParsing.layout(self.layout)
-        let dtype = try OptionParsing.outputDType(self.dtype)
-        guard let distribution = SyntheticOptions.Distribution(rawValue: distribution.lowercased()) else {
-            throw ValidationError("--distribution must be 'normal' or 'uniform', not '\(self.distribution)'.")
         }
         guard scale.isFinite, scale >= 0 else {
             throw ValidationError("--scale must be a finite number >= 0, not \(scale).")
         }
-        return (layout, dtype, distribution)
     }
 
     func run() throws {
-        let (layout, dtype, distribution) = try parsed()
-        let architecture: Architecture
-        if let like {
-            architecture = try Architecture.detect(TensorCollection(path: like).infos).architecture
-        } else {
-            architecture = Architecture(Synth.variants.first { $0.name == variant!.lowercased() }!.variant)
-        }
+        let architecture = try like.map(Architecture.init(checkpointAt:)) ?? Architecture(variant!.known)
+        let dtype = self.dtype.dtype
         let total = SyntheticWriter.specs(architecture, layout: layout, dtype: dtype).reduce(0) { $0 + ($1.byteCount ?? 0) }
-        let progress = Progress(label: "writing \(output)", total: total)
+        let progress = log.progress("writing \(output)", total: total)
         let start = Progress.now()
         let result = try SyntheticWriter.write(
             architecture: architecture, layout: layout, dtype: dtype, to: output,
-            options: SyntheticOptions(seed: seed, scale: scale, distribution: distribution)) { done, _ in progress.update(done) }
-        progress.finish()
+            options: SyntheticOptions(seed: seed, scale: scale, distribution: distribution)) { done, _ in progress?.update(done) }
+        progress?.finish()
         let seconds = Progress.now() - start
-        if json {
+        if style.json {
             print(JSONValue.object([
                 ("architecture", .string(result.architecture)), ("layout", .string(result.layout.rawValue)),
                 ("dtype", .string(result.dtype.rawValue)), ("seed", .uint(seed)), ("scale", .double(Double(scale))),

@@ -29,8 +29,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest complete checkpoint in the run folder.")
     var resume = false
 
-    @Flag(help: "Print one JSON object describing the run.")
-    var json = false
+    @OptionGroup var style: JSONOutput
+
+    @OptionGroup var log: LogOptions
 
     @Option(name: .customLong("stop-after"), help: ArgumentHelp("Stop after this many training steps in all, without exporting (for tests).", visibility: .hidden))
     var stopAfter: Int?
@@ -101,14 +102,14 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("latent-size"), help: "Latent height and width (64).")
     var latentSize: String?
 
-    @Option(name: .customLong("objective"), help: "grpo-guard or flow-grpo (grpo-guard).")
-    var objective: String?
+    @Option(name: .customLong("objective"), help: "The policy objective (default: grpo-guard).")
+    var objective: ObjectiveKind?
 
     @Option(name: .customLong("clip-range"), help: "Clip range ε (2e-6 guard, 1e-4 flow-grpo).")
     var clipRange: String?
 
-    @Option(name: .customLong("bias-mode"), help: "RatioNorm bias: batch or per-sample (batch).")
-    var biasMode: String?
+    @Option(name: .customLong("bias-mode"), help: "RatioNorm bias (default: batch).")
+    var biasMode: RatioBiasMode?
 
     @Option(name: .customLong("reweighting"), help: "1/|dt| reweighting of each step's loss: true or false (default: on for grpo-guard, off for flow-grpo).")
     var reweighting: String?
@@ -116,8 +117,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("kl-beta"), help: "KL coefficient β (0).")
     var klBeta: String?
 
-    @Option(name: .customLong("advantage-scale"), help: "per-group or global (per-group).")
-    var advantageScale: String?
+    @Option(name: .customLong("advantage-scale"), help: "Standard deviation advantages are divided by (default: per-group).")
+    var advantageScale: AdvantageScale?
 
     @Option(name: .customLong("advantage-clip"), help: "Advantage clamp (5).")
     var advantageClip: String?
@@ -164,8 +165,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("checkpoint-xor"), help: "Store checkpoints as XOR deltas of the previous one (true).")
     var checkpointXor: String?
 
-    @Option(name: .customLong("threads"), help: "Compute threads (1).")
-    var threads: String?
+    @OptionGroup var compute: ThreadOptions
 
     /// The flags given, as config overrides.
     var overrides: [(key: String, value: String)] {
@@ -192,12 +192,12 @@ struct Train: ParsableCommand {
             ("cfg_scale", cfgScale),
             ("guidance", guidance),
             ("latent_size", latentSize),
-            ("objective", objective),
+            ("objective", objective?.rawValue),
             ("clip_range", clipRange),
-            ("bias_mode", biasMode),
+            ("bias_mode", biasMode?.configName),
             ("reweighting", reweighting),
             ("kl_beta", klBeta),
-            ("advantage_scale", advantageScale),
+            ("advantage_scale", advantageScale?.configName),
             ("advantage_clip", advantageClip),
             ("lora_rank", loraRank),
             ("lora_alpha", loraAlpha),
@@ -213,9 +213,41 @@ struct Train: ParsableCommand {
             ("ema", ema),
             ("checkpoint_every", checkpointEvery),
             ("checkpoint_xor", checkpointXor),
-            ("threads", threads)
+            ("threads", compute.threads.map(String.init))
         ]
         return all.compactMap { key, value in value.map { (key, $0) } }
+    }
+
+    /// The flag that sets config `key` (`group_size` → `--group-size`).
+    static func flag(_ key: String) -> String {
+        "--" + key.replacingOccurrences(of: "_", with: "-")
+    }
+
+    /// Every flag's value checked as the config checks it, so a bad value is a usage error naming
+    /// the flag before any work starts; without --config, the flags must also form a whole config.
+    func validate() throws {
+        var scratch = TrainingConfig()
+        for (key, text) in overrides {
+            do { try scratch.set(key: key, text: text, source: Self.flag(key)) } catch { throw Self.usageError(error) }
+        }
+        if let reward, reward.hasPrefix(BuiltinRewards.prefix) {
+            do { _ = try BuiltinRewards.make(spec: reward) } catch { throw ValidationError("--reward: \(error.description)") }
+        }
+        if config == nil {
+            do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
+        }
+    }
+
+    /// A config error about a flag, as the usage error naming that flag.
+    static func usageError(_ error: TrainingError) -> Error {
+        switch error {
+        case let .badConfigValue(_, key, reason):
+            return ValidationError("\(flag(key)): \(reason)")
+        case let .missingConfigValue(_, key):
+            return ValidationError("\(flag(key)) is required without --config")
+        default:
+            return ValidationError(error.description)
+        }
     }
 
     func run() throws {
@@ -227,11 +259,11 @@ struct Train: ParsableCommand {
             } else {
                 settings = try TrainingConfig.from(overrides: overrides)
             }
-            report = try TrainingRun.run(config: settings, resume: resume, stopAfter: stopAfter) { printError($0) }
+            report = try TrainingRun.run(config: settings, resume: resume, stopAfter: stopAfter) { log.note($0) }
         } catch {
             throw CommandFailure(message: "error: \(error.description)")
         }
-        print(json ? Self.json(report).compactText : Self.summary(report))
+        print(style.json ? Self.json(report).compactText : Self.summary(report))
     }
 
     /// The human summary printed at the end.

@@ -1,6 +1,6 @@
 import Foundation
 import GRPOGuard
-import TrainingReport
+import RunReports
 
 /// Writes the study's report: a markdown file (e.g. docs/study.md) and its SVG figures in a folder
 /// beside it named after it (docs/study/*.svg), linked relatively. Everything in it is computed from

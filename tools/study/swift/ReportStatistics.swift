@@ -1,6 +1,6 @@
 import Foundation
 import GRPOGuard
-import TrainingReport
+import RunReports
 
 // The study report's inputs and statistics: reading the work folder (pretrain.json, each run's
 // config.json, diagnostics.jsonl and gold.jsonl) and the seed, timestep and equal-proxy

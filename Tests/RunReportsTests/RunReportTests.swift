@@ -4,7 +4,7 @@ import TestSupport
 import Testing
 import TensorRuntime
 import GRPOGuard
-@testable import TrainingReport
+@testable import RunReports
 
 /// `RunReport`: a synthetic run folder → the HTML page (one SVG per plot, the right polylines and
 /// points, escaped text, NaN as gaps), and clear errors for malformed diagnostics lines.

@@ -1,7 +1,7 @@
 import Foundation
 import GRPOGuard
 import Testing
-@testable import TrainingReport
+@testable import RunReports
 
 /// The page's structure on a synthetic run with two updates per rollout: every section with its
 /// figures, the ratio distributions (raw and normalized, one panel per training window), the

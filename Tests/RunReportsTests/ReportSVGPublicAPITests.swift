@@ -1,7 +1,7 @@
 import Testing
-import TrainingReport   // not @testable: `ReportSVG` must be usable from outside (tools/study draws with it)
+import RunReports   // not @testable: `ReportSVG` must be usable from outside (tools/study draws with it)
 
-/// `ReportSVG` through the public API only (this file imports `TrainingReport` without `@testable`).
+/// `ReportSVG` through the public API only (this file imports `RunReports` without `@testable`).
 @Suite struct ReportSVGPublicAPITests {
     @Test func drawsALinePlotWithTwoSeriesAndABand() {
         let steps = (1...5).map(Double.init)
