@@ -303,104 +303,153 @@ public enum ReportSVG {
     /// (a lone point is a `<circle class="point">`), bands as `<polygon class="band">`. The legend
     /// sits below the axes, so it never covers data.
     public static func render(_ plot: LinePlot) -> String {
-        // With a log axis every y is drawn as log₁₀ y (non-positive values become gaps).
-        func ty(_ y: Double) -> Double { plot.logY ? (y > 0 ? Foundation.log10(y) : .nan) : y }
-        var xs: [Double] = [], ys: [Double] = []
-        for s in plot.series {
-            for p in s.points where p.x.isFinite && ty(p.y).isFinite { xs.append(p.x); ys.append(ty(p.y)) }
-        }
-        for b in plot.bands {
-            for p in b.points where p.x.isFinite && ty(p.lower).isFinite && ty(p.upper).isFinite {
-                xs.append(p.x); ys.append(ty(p.lower)); ys.append(ty(p.upper))
-            }
-        }
-        let hasData = !xs.isEmpty
-        for r in plot.referenceLines where ty(r.y).isFinite && hasData { ys.append(ty(r.y)) }
-        // x spans exactly the data (ticks inside it); y is widened to nice bounds.
-        let xLow = xs.min() ?? 0, xHigh = xs.max() ?? 1
-        var xt = plot.integerX ? integerTicks(lower: xLow, upper: xHigh, count: 8) : ticks(lower: xLow, upper: xHigh, count: 7)
-        if hasData, xHigh > xLow {
-            let slack = xt.step * 1e-9
-            xt = (xLow, xHigh, xt.step, xt.ticks.filter { $0 >= xLow - slack && $0 <= xHigh + slack })
-        }
-        let yt = plot.logY ? logTicks(lower: ys.min() ?? 0, upper: ys.max() ?? 1) : ticks(lower: ys.min() ?? 0, upper: ys.max() ?? 1, count: 5)
-        let yLabels = plot.logY ? yt.ticks.map(logLabel) : labels(yt.ticks, step: yt.step)
-        let xLabels = labels(xt.ticks, step: xt.step)
-        let longest = yLabels.map(\.count).max() ?? 1
-        let left = 46 + Double(longest) * 6.2, right = 16.0, top = plot.subtitle == nil ? 30.0 : 44.0
-        let plotWidth = width - left - right
         let legendEntries = plot.bands.filter(\.inLegend).map { ($0.name, $0.color, "band") }
             + plot.series.filter(\.inLegend).map { ($0.name, $0.color, $0.dashed ? "dashed" : "line") }
-        let entryWidth = Swift.max(150, legendEntries.map { legendWidth($0.0) }.max() ?? 0)
-        let perRow = Swift.max(1, Int((width - 20) / entryWidth))
-        let legendRows = (legendEntries.count + perRow - 1) / perRow
-        let axisBottom = top + plotHeight
-        let height = axisBottom + 44 + Double(legendRows) * 18 + 6
-        func px(_ x: Double) -> Double { left + (x - xt.lower) / (xt.upper - xt.lower) * plotWidth }
-        func py(_ y: Double) -> Double { axisBottom - (y - yt.lower) / (yt.upper - yt.lower) * plotHeight }
-
-        var svg = "<svg class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(c(width)) \(c(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(plot.title))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        let f = PlotFrame(plot, legendTexts: legendEntries.map(\.0))
+        let (left, top, plotWidth, axisBottom) = (f.left, f.top, f.plotWidth, f.axisBottom)
+        var svg = "<svg class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(c(width)) \(c(f.height))\" width=\"\(Int(width))\" height=\"\(Int(f.height))\" role=\"img\" aria-label=\"\(escape(plot.title))\" font-family=\"sans-serif\" font-size=\"11\">\n"
         svg += "<title>\(escape(plot.title))</title>\n"
         svg += "<text class=\"title\" x=\"\(c(left))\" y=\"18\" font-size=\"13\" font-weight=\"600\">\(escape(plot.title))</text>\n"
         if let subtitle = plot.subtitle {
             svg += "<text class=\"subtitle\" fill=\"#666\" x=\"\(c(left))\" y=\"34\">\(escape(subtitle))</text>\n"
         }
         svg += "<rect class=\"frame\" x=\"\(c(left))\" y=\"\(c(top))\" width=\"\(c(plotWidth))\" height=\"\(c(plotHeight))\" fill=\"none\" stroke=\"#999\"/>\n"
-        if !hasData {
+        if !f.hasData {
             svg += "<text class=\"empty\" fill=\"#999\" font-size=\"14\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(top + plotHeight / 2))\" text-anchor=\"middle\">no finite values</text>\n"
         } else {
-            for (t, label) in zip(yt.ticks, yLabels) {
-                let y = py(t)
-                svg += "<line class=\"grid\" stroke=\"#eee\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
-                svg += "<text class=\"tick\" x=\"\(c(left - 5))\" y=\"\(c(y + 4))\" text-anchor=\"end\">\(escape(label))</text>\n"
-            }
-            for (t, label) in zip(xt.ticks, xLabels) {
-                let x = px(t)
-                svg += "<line class=\"tickmark\" stroke=\"#999\" x1=\"\(c(x))\" y1=\"\(c(axisBottom))\" x2=\"\(c(x))\" y2=\"\(c(axisBottom + 5))\"/>"
-                svg += "<text class=\"tick\" x=\"\(c(x))\" y=\"\(c(axisBottom + 17))\" text-anchor=\"middle\">\(escape(label))</text>\n"
-            }
-            // Reference-line labels go to the right end; one that would touch a label already
-            // placed there goes to the left end instead.
-            var rightLabels: [Double] = []
-            for r in plot.referenceLines where ty(r.y).isFinite {
-                let y = py(ty(r.y))
-                svg += "<line class=\"reference\" stroke=\"#888\" stroke-dasharray=\"4 3\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
-                let crowded = rightLabels.contains { Swift.abs($0 - y) < 11 }
-                if !crowded { rightLabels.append(y) }
-                let (lx, anchor) = crowded ? (left + 4, "start") : (left + plotWidth - 4, "end")
-                svg += "<text class=\"reference-label\" fill=\"#666\" font-size=\"10\" x=\"\(c(lx))\" y=\"\(c(y - 3))\" text-anchor=\"\(anchor)\">\(escape(r.label))</text>\n"
-            }
-            for band in plot.bands {
-                var run: [(x: Double, lower: Double, upper: Double)] = []
-                func flush() {
-                    defer { run = [] }
-                    guard run.count >= 2 else { return }
-                    let upper = run.map { "\(c(px($0.x))),\(c(py($0.upper)))" }
-                    let lower = run.reversed().map { "\(c(px($0.x))),\(c(py($0.lower)))" }
-                    svg += "<polygon class=\"band\" fill-opacity=\"0.22\" fill=\"\(escape(band.color))\" points=\"\((upper + lower).joined(separator: " "))\"/>\n"
-                }
-                for p in band.points {
-                    let lower = ty(p.lower), upper = ty(p.upper)
-                    if p.x.isFinite && lower.isFinite && upper.isFinite { run.append((p.x, lower, upper)) } else { flush() }
-                }
-                flush()
-            }
-            for s in plot.series {
-                let opacity = s.opacity < 1 ? " stroke-opacity=\"\(c(s.opacity))\"" : ""
-                for segment in segments(s.points.map { ($0.x, ty($0.y)) }).map({ decimated($0) }) {
-                    if segment.count == 1 {
-                        svg += "<circle class=\"point\" data-series=\"\(escape(s.name))\" cx=\"\(c(px(segment[0].x)))\" cy=\"\(c(py(segment[0].y)))\" r=\"2.5\" fill=\"\(escape(s.color))\"\(s.opacity < 1 ? " fill-opacity=\"\(c(s.opacity))\"" : "")/>\n"
-                    } else {
-                        let points = segment.map { "\(c(px($0.x))),\(c(py($0.y)))" }.joined(separator: " ")
-                        svg += "<polyline class=\"line\(s.dashed ? " dashed" : "")\" fill=\"none\" stroke-width=\"\(c(s.lineWidth))\"\(opacity)\(s.dashed ? " stroke-dasharray=\"5 3\"" : "") data-series=\"\(escape(s.name))\" stroke=\"\(escape(s.color))\" points=\"\(points)\"/>\n"
-                    }
-                }
-            }
+            svg += axes(plot, f)
+            for band in plot.bands { svg += bandPolygons(band, f) }
+            for s in plot.series { svg += seriesLines(s, f) }
         }
         svg += "<text class=\"axis-label\" fill=\"#555\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(axisBottom + 33))\" text-anchor=\"middle\">\(escape(plot.xLabel))</text>\n"
         svg += "<text class=\"axis-label\" fill=\"#555\" transform=\"translate(12 \(c(top + plotHeight / 2))) rotate(-90)\" text-anchor=\"middle\">\(escape(plot.yLabel + (plot.logY ? " (log scale)" : "")))</text>\n"
-        for (i, entry) in legendEntries.enumerated() {
-            let x = 10 + Double(i % perRow) * entryWidth, y = axisBottom + 52 + Double(i / perRow) * 18
+        svg += legend(legendEntries, f)
+        svg += "</svg>\n"
+        return svg
+    }
+
+    /// Where a line plot's data lands: the axes' ticks and labels (x spans exactly the data,
+    /// whole numbers when asked; y widened to nice bounds, or to decades on a log axis), the plot
+    /// area's position and size, and the figure's height (the legend's rows below the axis).
+    struct PlotFrame {
+        var hasData: Bool
+        var logY: Bool
+        var xt: (lower: Double, upper: Double, step: Double, ticks: [Double])
+        var yt: (lower: Double, upper: Double, step: Double, ticks: [Double])
+        var xLabels: [String], yLabels: [String]
+        var left: Double, top: Double, plotWidth: Double, axisBottom: Double, height: Double
+        /// Legend entries per row, and the width of one.
+        var perRow: Int, entryWidth: Double
+
+        init(_ plot: LinePlot, legendTexts: [String]) {
+            logY = plot.logY
+            let logY = plot.logY
+            func ty(_ y: Double) -> Double { logY ? (y > 0 ? Foundation.log10(y) : .nan) : y }
+            var xs: [Double] = [], ys: [Double] = []
+            for s in plot.series {
+                for p in s.points where p.x.isFinite && ty(p.y).isFinite { xs.append(p.x); ys.append(ty(p.y)) }
+            }
+            for b in plot.bands {
+                for p in b.points where p.x.isFinite && ty(p.lower).isFinite && ty(p.upper).isFinite {
+                    xs.append(p.x); ys.append(ty(p.lower)); ys.append(ty(p.upper))
+                }
+            }
+            hasData = !xs.isEmpty
+            for r in plot.referenceLines where ty(r.y).isFinite && hasData { ys.append(ty(r.y)) }
+            let xLow = xs.min() ?? 0, xHigh = xs.max() ?? 1
+            xt = plot.integerX ? integerTicks(lower: xLow, upper: xHigh, count: 8) : ticks(lower: xLow, upper: xHigh, count: 7)
+            if hasData, xHigh > xLow {
+                let slack = xt.step * 1e-9
+                xt = (xLow, xHigh, xt.step, xt.ticks.filter { $0 >= xLow - slack && $0 <= xHigh + slack })
+            }
+            yt = logY ? logTicks(lower: ys.min() ?? 0, upper: ys.max() ?? 1) : ticks(lower: ys.min() ?? 0, upper: ys.max() ?? 1, count: 5)
+            yLabels = logY ? yt.ticks.map(logLabel) : labels(yt.ticks, step: yt.step)
+            xLabels = labels(xt.ticks, step: xt.step)
+            let longest = yLabels.map(\.count).max() ?? 1
+            left = 46 + Double(longest) * 6.2
+            top = plot.subtitle == nil ? 30 : 44
+            plotWidth = width - left - 16
+            entryWidth = Swift.max(150, legendTexts.map(legendWidth).max() ?? 0)
+            perRow = Swift.max(1, Int((width - 20) / entryWidth))
+            let legendRows = (legendTexts.count + perRow - 1) / perRow
+            axisBottom = top + plotHeight
+            height = axisBottom + 44 + Double(legendRows) * 18 + 6
+        }
+
+        /// A data y in axis units (log₁₀ y on a log axis; NaN for y ≤ 0 there).
+        func ty(_ y: Double) -> Double { logY ? (y > 0 ? Foundation.log10(y) : .nan) : y }
+        /// The x pixel of a data x.
+        func px(_ x: Double) -> Double { left + (x - xt.lower) / (xt.upper - xt.lower) * plotWidth }
+        /// The y pixel of a value in axis units (`ty`).
+        func py(_ y: Double) -> Double { axisBottom - (y - yt.lower) / (yt.upper - yt.lower) * plotHeight }
+    }
+
+    /// Grid lines and labels of the y ticks, tick marks and labels of the x ticks, reference lines
+    /// (a label that would touch one already at the right end goes to the left end).
+    static func axes(_ plot: LinePlot, _ f: PlotFrame) -> String {
+        let (left, plotWidth, axisBottom) = (f.left, f.plotWidth, f.axisBottom)
+        var svg = ""
+        for (t, label) in zip(f.yt.ticks, f.yLabels) {
+            let y = f.py(t)
+            svg += "<line class=\"grid\" stroke=\"#eee\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
+            svg += "<text class=\"tick\" x=\"\(c(left - 5))\" y=\"\(c(y + 4))\" text-anchor=\"end\">\(escape(label))</text>\n"
+        }
+        for (t, label) in zip(f.xt.ticks, f.xLabels) {
+            let x = f.px(t)
+            svg += "<line class=\"tickmark\" stroke=\"#999\" x1=\"\(c(x))\" y1=\"\(c(axisBottom))\" x2=\"\(c(x))\" y2=\"\(c(axisBottom + 5))\"/>"
+            svg += "<text class=\"tick\" x=\"\(c(x))\" y=\"\(c(axisBottom + 17))\" text-anchor=\"middle\">\(escape(label))</text>\n"
+        }
+        var rightLabels: [Double] = []
+        for r in plot.referenceLines where f.ty(r.y).isFinite {
+            let y = f.py(f.ty(r.y))
+            svg += "<line class=\"reference\" stroke=\"#888\" stroke-dasharray=\"4 3\" x1=\"\(c(left))\" y1=\"\(c(y))\" x2=\"\(c(left + plotWidth))\" y2=\"\(c(y))\"/>"
+            let crowded = rightLabels.contains { Swift.abs($0 - y) < 11 }
+            if !crowded { rightLabels.append(y) }
+            let (lx, anchor) = crowded ? (left + 4, "start") : (left + plotWidth - 4, "end")
+            svg += "<text class=\"reference-label\" fill=\"#666\" font-size=\"10\" x=\"\(c(lx))\" y=\"\(c(y - 3))\" text-anchor=\"\(anchor)\">\(escape(r.label))</text>\n"
+        }
+        return svg
+    }
+
+    /// One polygon per run of finite points of a band (runs of one point are not drawn).
+    static func bandPolygons(_ band: Band, _ f: PlotFrame) -> String {
+        var svg = ""
+        var run: [(x: Double, lower: Double, upper: Double)] = []
+        func flush() {
+            defer { run = [] }
+            guard run.count >= 2 else { return }
+            let upper = run.map { "\(c(f.px($0.x))),\(c(f.py($0.upper)))" }
+            let lower = run.reversed().map { "\(c(f.px($0.x))),\(c(f.py($0.lower)))" }
+            svg += "<polygon class=\"band\" fill-opacity=\"0.22\" fill=\"\(escape(band.color))\" points=\"\((upper + lower).joined(separator: " "))\"/>\n"
+        }
+        for p in band.points {
+            let lower = f.ty(p.lower), upper = f.ty(p.upper)
+            if p.x.isFinite && lower.isFinite && upper.isFinite { run.append((p.x, lower, upper)) } else { flush() }
+        }
+        flush()
+        return svg
+    }
+
+    /// One polyline per finite segment of a series (decimated), a dot for a segment of one point.
+    static func seriesLines(_ s: Series, _ f: PlotFrame) -> String {
+        var svg = ""
+        let opacity = s.opacity < 1 ? " stroke-opacity=\"\(c(s.opacity))\"" : ""
+        for segment in segments(s.points.map { ($0.x, f.ty($0.y)) }).map({ decimated($0) }) {
+            if segment.count == 1 {
+                svg += "<circle class=\"point\" data-series=\"\(escape(s.name))\" cx=\"\(c(f.px(segment[0].x)))\" cy=\"\(c(f.py(segment[0].y)))\" r=\"2.5\" fill=\"\(escape(s.color))\"\(s.opacity < 1 ? " fill-opacity=\"\(c(s.opacity))\"" : "")/>\n"
+            } else {
+                let points = segment.map { "\(c(f.px($0.x))),\(c(f.py($0.y)))" }.joined(separator: " ")
+                svg += "<polyline class=\"line\(s.dashed ? " dashed" : "")\" fill=\"none\" stroke-width=\"\(c(s.lineWidth))\"\(opacity)\(s.dashed ? " stroke-dasharray=\"5 3\"" : "") data-series=\"\(escape(s.name))\" stroke=\"\(escape(s.color))\" points=\"\(points)\"/>\n"
+            }
+        }
+        return svg
+    }
+
+    /// The legend rows below the x axis: a swatch (band, line or dashed line) and the name.
+    static func legend(_ entries: [(String, String, String)], _ f: PlotFrame) -> String {
+        var svg = ""
+        for (i, entry) in entries.enumerated() {
+            let x = 10 + Double(i % f.perRow) * f.entryWidth, y = f.axisBottom + 52 + Double(i / f.perRow) * 18
             switch entry.2 {
             case "band":
                 svg += "<rect class=\"band\" fill-opacity=\"0.22\" x=\"\(c(x))\" y=\"\(c(y - 9))\" width=\"18\" height=\"10\" fill=\"\(escape(entry.1))\"/>"
@@ -409,7 +458,6 @@ public enum ReportSVG {
             }
             svg += "<text class=\"legend\" x=\"\(c(x + 23))\" y=\"\(c(y))\">\(escape(entry.0))</text>\n"
         }
-        svg += "</svg>\n"
         return svg
     }
 
@@ -479,13 +527,7 @@ public enum ReportSVG {
     public static func render(_ input: Heatmap) -> String {
         let map = binned(input, limit: input.columnLimit)
         let range = colorRange(map)
-        func color(_ v: Double) -> String {
-            guard v.isFinite else { return "#d0d0d0" }
-            switch map.scale {
-            case let .diverging(center): return divergingColor((v - center) / (range.upper - center))
-            case .sequential: return sequentialColor((v - range.lower) / (range.upper - range.lower))
-            }
-        }
+        func color(_ v: Double) -> String { cellColor(v, map.scale, range) }
         let longest = map.rows.map(\.count).max() ?? 1
         let left = 30 + Double(longest) * 6.2, right = 16.0, top = 30.0
         let plotWidth = width - left - right
@@ -514,7 +556,26 @@ public enum ReportSVG {
         if !map.yLabel.isEmpty {
             svg += "<text class=\"axis-label\" fill=\"#555\" transform=\"translate(12 \(c(top + gridHeight / 2))) rotate(-90)\" text-anchor=\"middle\">\(escape(map.yLabel))</text>\n"
         }
-        // x ticks: at the cell centre of the column holding the value (interpolated between columns).
+        svg += heatmapXTicks(map, left: left, cellWidth: cellWidth, bottom: bottom)
+        svg += "<text class=\"axis-label\" fill=\"#555\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(bottom + 30))\" text-anchor=\"middle\">\(escape(map.xLabel))</text>\n"
+        svg += colorBar(map, range: range, left: left, top: bottom + 58, plotWidth: plotWidth)
+        svg += "</svg>\n"
+        return svg
+    }
+
+    /// The colour of a heatmap cell: grey when not finite, else on `scale` over `range`.
+    static func cellColor(_ v: Double, _ scale: Heatmap.Scale, _ range: (lower: Double, upper: Double, clipped: Bool)) -> String {
+        guard v.isFinite else { return "#d0d0d0" }
+        switch scale {
+        case let .diverging(center): return divergingColor((v - center) / (range.upper - center))
+        case .sequential: return sequentialColor((v - range.lower) / (range.upper - range.lower))
+        }
+    }
+
+    /// A heatmap's x ticks, at the cell centre of the column holding the value (interpolated
+    /// between columns; whole numbers when the map asks).
+    static func heatmapXTicks(_ map: Heatmap, left: Double, cellWidth: Double, bottom: Double) -> String {
+        var svg = ""
         if let first = map.columns.first, let last = map.columns.last {
             func position(_ t: Double) -> Double? {
                 if map.columns.count == 1 { return t == first ? left + cellWidth / 2 : nil }
@@ -531,9 +592,17 @@ public enum ReportSVG {
                 svg += "<text class=\"tick\" x=\"\(c(x))\" y=\"\(c(bottom + 16))\" text-anchor=\"middle\">\(escape(label))</text>\n"
             }
         }
-        svg += "<text class=\"axis-label\" fill=\"#555\" x=\"\(c(left + plotWidth / 2))\" y=\"\(c(bottom + 30))\" text-anchor=\"middle\">\(escape(map.xLabel))</text>\n"
-        // Colour bar with ticks in the values' units.
-        let barX = left, barY = bottom + 58, barWidth = Swift.min(320, plotWidth - 150)
+        return svg
+    }
+
+    /// The colour bar under a heatmap at `top`: 40 stops over the colour range, ticks in the
+    /// values' units (the centre of a diverging scale always among them), the caption saying what
+    /// the colours measure and whether they saturate, and the swatch for missing values.
+    static func colorBar(_ map: Heatmap, range: (lower: Double, upper: Double, clipped: Bool), left: Double, top barY: Double,
+                         plotWidth: Double) -> String {
+        func color(_ v: Double) -> String { cellColor(v, map.scale, range) }
+        var svg = ""
+        let barX = left, barWidth = Swift.min(320, plotWidth - 150)
         let stops = 40
         for i in 0..<stops {
             let v = range.lower + (range.upper - range.lower) * (Double(i) + 0.5) / Double(stops)
@@ -555,7 +624,6 @@ public enum ReportSVG {
         svg += "\n<text class=\"scale-label\" fill=\"#555\" x=\"\(c(barX))\" y=\"\(c(barY - 5))\">\(escape(caption))</text>"
         svg += "<rect class=\"scale-missing\" x=\"\(c(barX + barWidth + 20))\" y=\"\(c(barY))\" width=\"10\" height=\"10\" fill=\"#d0d0d0\"/>"
         svg += "<text class=\"tick\" x=\"\(c(barX + barWidth + 34))\" y=\"\(c(barY + 9))\">no value</text>\n"
-        svg += "</svg>\n"
         return svg
     }
 
