@@ -26,28 +26,32 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
+        // The one layer over the C library (file descriptors, mmap, atomic files and folders,
+        // clocks, threads, processes); every other module imports it instead of Glibc/Darwin.
+        .target(name: "SystemSupport"),
         // JSON: the json-c wrapper (the only importer of CJSONC).
         .target(name: "JSON", dependencies: ["CJSONC"]),
-        .target(name: "SafeTensors", dependencies: ["JSON"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        .target(name: "Checkpoints", dependencies: ["SafeTensors", "JSON"]),
+        // Parses files downloaded from anywhere: built with checks on (overflow traps, range
+        // preconditions) in every configuration, like every module that reads untrusted bytes.
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"]),
+        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
-        .target(name: "DeltaArchive", dependencies: ["SafeTensors", "JSON", "CZstd"]),
+        .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SafeTensors", "JSON", "Checkpoints", "BLAS"]),
+        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
-        .target(name: "TensorRuntime", dependencies: ["BLAS"],
+        .target(name: "TensorRuntime", dependencies: ["SystemSupport", "BLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release))]),
-        .target(name: "Transformers", dependencies: ["TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "JSON"]),
+        .target(name: "Transformers", dependencies: ["SystemSupport", "TensorRuntime", "Checkpoints", "LoRA", "SafeTensors", "JSON"]),
         .target(name: "FlowMatching", dependencies: ["TensorRuntime"]),
-        .target(name: "GRPOGuard", dependencies: ["FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA", "DeltaArchive",
-                                                  "SafeTensors", "JSON"]),
+        .target(name: "GRPOGuard", dependencies: ["SystemSupport", "FlowMatching", "Transformers", "TensorRuntime", "Checkpoints", "LoRA",
+                                                  "DeltaArchive", "SafeTensors", "JSON"]),
         // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
-        .target(name: "RunReports", dependencies: ["GRPOGuard", "SafeTensors", "JSON"]),
+        .target(name: "RunReports", dependencies: ["SystemSupport", "GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching", "GRPOGuard",
-            "RunReports",
+            "SystemSupport", "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
+            "GRPOGuard", "RunReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks (outside CI): tools/bench/runtime drives this executable.
@@ -65,9 +69,10 @@ let package = Package(
 
         .testTarget(name: "StudyTests", dependencies: ["flowguard-study", "GRPOGuard", "FlowMatching", "SafeTensors", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
-        .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
@@ -75,7 +80,7 @@ let package = Package(
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
         .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "RunReportsTests", dependencies: ["RunReports", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
-        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "TestSupport", "flowguard"]),
+        .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "SystemSupport", "TestSupport", "flowguard"]),
     ],
     swiftLanguageModes: [.v6]
 )

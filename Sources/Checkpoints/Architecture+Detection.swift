@@ -20,29 +20,33 @@ public struct DetectedCheckpoint: Sendable, Hashable {
 
 extension Architecture {
     /// Recognises the family, layout and key prefix of a transformer checkpoint from its tensor
-    /// names, derives the configuration from their shapes, and checks that the tensors are exactly
-    /// those of that configuration with the expected shapes.
+    /// names (trying each of `families`' layout tables), derives the configuration from their
+    /// shapes (the family's `deriveConfig`), and checks that the tensors are exactly those of that
+    /// configuration with the expected shapes.
     ///
-    /// Throws `CheckpointError.unknownArchitecture` (naming up to five unmapped and five missing
-    /// keys), `.mixedLayouts`, `.shapeMismatch`, `.underivableConfig`, `.duplicateTensor` or `.noTensors`.
-    public static func detect(_ tensors: [TensorShapeEntry]) throws -> DetectedCheckpoint {
+    /// Throws `CheckpointError.unrecognised` (no table knows any key), `.unknownArchitecture`
+    /// (naming up to five unmapped and five missing keys), `.mixedLayouts`, `.shapeMismatch`,
+    /// `.underivableConfig`, `.duplicateTensor` or `.noTensors`.
+    public static func detect(_ tensors: [TensorShapeEntry],
+                              families: [ModelFamily] = ModelFamily.builtIn) throws(CheckpointError) -> DetectedCheckpoint {
         let source = try SourceKeys(tensors)
-        let recognised = try source.recognise(families: ModelFamily.allCases)
-        let config = try source.deriveConfig(recognised)
+        let recognised = try source.recognise(families: families)
+        let config = try recognised.family.descriptor.deriveConfig(ShapeEvidence(source: source, recognised: recognised))
         let architecture = try Architecture(config: config)
         try architecture.check(source, layout: recognised.layout)
         return DetectedCheckpoint(architecture: architecture, layout: recognised.layout, prefix: source.prefix)
     }
 
-    /// Detects the architecture of the tensors of a file header; see `detect(_:)`.
-    public static func detect(_ infos: [TensorInfo]) throws -> DetectedCheckpoint {
-        try detect(infos.map(TensorShapeEntry.init))
+    /// Detects the architecture of the tensors of a file header; see `detect(_:families:)`.
+    public static func detect(_ infos: [TensorInfo],
+                              families: [ModelFamily] = ModelFamily.builtIn) throws(CheckpointError) -> DetectedCheckpoint {
+        try detect(infos.map(TensorShapeEntry.init), families: families)
     }
 
     /// Recognises only the layout and key prefix of `tensors`, for a checkpoint of this
     /// architecture, and checks that the tensors are exactly those of this architecture. Use it
     /// when the configuration comes from elsewhere (a `config.json`).
-    public func recogniseLayout(of tensors: [TensorShapeEntry]) throws -> DetectedCheckpoint {
+    public func recogniseLayout(of tensors: [TensorShapeEntry]) throws(CheckpointError) -> DetectedCheckpoint {
         let source = try SourceKeys(tensors)
         let recognised = try source.recognise(families: [family])
         try check(source, layout: recognised.layout)
@@ -51,7 +55,7 @@ extension Architecture {
 
     /// Throws unless the tensors are exactly this architecture's tensors in `layout`, with the
     /// expected shapes.
-    func check(_ source: SourceKeys, layout: KeyLayout) throws {
+    func check(_ source: SourceKeys, layout: KeyLayout) throws(CheckpointError) {
         let expected = table.parameterInstances(LayoutDimensions(config))
         var expectedShapes: [String: [Int]] = [:]
         var expectedOrder: [String] = []
@@ -67,7 +71,7 @@ extension Architecture {
             return expectedShapes[bare] == nil
         }
         if !missing.isEmpty || !unexpected.isEmpty {
-            throw CheckpointError.unknownArchitecture(
+            throw .unknownArchitecture(
                 family: family, layout: layout,
                 unexpected: Array(unexpected.prefix(5)), unexpectedCount: unexpected.count,
                 missing: Array(missing.prefix(5)), missingCount: missing.count)
@@ -76,7 +80,7 @@ extension Architecture {
             let actual = source.bare[name]!.shape
             let wanted = expectedShapes[name]!
             if actual != wanted {
-                throw CheckpointError.shapeMismatch(tensor: source.prefix.rawValue + name, expected: wanted,
+                throw .shapeMismatch(tensor: source.prefix.rawValue + name, expected: wanted,
                                                     actual: actual, architecture: self.name)
             }
         }

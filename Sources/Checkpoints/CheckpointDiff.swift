@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SafeTensors
+import SystemSupport
 
 /// How one tensor of checkpoint A compares with its counterpart in checkpoint B.
 public struct TensorComparison: Sendable, Hashable {
@@ -115,7 +111,7 @@ public struct CheckpointDiff: Sendable {
 
     /// Compares `a` with `b`. Throws `CheckpointError` when `mapLayouts` is asked for and either
     /// side is not a recognisable transformer. `progress(bytesDone, bytesTotal)` counts A's bytes.
-    public static func compare(_ a: TensorCollection, _ b: TensorCollection, options: Options = Options(),
+    static func compareFiles(_ a: TensorCollection, _ b: TensorCollection, options: Options = Options(),
                                progress: ((Int, Int) -> Void)? = nil) throws -> CheckpointDiff {
         var operandsB: [Operand] = b.entries.map(Operand.init(entry:))
         var mapping: LayoutMapping? = nil
@@ -299,7 +295,7 @@ struct Operand {
     }
 
     /// True when both operands hold the same bytes (same dtype assumed), compared run against run
-    /// with `memcmp` over the mapped files.
+    /// over the mapped files.
     func bytesEqual(_ other: Operand) -> Bool {
         guard byteAligned, other.byteAligned, byteCount == other.byteCount else { return false }
         // Flatten the other side's runs lazily: walk both lists of runs in step.
@@ -318,7 +314,7 @@ struct Operand {
                 let (file, range) = runsB[indexB]
                 let n = min(runA.count - position, range.count - offsetB)
                 let same = file.withBytes(fileRange: (range.lowerBound + offsetB)..<(range.lowerBound + offsetB + n)) { runB in
-                    n == 0 || memcmp(runA.baseAddress! + position, runB.baseAddress!, n) == 0
+                    n == 0 || SystemSupport.bytesEqual(runA.baseAddress! + position, runB.baseAddress!, count: n)
                 }
                 if !same { equal = false; return false }
                 position += n

@@ -54,9 +54,11 @@ public struct ConversionPlan: Sendable {
     ///
     /// `prefix` chooses the output key prefix when `target` is `.original`; by default it is the
     /// source's own when the source is already original, else `model.diffusion_model.` for SD3 and
-    /// none for FLUX. It is ignored for `.diffusers`.
-    public init(tensors: [TensorShapeEntry], to target: KeyLayout, prefix: KeyPrefix? = nil) throws {
-        self.init(source: try Architecture.detect(tensors), to: target, prefix: prefix)
+    /// none for FLUX (the family's `defaultOriginalPrefix`). It is ignored for `.diffusers`.
+    /// `families` are the families detection tries.
+    public init(tensors: [TensorShapeEntry], to target: KeyLayout, prefix: KeyPrefix? = nil,
+                families: [ModelFamily] = ModelFamily.builtIn) throws(CheckpointError) {
+        self.init(source: try Architecture.detect(tensors, families: families), to: target, prefix: prefix)
     }
 
     /// Plans the conversion of a checkpoint already recognised by `Architecture.detect(_:)` or

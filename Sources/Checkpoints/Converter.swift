@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SafeTensors
+import SystemSupport
 
 /// What a finished conversion wrote.
 public struct ConversionResult: Sendable {
@@ -48,13 +44,14 @@ public struct Converter: @unchecked Sendable {
 
     /// Detects the architecture and layout of `source` and plans its conversion to `layout`.
     /// `prefix` chooses the key prefix of an original-layout output (see `ConversionPlan`);
-    /// `dtype`, when given, must be a floating-point kind. Throws `CheckpointError` when the
-    /// tensors are not a known transformer.
-    public init(source: TensorCollection, to layout: KeyLayout, prefix: KeyPrefix? = nil, dtype: DType? = nil) throws {
+    /// `dtype`, when given, must be a floating-point kind (else `CheckpointError.notFloatingPoint`).
+    /// Throws `CheckpointError` when the tensors are not a transformer of one of `families`.
+    public init(source: TensorCollection, to layout: KeyLayout, prefix: KeyPrefix? = nil, dtype: DType? = nil,
+                families: [ModelFamily] = ModelFamily.builtIn) throws(CheckpointError) {
         if let dtype, !FloatCodec.canEncode(dtype) {
-            throw SafeTensorsError.conversion(file: source.path, tensor: "*", reason: "cannot write tensors as \(dtype.rawValue): not a floating-point dtype")
+            throw .notFloatingPoint(file: source.path, dtype: dtype, writing: "tensors")
         }
-        let detected = try Architecture.detect(source.infos)
+        let detected = try Architecture.detect(source.infos, families: families)
         self.init(source: source, plan: ConversionPlan(source: detected, to: layout, prefix: prefix), dtype: dtype)
     }
 
@@ -68,15 +65,15 @@ public struct Converter: @unchecked Sendable {
     /// Whether `write(to:)` produces a folder for `path`: when it ends with `/` or is an existing
     /// folder, when shards are asked for, or for a diffusers output not named `*.safetensors`.
     public static func writesFolder(_ path: String, layout: KeyLayout, shardSize: Int?) -> Bool {
-        path.hasSuffix("/") || Converter.isFolder(path) || shardSize != nil
+        path.hasSuffix("/") || FileSystem.isFolder(path) || shardSize != nil
             || (layout == .diffusers && !path.hasSuffix(".safetensors"))
     }
 
     /// Base name of the weight files in a folder output (diffusers' name).
     public static let folderBaseName = "diffusion_pytorch_model"
 
-    /// The output description of each planned tensor, in plan order.
-    public func outputSpecs() throws -> [TensorSpec] {
+    /// The output description of each planned tensor, in plan order (see `outputSpecs()`).
+    func plannedSpecs() throws -> [TensorSpec] {
         try plan.outputs.map { planned in
             TensorSpec(name: planned.name, dtype: try outputDType(of: planned), shape: planned.shape)
         }
@@ -96,9 +93,9 @@ public struct Converter: @unchecked Sendable {
     /// each shard's size in bytes. `progress(bytesDone, bytesTotal)` reports tensor data written.
     /// Refuses to overwrite the input; on any failure nothing new is left at `path`.
     @discardableResult
-    public func write(to path: String, shardSize: Int? = nil,
+    func writeFiles(to path: String, shardSize: Int? = nil,
                       progress: ((Int, Int) -> Void)? = nil) throws -> ConversionResult {
-        let start = Converter.monotonicSeconds()
+        let start = monotonicSeconds()
         if let shardSize, shardSize <= 0 {
             throw SafeTensorsError.io(file: path, operation: "plan shards", message: "the shard size must be positive")
         }
@@ -128,9 +125,9 @@ public struct Converter: @unchecked Sendable {
         for spec in specs { byDType[spec.dtype, default: 0] += 1 }
         return ConversionResult(
             architecture: plan.architecture.name, sourceLayout: plan.sourceLayout, targetLayout: plan.targetLayout,
-            tensorsWritten: specs.count, dataBytes: total, fileBytes: paths.reduce(0) { $0 + Converter.fileSize($1) },
+            tensorsWritten: specs.count, dataBytes: total, fileBytes: paths.reduce(0) { $0 + FileSystem.size(of: $1) },
             report: report, tensorsByDType: byDType, outputPaths: paths,
-            elapsedSeconds: Converter.monotonicSeconds() - start)
+            elapsedSeconds: monotonicSeconds() - start)
     }
 
     /// The dtype an output tensor is written in: the requested one for floating-point sources,
@@ -186,38 +183,5 @@ public struct Converter: @unchecked Sendable {
             }
             advanced(sink.written - before)
         }
-    }
-}
-
-extension Converter {
-    /// Seconds on the monotonic clock.
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    /// Whether `path` names an existing folder (following links).
-    static func isFolder(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    /// The size of the file at `path`, 0 when it cannot be read.
-    static func fileSize(_ path: String) -> Int {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int(st.st_size) : 0
-    }
-
-    /// Device and inode of `path`, nil when it does not exist.
-    static func fileIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return (UInt64(st.st_dev), UInt64(st.st_ino))
-    }
-
-    /// The C library's message for `code`.
-    static func systemMessage(_ code: Int32) -> String {
-        String(cString: strerror(code))
     }
 }

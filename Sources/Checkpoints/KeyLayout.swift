@@ -20,10 +20,11 @@ public enum KeyPrefix: String, Sendable, Hashable, CaseIterable, Codable {
     /// No prefix — BFL FLUX files and all diffusers files.
     case none = ""
 
-    /// The prefix written when converting to the original layout and none was asked for:
-    /// `model.diffusion_model.` for SD3 (as Stability AI ships it), none for FLUX (as BFL ships it).
+    /// The prefix written when converting to the original layout and none was asked for (the
+    /// family's `defaultOriginalPrefix`): `model.diffusion_model.` for SD3 (as Stability AI ships
+    /// it), none for FLUX (as BFL ships it).
     public static func defaultOriginal(for family: ModelFamily) -> KeyPrefix {
-        family == .sd3 ? .sai : .none
+        family.defaultOriginalPrefix
     }
 
     /// The known prefix `key` starts with (the longest one), or `.none`.

@@ -1,50 +1,56 @@
-/// The numbers a table is evaluated with: sizes, block counts and the flags rule conditions test.
-struct LayoutDimensions: Sendable, Hashable {
-    var hidden: Int
-    var headDim: Int
-    var jointAttentionDim: Int
-    var pooledProjectionDim: Int
-    var inChannels: Int
-    var patchSize: Int
-    var outputFeatures: Int
-    var posEmbedLength: Int
-    var jointBlocks: Int
-    var singleBlocks: Int
-    var dualAttention: Set<Int>
-    var qkNorm: Bool
-    var guidance: Bool
+/// The numbers a layout table is evaluated with: sizes, block counts and the flags rule conditions
+/// test. Each family's configuration computes its own (`FamilyConfiguration.layoutDimensions`).
+public struct LayoutDimensions: Sendable, Hashable {
+    /// Width of the token streams (`Quantity.hidden`).
+    public var hidden: Int
+    /// Channels per attention head, 0 when unknown (`.headDim`).
+    public var headDim: Int
+    /// Width of the text-encoder token embeddings (`.jointAttentionDim`).
+    public var jointAttentionDim: Int
+    /// Width of the pooled text embedding (`.pooledProjectionDim`).
+    public var pooledProjectionDim: Int
+    /// Latent channels in (`.inChannels`).
+    public var inChannels: Int
+    /// Side of a patch (`.patchSize`).
+    public var patchSize: Int
+    /// Output features of the final projection (`.outputFeatures`).
+    public var outputFeatures: Int
+    /// Rows of a position table (`.posEmbedLength`), 0 when there is none.
+    public var posEmbedLength: Int
+    /// Number of blocks `BlockScope.joint` runs over.
+    public var jointBlocks: Int
+    /// Number of blocks `BlockScope.single` runs over.
+    public var singleBlocks: Int
+    /// Joint blocks for which `RuleCondition.dualAttention` holds.
+    public var dualAttention: Set<Int>
+    /// Whether `RuleCondition.qkNorm` holds.
+    public var qkNorm: Bool
+    /// Whether `RuleCondition.guidance` holds.
+    public var guidance: Bool
 
+    /// Creates the numbers; conditions default to off and block scopes to empty.
+    public init(hidden: Int, headDim: Int = 0, jointAttentionDim: Int = 0, pooledProjectionDim: Int = 0,
+                inChannels: Int = 0, patchSize: Int = 1, outputFeatures: Int = 0, posEmbedLength: Int = 0,
+                jointBlocks: Int = 0, singleBlocks: Int = 0, dualAttention: Set<Int> = [], qkNorm: Bool = false,
+                guidance: Bool = false) {
+        self.hidden = hidden
+        self.headDim = headDim
+        self.jointAttentionDim = jointAttentionDim
+        self.pooledProjectionDim = pooledProjectionDim
+        self.inChannels = inChannels
+        self.patchSize = patchSize
+        self.outputFeatures = outputFeatures
+        self.posEmbedLength = posEmbedLength
+        self.jointBlocks = jointBlocks
+        self.singleBlocks = singleBlocks
+        self.dualAttention = dualAttention
+        self.qkNorm = qkNorm
+        self.guidance = guidance
+    }
+
+    /// The numbers of a configuration.
     init(_ config: ModelConfig) {
-        switch config {
-        case .sd3(let c):
-            hidden = c.hiddenSize
-            headDim = c.attentionHeadDim ?? 0
-            jointAttentionDim = c.jointAttentionDim
-            pooledProjectionDim = c.pooledProjectionDim
-            inChannels = c.inChannels
-            patchSize = c.patchSize
-            outputFeatures = c.patchSize * c.patchSize * c.outChannels
-            posEmbedLength = c.posEmbedMaxSize * c.posEmbedMaxSize
-            jointBlocks = c.numLayers
-            singleBlocks = 0
-            dualAttention = Set(c.dualAttentionLayers)
-            qkNorm = c.qkNorm
-            guidance = false
-        case .flux(let c):
-            hidden = c.hiddenSize
-            headDim = c.attentionHeadDim
-            jointAttentionDim = c.jointAttentionDim
-            pooledProjectionDim = c.pooledProjectionDim
-            inChannels = c.inChannels
-            patchSize = 1
-            outputFeatures = c.outChannels
-            posEmbedLength = 0
-            jointBlocks = c.numLayers
-            singleBlocks = c.numSingleLayers
-            dualAttention = []
-            qkNorm = true
-            guidance = c.guidanceEmbeds
-        }
+        self = config.base.layoutDimensions
     }
 
     func value(_ e: Extent) -> Int {

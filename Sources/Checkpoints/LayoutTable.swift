@@ -191,8 +191,30 @@ public struct LayoutTable: Sendable {
         self.patternIndex = PatternIndex(rules)
     }
 
-    /// The table of a family.
+    /// The table of a family (its descriptor's `table`).
     public static func of(_ family: ModelFamily) -> LayoutTable {
-        family == .sd3 ? .sd3 : .flux
+        family.table
+    }
+}
+
+extension LayoutTable {
+    /// The name prefixes in front of a block index in `layout`, per block scope (joint before
+    /// single, scopes without rules left out): SD3 original `joint_blocks.`, FLUX diffusers
+    /// `transformer_blocks.` and `single_transformer_blocks.`. LoRA readers find adapted block
+    /// indices with them.
+    public func blockPrefixes(in layout: KeyLayout) -> [(scope: BlockScope, prefixes: [String])] {
+        var out: [(scope: BlockScope, prefixes: [String])] = []
+        for scope in [BlockScope.joint, .single] {
+            var prefixes: [String] = []
+            for rule in rules where rule.scope == scope {
+                for module in rule.modules(in: layout) {
+                    guard let r = module.firstRange(of: "{i}.") else { continue }
+                    let prefix = String(module[..<r.lowerBound])
+                    if !prefixes.contains(prefix) { prefixes.append(prefix) }
+                }
+            }
+            if !prefixes.isEmpty { out.append((scope, prefixes)) }
+        }
+        return out
     }
 }

@@ -74,7 +74,7 @@ extension Architecture {
     /// `double_blocks.0.img_attn.qkv`, `single_blocks.2.linear1`, `transformer_blocks.3.attn.to_q`);
     /// a leading `model.diffusion_model.` or `diffusion_model.` is ignored for the original layout.
     /// Throws `CheckpointError.unknownModule` when the architecture has no such module.
-    public func mapModule(_ name: String, from layout: KeyLayout) throws -> ModuleMapping {
+    public func mapModule(_ name: String, from layout: KeyLayout) throws(CheckpointError) -> ModuleMapping {
         let bare = layout == .original ? String(name.dropFirst(KeyPrefix.of(name).rawValue.count)) : name
         let dims = LayoutDimensions(config)
         for m in table.matchModule(bare, in: layout) {
@@ -99,7 +99,7 @@ extension Architecture {
                                      transform: rule.transform, pieces: pieces)
             }
         }
-        throw CheckpointError.unknownModule(name: name, layout: layout, architecture: self.name)
+        throw .unknownModule(name: name, layout: layout, architecture: self.name)
     }
 
     /// Every module path of the architecture in `layout` (no key prefix), in layout-table order;

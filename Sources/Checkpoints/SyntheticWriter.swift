@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SafeTensors
+import SystemSupport
 
 /// How a synthetic checkpoint's values are drawn.
 public struct SyntheticOptions: Sendable, Hashable {
@@ -91,7 +87,7 @@ public enum SyntheticWriter {
     /// folder (created if missing) holding `diffusion_pytorch_model.safetensors` (or shards and
     /// their index) and `config.json`. Each file appears atomically.
     /// `progress(bytesDone, bytesTotal)` is called after each tensor.
-    public static func write(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
+    static func writeFiles(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
                              options: SyntheticOptions = SyntheticOptions(),
                              progress: ((Int, Int) -> Void)? = nil) throws -> SyntheticResult {
         guard FloatCodec.canEncode(dtype) else {
@@ -132,9 +128,11 @@ public enum SyntheticWriter {
                                             metadata: options.metadata, maxShardBytes: options.maxShardBytes,
                                             progress: progress, produce: produce)
             let configPath = path + "/config.json"
-            let config = try AtomicFile(destination: configPath)
-            try config.write(Array(architecture.diffusersConfigJSON().utf8))
-            try config.commit()
+            do {
+                let config = try AtomicFile(destination: configPath)
+                try config.write(Array(architecture.diffusersConfigJSON().utf8))
+                try config.commit()
+            } catch { throw SafeTensorsError.system(error) }
             paths.append(configPath)
         }
         return SyntheticResult(architecture: architecture.name, layout: layout, dtype: dtype, tensorCount: specs.count,
@@ -168,16 +166,13 @@ public enum SyntheticWriter {
 
     /// Creates `path` as a folder unless it already is one.
     static func makeFolder(_ path: String) throws(SafeTensorsError) {
-        var st = stat()
-        if stat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFDIR else {
+        if let status = FileSystem.status(of: path) {
+            guard status.kind == .folder else {
                 throw .io(file: path, operation: "create folder", message: "a file of that name exists (the diffusers layout is written as a folder)")
             }
             return
         }
-        if mkdir(path, 0o755) != 0 {
-            throw .io(file: path, operation: "create folder", message: String(cString: strerror(errno)))
-        }
+        do { try FileSystem.makeFolder(path) } catch { throw .system(error) }
     }
 }
 

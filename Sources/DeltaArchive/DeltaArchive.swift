@@ -1,10 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// How `DeltaArchive.pack` stores tensors.
 public struct PackOptions: Sendable {
@@ -119,7 +115,7 @@ public enum DeltaArchive {
         }
 
         let file: AtomicFile
-        do { file = try AtomicFile(destination: output) } catch { throw .source(error) }
+        do { file = try AtomicFile(destination: output) } catch { throw .source(.system(error)) }
         do throws(DeltaArchiveError) {
             var out = ArchiveOutput(file: file)
             var preamble = DeltaArchiveFormat.magic
@@ -138,7 +134,7 @@ public enum DeltaArchive {
                                    metadata: source.header.metadata, sourceHeader: sourceChunk, entries: entries)
             try writeIndexAndTrailer(index, level: options.level, input: input, into: &out)
             let encoded = monotonicSeconds()
-            do { try file.commit() } catch { throw .source(error) }
+            do { try file.commit() } catch { throw .source(.system(error)) }
             let committed = monotonicSeconds()
             let reports = entries.map {
                 TensorPackReport(name: $0.name, dtype: $0.dtype, rawBytes: $0.byteCount, compressedBytes: $0.compressedCount,
@@ -196,7 +192,7 @@ public enum DeltaArchive {
 
         /// Appends `bytes` through the file's write buffer.
         mutating func write(_ bytes: [UInt8]) throws(DeltaArchiveError) {
-            do { try file.write(bytes) } catch { throw .source(error) }
+            do { try file.write(bytes) } catch { throw .source(.system(error)) }
             cursor += bytes.count
         }
 
@@ -206,7 +202,7 @@ public enum DeltaArchive {
             do {
                 if frame.count >= 1 << 16 { try file.writeUnbuffered(frame) }
                 else { try file.write(frame) }
-            } catch { throw .source(error) }
+            } catch { throw .source(.system(error)) }
             cursor += frame.count
         }
     }
@@ -388,12 +384,12 @@ public enum DeltaArchive {
                              offset: first.chunks.first?.offset ?? 0)
         }
         let file: AtomicFile
-        do { file = try AtomicFile(destination: output) } catch { throw .source(error) }
+        do { file = try AtomicFile(destination: output) } catch { throw .source(.system(error)) }
         do throws(DeltaArchiveError) {
             do {
                 try file.preallocate(reader.originalSize)
                 try file.write(reader.sourceHeaderBytes)
-            } catch { throw .source(error) }
+            } catch { throw .source(.system(error)) }
             let units = reader.entries.flatMap { e in e.chunks.indices.map { (e, $0) } }
             let total = reader.sourceHeader.dataSize
             var done = 0
@@ -439,13 +435,13 @@ public enum DeltaArchive {
                     } catch { errors.set(k, error) }
                 }
                 if let error = errors.first { throw error }
-                do { try file.writeUnbuffered(UnsafeRawBufferPointer(rebasing: batchBuffer[0..<batchBytes])) } catch { throw .source(error) }
+                do { try file.writeUnbuffered(UnsafeRawBufferPointer(rebasing: batchBuffer[0..<batchBytes])) } catch { throw .source(.system(error)) }
                 done += batchBytes
                 progress?(done, total)
                 next = end
             }
             let decoded = monotonicSeconds()
-            do { try file.commit() } catch { throw .source(error) }
+            do { try file.commit() } catch { throw .source(.system(error)) }
             return UnpackReport(outputBytes: reader.originalSize, seconds: monotonicSeconds() - started,
                                 commitSeconds: monotonicSeconds() - decoded, threads: threads)
         } catch {
@@ -458,11 +454,4 @@ public enum DeltaArchive {
 /// Appends the little-endian bytes of an integer.
 func appendLE<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
     withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-}
-
-/// Seconds on the monotonic clock.
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

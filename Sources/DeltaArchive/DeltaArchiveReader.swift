@@ -1,11 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import Dispatch
-import Foundation
 import SafeTensors
+import SystemSupport
 
 /// The tensors an archive's XOR deltas were taken against: a safetensors file or another archive.
 public enum DeltaReference: Sendable {
@@ -89,9 +83,10 @@ public final class DeltaArchiveReader: @unchecked Sendable {
     public let sourceHeader: SafeTensorsHeader
     /// The reference XOR deltas are undone against, if given.
     public let reference: DeltaReference?
-    private let base: UnsafeRawPointer
+    /// The mapping, registered so that a truncation under us is reported by the SIGBUS
+    /// handler, not a crash.
+    private let mapping: MappedRegion
     private let byName: [String: Int]
-    private let guardToken: Int
 
     /// The tensors, in the original file's data order.
     public var entries: [DeltaEntry] { index.entries }
@@ -103,11 +98,10 @@ public final class DeltaArchiveReader: @unchecked Sendable {
 
     /// Whether the file at `path` starts with the archive magic.
     public static func hasMagic(path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard let file = try? FileDescriptor.openForReading(path) else { return false }
+        defer { file.close() }
         var head = [UInt8](repeating: 0, count: 8)
-        let n = head.withUnsafeMutableBytes { read(fd, $0.baseAddress, 8) }
+        let n = head.withUnsafeMutableBytes { try? file.read(into: $0) }
         return n == 8 && head == DeltaArchiveFormat.magic
     }
 
@@ -116,43 +110,27 @@ public final class DeltaArchiveReader: @unchecked Sendable {
     public init(path: String, reference: DeltaReference? = nil, limits: DeltaReadLimits = DeltaReadLimits()) throws(DeltaArchiveError) {
         self.path = path
         self.reference = reference
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(file: path, operation: "open", message: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .io(file: path, operation: "stat", message: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .io(file: path, operation: "open", message: "not a regular file") }
-        let size = Int(st.st_size)
+        let file: FileDescriptor
+        do { file = try FileDescriptor.openForReading(path) } catch { throw .io(file: path, operation: error.operation, message: error.message) }
+        defer { file.close() }
+        let status: FileStatus
+        do { status = try file.status() } catch { throw .io(file: path, operation: error.operation, message: error.message) }
+        guard status.kind == .regular else { throw .io(file: path, operation: "open", message: "not a regular file") }
+        let size = status.size
         fileSize = size
         let minimum = DeltaArchiveFormat.preambleSize + DeltaArchiveFormat.trailerSize
         guard size >= minimum else {
             throw .truncated(file: path, reason: "\(size) bytes, an archive has at least \(minimum)", offset: size)
         }
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw .io(file: path, operation: "mmap", message: String(cString: strerror(errno)))
-        }
-        let pointer = UnsafeRawPointer(mapped)
-        // Registered so that a truncation under us is reported by the SIGBUS handler, not a crash.
-        guardToken = MappingGuard.registerMapping(start: pointer, length: size, path: path)
-        do {
-            let parsed = try DeltaArchiveReader.validate(UnsafeRawBufferPointer(start: pointer, count: size), file: path, limits: limits)
-            index = parsed.index
-            sourceHeaderBytes = parsed.headerBytes
-            sourceHeader = parsed.header
-        } catch {
-            MappingGuard.unregisterMapping(guardToken)
-            munmap(mapped, size)
-            throw error
-        }
-        base = pointer
+        do { mapping = try MappedRegion(mapping: file, count: size) } catch { throw .io(file: path, operation: error.operation, message: error.message) }
+        // A failure releases the mapping (unregistered, then unmapped).
+        let parsed = try DeltaArchiveReader.validate(mapping.bytes, file: path, limits: limits)
+        index = parsed.index
+        sourceHeaderBytes = parsed.headerBytes
+        sourceHeader = parsed.header
         var byName: [String: Int] = [:]
         for (i, e) in index.entries.enumerated() { byName[e.name] = i }
         self.byName = byName
-    }
-
-    deinit {
-        MappingGuard.unregisterMapping(guardToken)
-        munmap(UnsafeMutableRawPointer(mutating: base), fileSize)
     }
 
     /// Decodes tensor `name` (random access: only its frames are read).
@@ -195,7 +173,7 @@ public final class DeltaArchiveReader: @unchecked Sendable {
         let chunk = entry.chunks[i]
         precondition(destination.count == chunk.rawLength, "destination must be the chunk's raw length")
         // Invariant: validate() checked offset + length <= fileSize for every chunk.
-        let frame = UnsafeRawBufferPointer(start: base + chunk.offset, count: chunk.length)
+        let frame = UnsafeRawBufferPointer(rebasing: mapping.bytes[chunk.offset..<(chunk.offset + chunk.length)])
         func fail(_ reason: String) -> DeltaArchiveError { .corruptFrame(file: path, tensor: entry.name, reason: reason, offset: chunk.offset) }
         let declared: UInt64?
         do { declared = try Zstd.frameContentSize(frame) } catch { throw fail(error.reason) }
@@ -249,89 +227,15 @@ public final class DeltaArchiveReader: @unchecked Sendable {
 }
 
 /// The number of processors available to this process (the default thread count).
-public func activeProcessors() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
-
-/// Runs `body(0..<count)` on up to `threads` threads; each index runs exactly once.
-func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
-    let workers = max(1, min(threads, count))
-    if workers == 1 {
-        for i in 0..<count { body(i) }
-        return
-    }
-    // The body only touches disjoint slots per index; the box carries it across threads.
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var i = w
-            while i < count {
-                box.value(i)
-                i += workers
-            }
-        }
-    }
-}
-
-/// Runs `body(worker, i)` for every i in `0..<count` on up to `threads` workers that take the next
-/// index as they become free (work items of uneven size stay balanced). `worker` is in
-/// `0..<threads`: per-worker scratch state can be indexed by it.
-func parallelForDynamic(_ count: Int, threads: Int, _ body: (Int, Int) -> Void) {
-    let workers = max(1, min(threads, count))
-    if workers == 1 {
-        for i in 0..<count { body(0, i) }
-        return
-    }
-    let counter = WorkCounter()
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            while true {
-                let i = counter.next()
-                if i >= count { break }
-                box.value(w, i)
-            }
-        }
-    }
-}
-
-/// A shared "next index" handed out under a lock.
-final class WorkCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-
-    /// The next index (0, 1, 2, …), one per call across threads.
-    func next() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        value += 1
-        return value - 1
-    }
-}
-
-/// Carries a non-Sendable value into `concurrentPerform`; the caller guarantees thread safety.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
+public func activeProcessors() -> Int { SystemInfo.activeProcessors }
 
 /// One error slot per work item, written by the worker that owns the slot; `first` is the
 /// lowest-numbered failure, so the error reported does not depend on scheduling.
 final class ErrorSlots: @unchecked Sendable {
     // @unchecked: each slot is written by one worker only, and read after all workers finished.
     private var slots: [DeltaArchiveError?]
-    private let lock = PthreadLock()
+    private let lock = Lock()
     init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ error: DeltaArchiveError) { lock.locked { slots[i] = error } }
-    var first: DeltaArchiveError? { lock.locked { slots.first { $0 != nil } ?? nil } }
-}
-
-/// A pthread mutex, to avoid importing Foundation.
-final class PthreadLock: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    init() { pthread_mutex_init(mutex, nil) }
-    deinit { pthread_mutex_destroy(mutex); mutex.deallocate() }
-    func locked<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
-    }
+    func set(_ i: Int, _ error: DeltaArchiveError) { lock.withLock { slots[i] = error } }
+    var first: DeltaArchiveError? { lock.withLock { slots.first { $0 != nil } ?? nil } }
 }

@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import CZstd
+import SystemSupport
 
 /// A failure reported by the zstd library, or a frame that does not have the shape the caller
 /// required. The description names zstd's own error (`ZSTD_getErrorName`).
@@ -287,7 +283,7 @@ extension Zstd {
     static let entropySample = 2048
 
     /// c · log2(c) for every count a sample can hold (0 ... `entropySample`), computed once.
-    private static let countLog2Count: [Double] = (0...entropySample).map { $0 == 0 ? 0 : Double($0) * log2(Double($0)) }
+    private static let countLog2Count: [Double] = (0...entropySample).map { $0 == 0 ? 0 : Double($0) * binaryLogarithm(Double($0)) }
 
     /// Whether the order-0 entropy of `bytes`, estimated from at most `entropySample` bytes
     /// taken at an even stride (plug-in estimate with the Miller–Madow correction for its
@@ -317,7 +313,7 @@ extension Zstd {
             }
         }
         let s = Double(sampled)
-        let entropy = log2(s) - sumCLogC / s + Double(used - 1) / (2 * s * 0.6931471805599453)
+        let entropy = binaryLogarithm(s) - sumCLogC / s + Double(used - 1) / (2 * s * 0.6931471805599453)
         return entropy >= rawPlaneEntropy
     }
 

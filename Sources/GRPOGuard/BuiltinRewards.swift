@@ -1,5 +1,6 @@
 import FlowMatching
 import SafeTensors
+import SystemSupport
 import Foundation
 import TensorRuntime
 

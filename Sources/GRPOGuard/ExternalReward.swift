@@ -1,11 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 // The external reward protocol (docs/rewards.md): FlowGuard starts the scorer once and keeps it
@@ -101,7 +97,7 @@ public final class ExternalReward: Reward, @unchecked Sendable {
 
     /// The configuration it runs.
     public let config: ExternalRewardConfig
-    private let lock = NSLock()
+    private let lock = Lock()
     private var process: ScorerProcess?
     private var nextBatchID = 0
     private var fileDirectory: String?
@@ -141,7 +137,7 @@ public final class ExternalReward: Reward, @unchecked Sendable {
         let id = nextBatchID
         nextBatchID += 1
         let request = try makeRequest(id: id, latents: latents, prompts: prompts, promptIDs: promptIDs)
-        defer { if let path = request.file { unlink(path) } }
+        defer { if let path = request.file { FileSystem.removeFile(path) } }
         let attempts = config.onFailure.attempts
         var last: RewardError? = nil
         for _ in 0..<attempts {
@@ -171,7 +167,7 @@ public final class ExternalReward: Reward, @unchecked Sendable {
     private func shutDown() {
         process?.finish(grace: 2)
         process = nil
-        if let dir = fileDirectory { try? FileManager.default.removeItem(atPath: dir) }
+        if let dir = fileDirectory { FileSystem.removeTree(dir) }
         fileDirectory = nil
     }
 
@@ -217,11 +213,9 @@ public final class ExternalReward: Reward, @unchecked Sendable {
     private func temporaryFolder(batch: Int) throws(RewardError) -> String {
         if let fileDirectory { return fileDirectory }
         let base = config.temporaryDirectory ?? NSTemporaryDirectory()
-        var template = Array(((base.hasSuffix("/") ? base : base + "/") + "flowguard-reward.XXXXXX").utf8CString)
-        // mkdtemp replaces the X's in place; the result is the template up to its NUL.
-        let made = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!).map { String(cString: $0) } }
-        guard let path = made else {
-            throw .io(command: name, batch: batch, operation: "creating a temporary folder in \(base)", message: errnoMessage())
+        let path: String
+        do { path = try FileSystem.makeTemporaryFolder(in: base, prefix: "flowguard-reward.") } catch {
+            throw .io(command: name, batch: batch, operation: "creating a temporary folder in \(base)", message: error.message)
         }
         fileDirectory = path
         return path
@@ -315,6 +309,15 @@ enum ScorerFailure: Error {
     case lineTooLong(Int)
     /// A system call failed.
     case system(operation: String, message: String)
+
+    /// The failure of a stream operation.
+    init(_ failure: StreamFailure) {
+        switch failure {
+        case .timeout: self = .timeout
+        case .peerClosed: self = .peerClosed
+        case let .system(error): self = .system(operation: error.operation, message: error.message)
+        }
+    }
 }
 
 /// One running scorer: the process, our ends of its stdin/stdout/stderr (Unix socket pairs, so a
@@ -329,14 +332,14 @@ final class ScorerProcess: @unchecked Sendable {
 
     let process: Process
     let pid: Int32
-    private let input: Int32
-    private let output: Int32
-    private let errors: Int32
+    private let input: FileDescriptor
+    private let output: FileDescriptor
+    private let errors: FileDescriptor
     private var buffer: [UInt8] = []
     private let tail: StderrTail
     private var finished = false
 
-    private init(process: Process, input: Int32, output: Int32, errors: Int32, tail: StderrTail) {
+    private init(process: Process, input: FileDescriptor, output: FileDescriptor, errors: FileDescriptor, tail: StderrTail) {
         self.process = process
         self.pid = process.processIdentifier
         self.input = input
@@ -356,34 +359,32 @@ final class ScorerProcess: @unchecked Sendable {
             throw .launchFailed(command: commandLine, reason: config.command.contains("/")
                                 ? "\(config.command) is not an executable file" : "\(config.command) was not found on PATH")
         }
-        var ends: [(ours: Int32, theirs: Int32)] = []
-        func closeAll() { for e in ends { closeDescriptor(e.ours); closeDescriptor(e.theirs) } }
-        for _ in 0..<3 {
-            guard let pair = makeSocketPair() else {
-                let message = errnoMessage()
+        var ends: [(ours: FileDescriptor, theirs: FileDescriptor)] = []
+        func closeAll() { for e in ends { e.ours.close(); e.theirs.close() } }
+        for stream in ["standard input", "standard output", "standard error"] {
+            do { ends.append(try FileDescriptor.makeSocketPair(label: "the scorer's \(stream)")) } catch {
                 closeAll()
-                throw .launchFailed(command: commandLine, reason: "socketpair failed: \(message)")
+                throw .launchFailed(command: commandLine, reason: "socketpair failed: \(error.message)")
             }
-            ends.append(pair)
         }
         // Our end of stdin is non-blocking so a scorer that stops reading cannot stall a write
         // past the deadline.
-        _ = fcntl(ends[0].ours, F_SETFL, fcntl(ends[0].ours, F_GETFL) | O_NONBLOCK)
+        ends[0].ours.setNonBlocking()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = config.arguments
         process.environment = environment
         if let dir = config.workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: dir) }
-        process.standardInput = FileHandle(fileDescriptor: ends[0].theirs, closeOnDealloc: false)
-        process.standardOutput = FileHandle(fileDescriptor: ends[1].theirs, closeOnDealloc: false)
-        process.standardError = FileHandle(fileDescriptor: ends[2].theirs, closeOnDealloc: false)
+        process.standardInput = FileHandle(fileDescriptor: ends[0].theirs.rawValue, closeOnDealloc: false)
+        process.standardOutput = FileHandle(fileDescriptor: ends[1].theirs.rawValue, closeOnDealloc: false)
+        process.standardError = FileHandle(fileDescriptor: ends[2].theirs.rawValue, closeOnDealloc: false)
         do {
             try process.run()
         } catch {
             closeAll()
             throw .launchFailed(command: commandLine, reason: (error as NSError).localizedDescription)
         }
-        for e in ends { closeDescriptor(e.theirs) }
+        for e in ends { e.theirs.close() }
         let tail = StderrTail(passThrough: config.stderr == .passThrough)
         tail.startReading(ends[2].ours)
         return ScorerProcess(process: process, input: ends[0].ours, output: ends[1].ours, errors: ends[2].ours, tail: tail)
@@ -391,21 +392,10 @@ final class ScorerProcess: @unchecked Sendable {
 
     /// Writes all of `bytes` to the scorer's stdin before `deadline`.
     func send(_ bytes: [UInt8], deadline: Double) throws(ScorerFailure) {
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in
-                sendNoSignal(input, raw.baseAddress! + sent, bytes.count - sent)
-            }
-            if n > 0 { sent += n; continue }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK {
-                try waitFor(input, events: Int16(POLLOUT), deadline: deadline)
-                continue
-            }
-            if code == EPIPE || code == ECONNRESET { throw .peerClosed }
-            throw .system(operation: "writing the request", message: String(cString: strerror(code)))
+        let result = bytes.withUnsafeBytes { raw in
+            Result { () throws(StreamFailure) in try input.send(raw, deadline: deadline, operation: "writing the request") }
         }
+        do { try result.get() } catch { throw ScorerFailure(error) }
     }
 
     /// The next line of the scorer's stdout (without its newline), read before `deadline`.
@@ -420,30 +410,14 @@ final class ScorerProcess: @unchecked Sendable {
             }
             scanned = buffer.count
             guard buffer.count <= Self.maximumLineBytes else { throw .lineTooLong(buffer.count) }
-            try waitFor(output, events: Int16(POLLIN), deadline: deadline)
             var chunk = [UInt8](repeating: 0, count: 65536)
-            let n = chunk.withUnsafeMutableBytes { read(output, $0.baseAddress!, $0.count) }
-            if n > 0 {
-                buffer.append(contentsOf: chunk[..<n])
-            } else if n == 0 {
-                throw .endOfOutput
-            } else if errno != EINTR && errno != EAGAIN {
-                throw .system(operation: "reading the reply", message: String(cString: strerror(errno)))
+            let received = chunk.withUnsafeMutableBytes { raw in
+                Result { () throws(StreamFailure) in try output.receive(into: raw, deadline: deadline, operation: "reading the reply") }
             }
-        }
-    }
-
-    /// Blocks until `fd` is ready for `events` or the deadline passes.
-    private func waitFor(_ fd: Int32, events: Int16, deadline: Double) throws(ScorerFailure) {
-        while true {
-            let remaining = deadline - monotonicSeconds()
-            guard remaining > 0 else { throw .timeout }
-            var entry = pollfd(fd: fd, events: events, revents: 0)
-            let ready = poll(&entry, 1, Int32(min(remaining * 1000, 60_000).rounded(.up)))
-            if ready > 0 { return }
-            if ready < 0 && errno != EINTR {
-                throw .system(operation: "waiting for the scorer", message: String(cString: strerror(errno)))
-            }
+            let n: Int
+            do { n = try received.get() } catch { throw ScorerFailure(error) }
+            if n == 0 { throw .endOfOutput }
+            buffer.append(contentsOf: chunk[..<n])
         }
     }
 
@@ -452,7 +426,7 @@ final class ScorerProcess: @unchecked Sendable {
         let deadline = monotonicSeconds() + seconds
         while process.isRunning {
             if monotonicSeconds() > deadline { return nil }
-            usleep(5_000)
+            ProcessControl.sleep(seconds: 0.005)
         }
         process.waitUntilExit()
         return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
@@ -471,7 +445,7 @@ final class ScorerProcess: @unchecked Sendable {
     func kill() {
         guard !finished else { return }
         finished = true
-        if sendSignal(-pid, SIGKILL) != 0, process.isRunning { _ = sendSignal(pid, SIGKILL) }
+        ProcessControl.killGroup(pid, stillRunning: { process.isRunning })
         release()
     }
 
@@ -479,19 +453,19 @@ final class ScorerProcess: @unchecked Sendable {
     func finish(grace: Double) {
         guard !finished else { return }
         finished = true
-        _ = shutdown(input, Int32(SHUT_WR))
-        if waitForExit(seconds: grace) == nil, process.isRunning, sendSignal(-pid, SIGKILL) != 0 { _ = sendSignal(pid, SIGKILL) }
+        input.shutdown(onlyWriting: true)
+        if waitForExit(seconds: grace) == nil, process.isRunning { ProcessControl.killGroup(pid, stillRunning: { process.isRunning }) }
         release()
     }
 
     /// Reaps the process and closes our ends; `shutdown` first wakes the stderr thread.
     private func release() {
-        _ = shutdown(errors, Int32(SHUT_RDWR))
+        errors.shutdown(onlyWriting: false)
         process.waitUntilExit()
         tail.waitForEnd(seconds: 1)
-        closeDescriptor(input)
-        closeDescriptor(output)
-        closeDescriptor(errors)
+        input.close()
+        output.close()
+        errors.close()
     }
 }
 
@@ -507,14 +481,13 @@ final class StderrTail: @unchecked Sendable {
     init(passThrough: Bool) { self.passThrough = passThrough }
 
     /// Starts a thread reading `fd` to its end.
-    func startReading(_ fd: Int32) {
+    func startReading(_ stream: FileDescriptor) {
         let thread = Thread { [self] in
             var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                if n < 0 && errno == EINTR { continue }
+                let n = chunk.withUnsafeMutableBytes { (try? stream.readSome(into: $0)) ?? 0 }
                 if n <= 0 { break }
-                if passThrough { chunk.withUnsafeBytes { _ = write(2, $0.baseAddress!, n) } }
+                if passThrough { chunk.withUnsafeBytes { StandardError.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) } }
                 lock.lock()
                 data.append(contentsOf: chunk[..<n])
                 if data.count > 2 * Self.keep { data.removeFirst(data.count - Self.keep) }
@@ -550,54 +523,15 @@ final class StderrTail: @unchecked Sendable {
 
 // MARK: - Small system helpers
 
-/// A connected pair of Unix stream sockets, close-on-exec: (our end, the child's end).
-private func makeSocketPair() -> (ours: Int32, theirs: Int32)? {
-    var fds: [Int32] = [-1, -1]
-    #if os(Linux)
-    let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-    #else
-    let type = SOCK_STREAM
-    #endif
-    guard socketpair(AF_UNIX, type, 0, &fds) == 0 else { return nil }
-    #if !os(Linux)
-    for fd in fds {
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        var on: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, socklen_t(MemoryLayout<Int32>.size))
-    }
-    #endif
-    return (fds[0], fds[1])
-}
-
-/// `send` that reports a closed peer as EPIPE instead of raising SIGPIPE.
-private func sendNoSignal(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) -> Int {
-    #if os(Linux)
-    return send(fd, pointer, count, Int32(MSG_NOSIGNAL))
-    #else
-    return send(fd, pointer, count, 0)
-    #endif
-}
-
 /// The full path of `command`: itself when it contains a slash, else the first match on `path`.
 private func resolveExecutable(_ command: String, path: String?) -> String? {
-    if command.contains("/") { return access(command, X_OK) == 0 ? command : nil }
+    if command.contains("/") { return FileSystem.isExecutableFile(command) ? command : nil }
     for dir in (path ?? "/usr/bin:/bin").split(separator: ":") {
         let candidate = "\(dir)/\(command)"
-        var st = stat()
-        if access(candidate, X_OK) == 0, stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { return candidate }
+        if FileSystem.isExecutableFile(candidate) { return candidate }
     }
     return nil
 }
-
-/// Seconds on a clock that never jumps.
-private func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-/// The current errno as text.
-private func errnoMessage() -> String { String(cString: strerror(errno)) }
 
 /// The float32 values as little-endian bytes (the wire format of requests and of files we write).
 func littleEndianFloat32Bytes(_ values: [Float]) -> [UInt8] {
@@ -615,7 +549,3 @@ private func shellQuoted(_ word: String) -> String {
     }
     return plain ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }
-
-/// `close(2)` and `kill(2)`, named so they do not collide with the methods of the same names.
-private func closeDescriptor(_ fd: Int32) { _ = close(fd) }
-private func sendSignal(_ pid: Int32, _ signal: Int32) -> Int32 { kill(pid, signal) }

@@ -2,6 +2,7 @@ import Checkpoints
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 /// The prompts a run trains on, as text-encoder outputs computed elsewhere
@@ -99,8 +100,9 @@ public struct PromptSet: Sendable {
         }
 
         guard let familyName = try metadataString(Self.familyKey, required: true) else { fatalError("unreachable") }
-        guard let family = ModelFamily(rawValue: familyName) else {
-            throw .metadata(file: path, key: Self.familyKey, reason: "'\(escapeForDisplay(familyName))' is not a model family (sd3 or flux)", offset: metadataOffset)
+        guard let family = ModelFamily.named(familyName) else {
+            let known = ModelFamily.builtIn.map(\.id).joined(separator: " or ")
+            throw .metadata(file: path, key: Self.familyKey, reason: "'\(escapeForDisplay(familyName))' is not a model family (\(known))", offset: metadataOffset)
         }
         guard let prompts = try stringArray(Self.promptsKey, required: true) else { fatalError("unreachable") }
         let negativePrompts = try stringArray(Self.negativePromptsKey, required: false)
@@ -204,11 +206,7 @@ public struct PromptSet: Sendable {
     /// Checks that a model of `architecture` can take these embeddings: same family, and
     /// `joint_attention_dim` and `pooled_projection_dim` equal to the embedding widths.
     public func check(against architecture: Architecture) throws(PromptSetError) {
-        let joint: Int, pooled: Int
-        switch architecture.config {
-        case let .sd3(c): (joint, pooled) = (c.jointAttentionDim, c.pooledProjectionDim)
-        case let .flux(c): (joint, pooled) = (c.jointAttentionDim, c.pooledProjectionDim)
-        }
+        let (joint, pooled) = (architecture.config.jointAttentionDim, architecture.config.pooledProjectionDim)
         var problems: [String] = []
         if family != architecture.family {
             problems.append("they were encoded for \(family.displayName) but the model is \(architecture.family.displayName)")

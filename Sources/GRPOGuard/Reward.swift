@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 /// Scores finished samples: the trainer hands it a batch of final latents with their prompts and

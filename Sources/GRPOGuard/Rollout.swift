@@ -78,21 +78,17 @@ public struct TrainingPrompts: Sendable {
     }
 }
 
-/// Runs the transformer on latents the way sampling and training need: builds diffusers' inputs
-/// for either family (SD3 `[B,C,H,W]` with timestep 1000σ; FLUX packed `[B,N,C]` with img/txt ids,
-/// timestep σ and guidance), with classifier-free guidance v = v_u + s·(v_c − v_u) when s > 1.
+/// Runs the transformer on latents the way sampling and training need: the model builds its own
+/// inputs from latents, σ and prompt embeddings (`DiffusionTransformer.forwardInputs`), with
+/// classifier-free guidance v = v_u + s·(v_c − v_u) when s > 1.
 struct ModelDriver {
     let model: any DiffusionTransformer
-    let family: ModelFamily
     /// A sample's latent shape (without the batch dimension).
     let sampleShape: [Int]
     let cfgScale: Double
     let guidance: Double
-    let hasGuidanceInput: Bool
     let prompts: TrainingPrompts
     let threads: Int
-    /// FLUX `img_ids` for the latent grid.
-    let imageIDs: Tensor?
 
     init(model: any DiffusionTransformer, prompts: TrainingPrompts, config: TrainingConfig) throws(TrainingError) {
         self.model = model
@@ -100,30 +96,16 @@ struct ModelDriver {
         cfgScale = config.cfgScale
         guidance = config.guidance
         threads = config.threads
-        family = model.architecture.family
-        let l = config.latentSize
-        switch model.architecture.config {
-        case let .sd3(c):
-            guard l % c.patchSize == 0, l / c.patchSize <= c.posEmbedMaxSize else {
-                throw .badConfigValue(source: "config", key: "latent_size",
-                                      reason: "\(l) must be a multiple of the patch size \(c.patchSize) and at most \(c.posEmbedMaxSize * c.patchSize) for this model")
+        do {
+            sampleShape = try model.sampleShape(latentSize: config.latentSize)
+        } catch {
+            guard case let .badInput(_, _, reason) = error else {
+                throw .badConfigValue(source: "config", key: "latent_size", reason: error.description)
             }
-            sampleShape = [c.inChannels, l, l]
-            hasGuidanceInput = false
-            imageIDs = nil
-            try prompts.check(jointWidth: c.jointAttentionDim, pooledWidth: c.pooledProjectionDim, needsNegatives: config.cfgScale > 1)
-        case let .flux(c):
-            guard l % 2 == 0 else {
-                throw .badConfigValue(source: "config", key: "latent_size", reason: "\(l) must be even for FLUX (2×2 latent patches become tokens)")
-            }
-            let side = l / 2
-            sampleShape = [side * side, c.inChannels]
-            hasGuidanceInput = c.guidanceEmbeds
-            var ids = [Float](repeating: 0, count: side * side * 3)
-            for r in 0..<side { for q in 0..<side { ids[(r * side + q) * 3 + 1] = Float(r); ids[(r * side + q) * 3 + 2] = Float(q) } }
-            imageIDs = Tensor(shape: [side * side, 3], scalars: ids)
-            try prompts.check(jointWidth: c.jointAttentionDim, pooledWidth: c.pooledProjectionDim, needsNegatives: config.cfgScale > 1)
+            throw .badConfigValue(source: "config", key: "latent_size", reason: reason)
         }
+        let c = model.architecture.config
+        try prompts.check(jointWidth: c.jointAttentionDim, pooledWidth: c.pooledProjectionDim, needsNegatives: config.cfgScale > 1)
     }
 
     var guided: Bool { cfgScale > 1 }
@@ -148,22 +130,12 @@ struct ModelDriver {
             pooled = Tensor(shape: [2 * b] + Array(pooled.shape.dropFirst()), scalars: npool.scalars + pooled.scalars)
             n = 2 * b
         }
-        var inputs: [String: Variable] = [
-            "hidden_states": graph.constant(hidden),
-            "encoder_hidden_states": graph.constant(text),
-            "pooled_projections": graph.constant(pooled),
-        ]
         // With guidance the batch is [unconditional; conditional]: both halves take the samples' σ.
         let perSample = n == b ? sigmas : sigmas + sigmas
-        switch family {
-        case .sd3:
-            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: perSample.map { Float(1000 * $0) }))
-        case .flux:
-            inputs["timestep"] = graph.constant(Tensor(shape: [n], scalars: perSample.map { Float($0) }))
-            inputs["img_ids"] = graph.constant(imageIDs!)
-            inputs["txt_ids"] = graph.constant(Tensor(repeating: 0, shape: [text.shape[1], 3]))
-            if hasGuidanceInput { inputs["guidance"] = graph.constant(Tensor(shape: [n], scalars: [Float](repeating: Float(guidance), count: n))) }
-        }
+        let tensors = model.forwardInputs(latents: hidden, sigmas: perSample, promptEmbeds: text, pooledPromptEmbeds: pooled,
+                                          guidance: guidance)
+        var inputs: [String: Variable] = [:]
+        for name in model.inputNames { if let t = tensors[name] { inputs[name] = graph.constant(t) } }
         let output = model.forward(inputs, adapters: adapters, in: graph)
         guard guided else { return (output, output.value) }
         let half = output.value.count / 2

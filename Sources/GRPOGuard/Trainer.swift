@@ -68,7 +68,7 @@ public final class Trainer {
         }
         let set = try AdapterInitialization.make(weights, modules: modules, rank: config.loraRank, alpha: config.loraAlpha, seed: config.seed)
         parameters = LoRAParameters(set, trainable: true)
-        learningRate = config.learningRate ?? (weights.architecture.family == .flux ? 2e-4 : 1e-4)
+        learningRate = config.learningRate ?? weights.architecture.family.defaultLearningRate
         let adam = AdamWConfiguration(learningRate: learningRate, beta1: config.adamBeta1, beta2: config.adamBeta2,
                                       epsilon: config.adamEpsilon, weightDecay: config.weightDecay)
         let variables = parameters.variables

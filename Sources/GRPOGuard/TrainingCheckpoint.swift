@@ -2,6 +2,7 @@ import DeltaArchive
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 /// A training checkpoint on disk: `RUN/checkpoints/step-NNNNNN/` holding
@@ -15,8 +16,9 @@ import TensorRuntime
 ///   (identical bytes for identical training state);
 /// - `checkpoint.json`: step, optimizer steps, the diagnostics file's length, files, reference.
 ///
-/// A checkpoint is written into `.tmp-step-NNNNNN` beside it, every file fsynced, then renamed
-/// into place and the parent fsynced, so a directory named `step-*` is always complete.
+/// A checkpoint is written into `.tmp-step-NNNNNN` beside it (an `AtomicFolder`), every file
+/// fsynced, then renamed into place and the parent fsynced, so a directory named `step-*` is
+/// always complete.
 public enum TrainingCheckpoint {
     /// Checkpoints between self-contained archives.
     public static let keyframeInterval = 8
@@ -40,15 +42,15 @@ public enum TrainingCheckpoint {
 
     /// The complete checkpoints in `folder` (`RUN/checkpoints`), oldest first.
     public static func list(in folder: String) -> [Info] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let names = (try? FileSystem.listFolder(folder)) ?? []
         return names.filter { $0.hasPrefix("step-") }.sorted().compactMap { try? info(at: folder + "/" + $0) }
     }
 
     /// Removes temporary folders a killed run left behind.
     public static func removeStale(in folder: String) {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let names = (try? FileSystem.listFolder(folder)) ?? []
         for name in names where name.hasPrefix(".tmp-") || name.hasPrefix(".old-") {
-            try? FileManager.default.removeItem(atPath: folder + "/" + name)
+            FileSystem.removeTree(folder + "/" + name)
         }
     }
 
@@ -92,14 +94,13 @@ public enum TrainingCheckpoint {
     /// `adapterFile` is a diffusers-form safetensors of the exported adapter (it is packed, not moved).
     static func write(state: TrainerState, diagnosticsBytes: Int, fingerprint: String, modules: [String],
                       adapterFile: String, useXOR: Bool, threads: Int, in folder: String) throws(TrainingError) -> String {
-        let fm = FileManager.default
         let name = folderName(step: state.step)
         let final = folder + "/" + name
-        let temp = folder + "/.tmp-" + name
-        try? fm.removeItem(atPath: temp)
-        do { try fm.createDirectory(atPath: temp, withIntermediateDirectories: true) } catch {
-            throw .io(path: temp, reason: "cannot create the checkpoint folder: \(error.localizedDescription)")
+        let staging: AtomicFolder
+        do { staging = try AtomicFolder(destination: final, placement: .replace(staging: ".tmp-" + name, aside: ".old-" + name)) } catch {
+            throw .io(path: folder + "/.tmp-" + name, reason: "cannot create the checkpoint folder: \(error.message)")
         }
+        let temp = staging.stagingPath
         // The reference: the newest earlier checkpoint, unless this one is a keyframe.
         let earlier = list(in: folder).filter { $0.step < state.step }
         var referencePath: String?
@@ -125,18 +126,8 @@ public enum TrainingCheckpoint {
             ("diagnostics_bytes", .int(Int64(diagnosticsBytes))), ("adapter", .string("adapter.fgdelta")),
             ("state", .string("state.safetensors")), ("reference", referencePath.map { .string($0) } ?? .null),
         ])
-        try writeFileSynced(Array((json.compactText + "\n").utf8), to: temp + "/checkpoint.json")
-        syncPath(temp + "/adapter.fgdelta")
-        syncPath(temp + "/state.safetensors")
-        syncPath(temp)
-        if fm.fileExists(atPath: final) {
-            let old = folder + "/.old-" + name
-            try? fm.removeItem(atPath: old)
-            guard rename(final, old) == 0 else { throw .io(path: final, reason: "cannot replace: \(String(cString: strerror(errno)))") }
-        }
-        guard rename(temp, final) == 0 else { throw .io(path: final, reason: "cannot rename the checkpoint into place: \(String(cString: strerror(errno)))") }
-        syncPath(folder)
-        try? fm.removeItem(atPath: folder + "/.old-" + name)
+        try writeFileAtomically(Array((json.compactText + "\n").utf8), to: temp + "/checkpoint.json")
+        do { try staging.commit() } catch { throw .io(path: final, reason: "cannot \(error.operation): \(error.message)") }
         return final
     }
 
@@ -196,33 +187,14 @@ public enum TrainingCheckpoint {
     }
 }
 
-/// Writes `bytes` to `path` (replacing it) and fsyncs the file.
-func writeFileSynced(_ bytes: [UInt8], to path: String) throws(TrainingError) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw .io(path: path, reason: "cannot create: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-    guard n == bytes.count, fsync(fd) == 0 else { throw .io(path: path, reason: "cannot write: \(String(cString: strerror(errno)))") }
-}
-
 /// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder):
 /// a kill leaves the old file or the new one, never a partial one.
 func writeFileAtomically(_ bytes: [UInt8], to path: String) throws(TrainingError) {
     do {
         let file = try AtomicFile(destination: path)
-        var failure: SafeTensorsError?
-        bytes.withUnsafeBytes { raw in
-            do throws(SafeTensorsError) { try file.write(raw) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try file.write(bytes)
         try file.commit()
     } catch {
         throw .io(path: path, reason: "cannot write: \(error)")
     }
-}
-
-/// fsync of a file or folder (best effort).
-func syncPath(_ path: String) {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd >= 0 { _ = fsync(fd); close(fd) }
 }

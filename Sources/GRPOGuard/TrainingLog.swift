@@ -1,6 +1,7 @@
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// One trained timestep's diagnostics within an optimizer step (averaged over its minibatches).
 public struct TimestepRecord: Sendable, Equatable {
@@ -113,32 +114,35 @@ public struct UpdateRecord: Sendable, Equatable {
 /// disk is always a whole number of lines (a checkpoint records it; resume truncates to it).
 final class DiagnosticsLog {
     let path: String
-    private let descriptor: Int32
+    private let file: FileDescriptor
 
     /// Opens (creating) the file and truncates it to `length` bytes.
     init(path: String, truncateTo length: Int) throws(TrainingError) {
         self.path = path
-        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(path: path, reason: "cannot open for writing: \(String(cString: strerror(errno)))") }
-        guard ftruncate(fd, off_t(length)) == 0, lseek(fd, off_t(length), SEEK_SET) >= 0 else {
-            close(fd)
-            throw .io(path: path, reason: "cannot truncate to \(length) bytes: \(String(cString: strerror(errno)))")
+        do { file = try FileDescriptor.openForWriting(path) } catch {
+            throw .io(path: path, reason: "cannot open for writing: \(error.message)")
         }
-        descriptor = fd
+        do {
+            try file.truncate(to: length)
+            try file.seek(to: length)
+        } catch {
+            file.close()
+            throw .io(path: path, reason: "cannot truncate to \(length) bytes: \(error.message)")
+        }
     }
 
-    deinit { close(descriptor) }
+    deinit { file.close() }
 
     /// The current length in bytes.
-    var length: Int { Int(lseek(descriptor, 0, SEEK_CUR)) }
+    var length: Int { file.position }
 
-    /// Appends one line.
+    /// Appends one line (one `write(2)` unless the kernel takes it in parts).
     func append(_ value: JSONValue) throws(TrainingError) {
-        let bytes = Array((value.compactText + "\n").utf8)
-        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress!, $0.count) }
-        guard written == bytes.count else { throw .io(path: path, reason: "cannot append a line: \(String(cString: strerror(errno)))") }
+        do { try file.write(Array((value.compactText + "\n").utf8)) } catch {
+            throw .io(path: path, reason: "cannot append a line: \(error.message)")
+        }
     }
 
     /// Flushes the file to disk.
-    func sync() { _ = fsync(descriptor) }
+    func sync() { try? file.sync() }
 }

@@ -3,6 +3,7 @@ import Foundation
 import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 import Transformers
 
 /// What a finished (or deliberately stopped) run produced.
@@ -189,8 +190,8 @@ public enum TrainingRun {
     /// Checkpoints the trainer's current state.
     static func checkpoint(_ trainer: Trainer, diagnostics: DiagnosticsLog, fingerprint: String, folder: String) throws(TrainingError) {
         diagnostics.sync()
-        let scratch = folder + "/.tmp-adapter-\(getpid()).safetensors"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let scratch = folder + "/.tmp-adapter-\(ProcessControl.currentID).safetensors"
+        defer { FileSystem.removeFile(scratch) }
         try writeAdapter(trainer, to: scratch)
         _ = try TrainingCheckpoint.write(state: trainer.state, diagnosticsBytes: diagnostics.length, fingerprint: fingerprint,
                                          modules: trainer.modules, adapterFile: scratch, useXOR: trainer.config.checkpointXOR,
@@ -199,12 +200,12 @@ public enum TrainingRun {
 
     /// Exports the adapter into `RUN/final/` (written in a temporary folder, then renamed).
     static func export(_ trainer: Trainer, run: String) throws(TrainingError) -> [(kind: String, path: String)] {
-        let fm = FileManager.default
-        let final = run + "/final", temp = run + "/.final-tmp"
-        try? fm.removeItem(atPath: temp)
-        do { try fm.createDirectory(atPath: temp, withIntermediateDirectories: true) } catch {
-            throw .io(path: temp, reason: "cannot create: \(error.localizedDescription)")
+        let final = run + "/final"
+        let staging: AtomicFolder
+        do { staging = try AtomicFolder(destination: final, placement: .replace(staging: ".final-tmp", aside: ".final-old")) } catch {
+            throw .io(path: run + "/.final-tmp", reason: "cannot create: \(error.message)")
         }
+        let temp = staging.stagingPath
         try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors")
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
@@ -220,15 +221,7 @@ public enum TrainingRun {
         } catch {
             throw .io(path: temp + "/adapter.fgdelta", reason: error.description)
         }
-        syncPath(temp)
-        let old = run + "/.final-old"
-        try? fm.removeItem(atPath: old)
-        if fm.fileExists(atPath: final), rename(final, old) != 0 {
-            throw .io(path: final, reason: "cannot replace: \(String(cString: strerror(errno)))")
-        }
-        guard rename(temp, final) == 0 else { throw .io(path: final, reason: "cannot rename the export into place: \(String(cString: strerror(errno)))") }
-        syncPath(run)
-        try? fm.removeItem(atPath: old)
+        do { try staging.commit() } catch { throw .io(path: final, reason: "cannot \(error.operation): \(error.message)") }
         return [("diffusers", final + "/pytorch_lora_weights.safetensors"), ("peft", final + "/peft"),
                 ("kohya", final + "/adapter_kohya.safetensors"), ("archive", final + "/adapter.fgdelta")]
     }

@@ -168,32 +168,11 @@ extension LoRAAdapter {
             throw LoRAError.unknownArchitecture(reason: "the adapter adapts no attention projection to read the width from; give --base or --config")
         }
         var notes = ["architecture inferred from the adapter: width \(hidden)"]
-        let config: ModelConfig
-        switch fam {
-        case .sd3:
-            let blocks = try indices(layout == .original ? ["joint_blocks."] : ["transformer_blocks."])
-            var n = (blocks.max() ?? 0) + 1
-            let last = n - 1
-            let fullContext = modules.contains { m in
-                m.name.hasPrefix((layout == .original ? "joint_blocks." : "transformer_blocks.") + "\(last).")
-                    && ["context_block.attn.proj", "context_block.mlp", "to_add_out", "ff_context"].contains { m.name.contains($0) }
-            }
-            if fullContext { n += 1 }
-            let dual = Set(modules.compactMap { m -> Int? in
-                guard m.name.contains(".attn2.") else { return nil }
-                let h = layout == .original ? "joint_blocks." : "transformer_blocks."
-                return Int(m.name.dropFirst(h.count).prefix { $0.isNumber })
-            }).sorted()
-            notes.append("\(n) joint blocks (highest adapted block + 1\(fullContext ? ", +1 because it has a full context stream" : "")), attn2 on \(dual.isEmpty ? "no blocks" : "blocks \(dual)")")
-            config = .sd3(SD3Config(hiddenSize: hidden, numLayers: n, attentionHeadDim: nil, dualAttentionLayers: dual, qkNorm: false))
-        case .flux:
-            let double = try indices(layout == .original ? ["double_blocks."] : ["transformer_blocks."])
-            let single = try indices(layout == .original ? ["single_blocks."] : ["single_transformer_blocks."])
-            let nd = (double.max() ?? -1) + 1, ns = (single.max() ?? -1) + 1
-            let head = hidden % 128 == 0 ? 128 : hidden
-            notes.append("\(nd) double + \(ns) single blocks (highest adapted index + 1)")
-            config = .flux(FluxConfig(hiddenSize: hidden, numLayers: nd, numSingleLayers: ns, attentionHeadDim: head, guidanceEmbeds: true))
-        }
+        var blocks: [BlockScope: [Int]] = [:]
+        for (scope, heads) in fam.table.blockPrefixes(in: layout) { blocks[scope] = try indices(heads) }
+        let (config, familyNotes) = fam.descriptor.adapterConfig(width: hidden, blocks: blocks,
+                                                                 moduleNames: modules.map(\.name), layout: layout)
+        notes += familyNotes
         return (try Architecture(config: config), notes)
     }
 }

@@ -1,5 +1,6 @@
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// Everything that can go wrong while reading, checking, converting or writing a LoRA adapter.
 /// Each case carries the file, tensor keys and byte offsets involved where known; `description`
@@ -31,25 +32,25 @@ public enum LoRAError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .unknownDialect(file, format, keys, count):
-            let list = keys.map { "\"\(adapterKeyEscaped($0))\"" }.joined(separator: ", ")
+            let list = keys.map { "\"\(escapeForDisplay($0))\"" }.joined(separator: ", ")
             if let format {
                 return "\(file): \(count) key\(count == 1 ? "" : "s") not part of a \(format.displayName) adapter: \(list)\(count > keys.count ? ", …" : "")."
             }
             return "\(file): not a LoRA adapter in any known dialect (PEFT, diffusers, kohya, ComfyUI, XLabs); \(count) unexplained key\(count == 1 ? "" : "s"): \(list)\(count > keys.count ? ", …" : "")."
         case let .rankMismatch(file, downKey, downShape, upKey, upShape):
-            return "\(file): rank mismatch: \"\(adapterKeyEscaped(downKey))\" has shape \(downShape) but \"\(adapterKeyEscaped(upKey))\" has shape \(upShape) (A must be [r, in] and B [out, r])."
+            return "\(file): rank mismatch: \"\(escapeForDisplay(downKey))\" has shape \(downShape) but \"\(escapeForDisplay(upKey))\" has shape \(upShape) (A must be [r, in] and B [out, r])."
         case let .moduleNotInArchitecture(module, architecture, reason):
-            return "Module \"\(adapterKeyEscaped(module))\" does not fit the base model \(architecture): \(reason)."
+            return "Module \"\(escapeForDisplay(module))\" does not fit the base model \(architecture): \(reason)."
         case let .missingPartner(file, key, missing):
-            return "\(file): \"\(adapterKeyEscaped(key))\" has no partner \"\(adapterKeyEscaped(missing))\"."
+            return "\(file): \"\(escapeForDisplay(key))\" has no partner \"\(escapeForDisplay(missing))\"."
         case let .nonFinite(file, key, offset, nan, inf):
             let at = offset.map { " (data at byte \($0))" } ?? ""
-            return "\(file): tensor \"\(adapterKeyEscaped(key))\"\(at) holds \(nan) NaN and \(inf) infinite value\(nan + inf == 1 ? "" : "s")."
+            return "\(file): tensor \"\(escapeForDisplay(key))\"\(at) holds \(nan) NaN and \(inf) infinite value\(nan + inf == 1 ? "" : "s")."
         case let .badConfig(file, field, reason):
             return "\(file): field \"\(field)\" of the adapter configuration is invalid: \(reason)."
         case let .badTensor(file, key, offset, reason):
             let at = offset.map { " (data at byte \($0))" } ?? ""
-            return "\(file): tensor \"\(adapterKeyEscaped(key))\"\(at): \(reason)."
+            return "\(file): tensor \"\(escapeForDisplay(key))\"\(at): \(reason)."
         case let .unsupportedFormat(format, reason):
             return "Cannot write the \(format.displayName) format: \(reason)."
         case let .notAnAdapter(path, reason):
@@ -71,13 +72,4 @@ extension LoRAFormat {
         case .xlabs: return "XLabs"
         }
     }
-}
-
-/// A key with control characters escaped (`\u{1B}`), so a hostile file cannot rewrite a terminal.
-func adapterKeyEscaped(_ key: String) -> String {
-    var out = ""
-    for scalar in key.unicodeScalars {
-        if scalar.value < 0x20 || scalar.value == 0x7F { out += "\\u{\(String(scalar.value, radix: 16, uppercase: true))}" } else { out.unicodeScalars.append(scalar) }
-    }
-    return out
 }

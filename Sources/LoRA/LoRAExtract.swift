@@ -1,6 +1,7 @@
 import BLAS
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// One module of an extracted adapter and how well rank r captures its weight difference.
 public struct ExtractedModule: Sendable, Hashable {
@@ -67,7 +68,7 @@ public enum LoRAExtract {
     public static func extract(base: TensorCollection, tuned: TensorCollection, rank: Int,
                                naming: KeyLayout? = nil,
                                progress: ((Int, Int) -> Void)? = nil) throws -> (LoRAAdapter, ExtractReport) {
-        let start = LoRAMerge.monotonicSeconds()
+        let start = monotonicSeconds()
         guard rank >= 1 else { throw LoRAMergeError.badRank(rank) }
         let detected = try detectSameModel(base: base, tuned: tuned)
         let architecture = detected.architecture
@@ -92,7 +93,7 @@ public enum LoRAExtract {
         let report = ExtractReport(architecture: architecture.name, checkpointLayout: layout, naming: naming,
                                    requestedRank: rank, modules: extracted, unchangedModules: unchanged,
                                    otherChangedTensors: otherChanged,
-                                   elapsedSeconds: LoRAMerge.monotonicSeconds() - start)
+                                   elapsedSeconds: monotonicSeconds() - start)
         return (adapter, report)
     }
 

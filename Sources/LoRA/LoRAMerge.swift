@@ -1,11 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import BLAS
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// What a finished merge (or unmerge) wrote.
 public struct MergeReport: Sendable {
@@ -161,23 +157,14 @@ public enum LoRAMerge {
 
     /// Refuses an output that is a folder or one of the input files.
     static func checkOutput(_ output: String, inputs: [String]) throws {
-        var st = stat()
-        if output.hasSuffix("/") || (stat(output, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR) {
+        if output.hasSuffix("/") || FileSystem.isFolder(output) {
             throw LoRAMergeError.badOutput(path: output, reason: "is a folder; the output is a single .safetensors file")
         }
-        guard stat(output, &st) == 0 else { return }
+        guard let target = FileSystem.identity(of: output) else { return }
         for input in inputs {
-            var other = stat()
-            if stat(input, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino {
+            if FileSystem.identity(of: input) == target {
                 throw LoRAMergeError.badOutput(path: output, reason: "is an input file; refusing to overwrite it")
             }
         }
-    }
-
-    /// Seconds on the monotonic clock.
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

@@ -1,5 +1,6 @@
 import Checkpoints
 import SafeTensors
+import SystemSupport
 
 /// What can go wrong merging an adapter into a checkpoint or extracting one from two
 /// checkpoints, beyond the adapter's own problems (`LoRAError`) and the checkpoints' (`CheckpointError`,

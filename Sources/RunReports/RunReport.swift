@@ -2,6 +2,7 @@ import Foundation
 import GRPOGuard
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// Everything that can stop `flowguard report`. The description is the sentence the user reads;
 /// it names the file (and line) at fault.
@@ -80,9 +81,8 @@ public struct RunReport: Sendable {
     /// a JSON object, or when a diagnostics line is malformed (naming the line).
     public static func load(run: String) throws(ReportError) -> RunReport {
         let fm = FileManager.default
-        var isFolder: ObjCBool = false
-        guard fm.fileExists(atPath: run, isDirectory: &isFolder) else { throw .notARun(path: run, reason: "no such folder") }
-        guard isFolder.boolValue else { throw .notARun(path: run, reason: "is a file, not a run folder") }
+        guard let status = FileSystem.status(of: run) else { throw .notARun(path: run, reason: "no such folder") }
+        guard status.kind == .folder else { throw .notARun(path: run, reason: "is a file, not a run folder") }
         let diagnosticsPath = run + "/diagnostics.jsonl", configPath = run + "/config.json", checkpointFolder = run + "/checkpoints"
         guard [diagnosticsPath, configPath, checkpointFolder].contains(where: { fm.fileExists(atPath: $0) }) else {
             throw .notARun(path: run, reason: "is not a run folder (it holds no diagnostics.jsonl, config.json or checkpoints/)")
@@ -144,24 +144,21 @@ public struct RunReport: Sendable {
 
     /// Reads a whole file.
     static func readAll(_ path: String) throws(ReportError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .unreadable(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))")
+        do { return try FileSystem.readFile(path, limit: Int.max) } catch {
+            throw .unreadable(path: path, reason: "cannot be read (\(error.message))")
         }
-        return [UInt8](data)
     }
 
     /// Bytes of a file, or of the files under a folder.
     static func size(of path: String) -> Int {
-        let fm = FileManager.default
-        var isFolder: ObjCBool = false
-        guard fm.fileExists(atPath: path, isDirectory: &isFolder) else { return 0 }
-        if !isFolder.boolValue { return ((try? fm.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0 }
-        let names = (try? fm.subpathsOfDirectory(atPath: path)) ?? []
-        return names.reduce(0) { total, name in
-            var sub: ObjCBool = false
-            guard fm.fileExists(atPath: path + "/" + name, isDirectory: &sub), !sub.boolValue else { return total }
-            return total + (((try? fm.attributesOfItem(atPath: path + "/" + name))?[.size] as? NSNumber)?.intValue ?? 0)
+        // Links below the top are not followed (as `subpathsOfDirectory` does not).
+        func bytes(_ path: String, followingLinks: Bool) -> Int {
+            guard let status = FileSystem.status(of: path, followingLinks: followingLinks) else { return 0 }
+            guard status.kind == .folder else { return status.kind == .regular ? status.size : 0 }
+            let names = (try? FileSystem.listFolder(path)) ?? []
+            return names.reduce(0) { total, name in total + bytes(path + "/" + name, followingLinks: false) }
         }
+        return bytes(path, followingLinks: true)
     }
 
     // MARK: parsing
@@ -361,7 +358,7 @@ public struct RunReport: Sendable {
             try file.write(Array(html.utf8))
             try file.commit()
         } catch {
-            throw .write(path: path, reason: error.description)
+            throw .write(path: path, reason: SafeTensorsError.system(error).description)
         }
         return (report, path)
     }

@@ -1,4 +1,5 @@
 import JSON
+import SystemSupport
 
 /// A validated safetensors header: the tensors in data order, the optional `__metadata__`, and
 /// where the data buffer starts.

@@ -1,7 +1,9 @@
+import SystemSupport
+
 /// Everything that can go wrong reading, validating or writing safetensors files and shard
 /// indexes. The description is the sentence a user reads: it names the file, the tensor and the
 /// byte offset (from the start of the file) wherever they are known.
-public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertible {
+public enum SafeTensorsError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The file is shorter than the 8-byte header length.
     case headerTooSmall(file: String, size: Int)
     /// The declared header length exceeds the 100,000,000-byte limit.
@@ -90,6 +92,13 @@ public enum SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertibl
     }
 }
 
+extension SafeTensorsError {
+    /// A failed system call, as the `io` error naming the same file, operation and message.
+    package static func system(_ error: SystemError) -> SafeTensorsError {
+        .io(file: error.path, operation: error.operation, message: error.message)
+    }
+}
+
 /// The start of an error sentence: `FILE: tensor 'NAME' (byte N)`, with the parts that are known.
 /// Every module's errors begin this way, so messages read alike everywhere.
 public func errorLocation(_ file: String, _ tensor: String?, _ offset: Int?) -> String {
@@ -97,22 +106,4 @@ public func errorLocation(_ file: String, _ tensor: String?, _ offset: Int?) -> 
     if let tensor { s += ": tensor '\(escapeForDisplay(tensor))'" }
     if let offset { s += " (byte \(offset))" }
     return s
-}
-
-/// Escapes control characters (and the escape character itself) so a hostile tensor name cannot
-/// move the cursor, ring the bell or hide text on a terminal: `\n`, `\t`, `\u{1B}` and the like.
-public func escapeForDisplay(_ text: String) -> String {
-    var out = ""
-    for scalar in text.unicodeScalars {
-        switch scalar.value {
-        case 0x0A: out += "\\n"
-        case 0x0D: out += "\\r"
-        case 0x09: out += "\\t"
-        case 0x5C: out += "\\\\"
-        case 0..<0x20, 0x7F..<0xA0, 0x2028, 0x2029, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069:
-            out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out
 }

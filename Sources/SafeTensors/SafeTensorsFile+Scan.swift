@@ -1,7 +1,5 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemSupport
 
 extension SafeTensorsFile {
     /// Reads every byte of the data buffer front to back and returns a cheap 64-bit checksum
@@ -57,8 +55,8 @@ extension SafeTensorsFile {
 /// Reads chunks of a file into the page cache ahead of a consumer, at most `window` chunks
 /// ahead, on a background thread.
 final class ChunkPrefetcher: @unchecked Sendable {
-    // @unchecked: `fd` and `chunks` are immutable; coordination is through the semaphores.
-    private let fd: Int32
+    // @unchecked: `file` and `chunks` are immutable; coordination is through the semaphores.
+    private let file: FileDescriptor
     private let chunks: [Range<Int>]
     private let ready: [DispatchSemaphore]
     private let slots: DispatchSemaphore
@@ -66,12 +64,8 @@ final class ChunkPrefetcher: @unchecked Sendable {
     private let stopFlag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     init?(path: String, chunks: [Range<Int>], window: Int) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0, !chunks.isEmpty else {
-            if fd >= 0 { close(fd) }
-            return nil
-        }
-        self.fd = fd
+        guard !chunks.isEmpty, let file = try? FileDescriptor.openForReading(path) else { return nil }
+        self.file = file
         self.chunks = chunks
         ready = chunks.map { _ in DispatchSemaphore(value: 0) }
         slots = DispatchSemaphore(value: window)
@@ -88,28 +82,17 @@ final class ChunkPrefetcher: @unchecked Sendable {
             slots.wait()
             // Pages already in the page cache need no reading: a cached file costs only the
             // residency check, an uncached one is streamed in with large reads.
-            if stopFlag.pointee == 0 && !isResident(chunk) {
+            if stopFlag.pointee == 0 && !file.isResident(chunk) {
                 var position = chunk.lowerBound
                 while position < chunk.upperBound, stopFlag.pointee == 0 {
-                    let n = pread(fd, buffer, min(bufferSize, chunk.upperBound - position), off_t(position))
-                    if n <= 0 { break }   // errors surface in the consumer's own read
+                    let step = UnsafeMutableRawBufferPointer(start: buffer, count: min(bufferSize, chunk.upperBound - position))
+                    // Errors surface in the consumer's own read.
+                    guard let n = try? file.read(into: step, at: position), n > 0 else { break }
                     position += n
                 }
             }
             ready[i].signal()
         }
-    }
-
-    /// Whether every page of `chunk` is in the page cache (mincore on a private mapping of it).
-    private func isResident(_ chunk: Range<Int>) -> Bool {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = chunk.lowerBound / page * page
-        let length = chunk.upperBound - start
-        guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(start)), map != MAP_FAILED else { return false }
-        defer { munmap(map, length) }
-        var vector = [UInt8](repeating: 0, count: (length + page - 1) / page)
-        guard mincore(map, length, &vector) == 0 else { return false }
-        return vector.allSatisfy { $0 & 1 == 1 }
     }
 
     func waitFor(_ index: Int) { ready[index].wait() }
@@ -119,7 +102,7 @@ final class ChunkPrefetcher: @unchecked Sendable {
         stopFlag.pointee = 1
         for _ in 0..<chunks.count { slots.signal() }
         done.wait()
-        close(fd)
+        file.close()
         stopFlag.deallocate()
     }
 }

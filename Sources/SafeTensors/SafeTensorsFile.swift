@@ -1,8 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import SystemSupport
+
 
 /// A safetensors file mapped read-only into memory, with its validated header.
 ///
@@ -18,50 +15,36 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public let header: SafeTensorsHeader
     /// Size of the file in bytes.
     public let fileSize: Int
-    private let base: UnsafeRawPointer?
+    /// The mapping, registered with `MappingGuard` (so a truncation under us is reported, not a
+    /// crash).
+    private let mapping: MappedRegion
     /// The open descriptor, kept for kernel-side copies (`copy_file_range`).
-    let descriptor: Int32
-    /// The mapping's entry in `MappingGuard` (so a truncation under us is reported, not a crash).
-    private let guardToken: Int
+    let descriptor: FileDescriptor
 
     /// Opens, maps and validates `path`. Throws a `SafeTensorsError` naming the file (and tensor
     /// and byte offset where it applies) if it is not a valid safetensors file.
     public init(path: String) throws(SafeTensorsError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(file: path, operation: "open", message: errnoMessage()) }
+        let file: FileDescriptor
+        do { file = try FileDescriptor.openForReading(path) } catch { throw .system(error) }
         var keepOpen = false
-        defer { if !keepOpen { close(fd) } }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .io(file: path, operation: "stat", message: errnoMessage()) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
+        defer { if !keepOpen { file.close() } }
+        let status: FileStatus
+        do { status = try file.status() } catch { throw .system(error) }
+        guard status.kind == .regular else {
             throw .io(file: path, operation: "open", message: "not a regular file")
         }
-        let size = Int(st.st_size)
+        let size = status.size
         fileSize = size
         guard size >= 8 else { throw .headerTooSmall(file: path, size: size) }
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw .io(file: path, operation: "mmap", message: errnoMessage())
-        }
-        let pointer = UnsafeRawPointer(mapped)
-        guardToken = MappingGuard.registerMapping(start: pointer, length: size, path: path)
-        do {
-            header = try SafeTensorsHeader.parse(UnsafeRawBufferPointer(start: pointer, count: size), fileSize: size, file: path)
-        } catch {
-            MappingGuard.unregisterMapping(guardToken)
-            munmap(mapped, size)
-            throw error
-        }
-        base = pointer
-        descriptor = fd
+        // Released (unregistered and unmapped) on every path that leaves without keeping it.
+        do { mapping = try MappedRegion(mapping: file, count: size) } catch { throw .system(error) }
+        header = try SafeTensorsHeader.parse(mapping.bytes, fileSize: size, file: path)
+        descriptor = file
         keepOpen = true
     }
 
-    deinit {
-        MappingGuard.unregisterMapping(guardToken)
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), fileSize) }
-        close(descriptor)
-    }
+    deinit { descriptor.close() }
 
     /// The tensors in data order.
     public var tensors: [TensorInfo] { header.tensors }
@@ -84,8 +67,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// The range must lie inside the file.
     public func withBytes<R, E: Error>(fileRange range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         precondition(range.lowerBound >= 0 && range.upperBound <= fileSize, "byte range outside the mapped file")
-        // Invariant: `base` maps `fileSize` bytes for the lifetime of self; the range was checked.
-        return try body(UnsafeRawBufferPointer(start: base.map { $0 + range.lowerBound }, count: range.count))
+        // Invariant: `mapping` maps `fileSize` bytes for the lifetime of self; the range was checked.
+        return try body(UnsafeRawBufferPointer(rebasing: mapping.bytes[range]))
     }
 
     /// A copy of the tensor's bytes.
@@ -117,20 +100,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Tells the kernel how a range of the file will be read, so it can read ahead
     /// (`sequential`) or fault pages in now (`willNeed`). Advisory: failures are ignored.
     public func advise(_ advice: ReadAdvice, fileRange range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (range.lowerBound / page) * page
-        let end = min(fileSize, range.upperBound)
-        guard end > start else { return }
-        let pointer = UnsafeMutableRawPointer(mutating: base + start)
         switch advice {
-        case .sequential: _ = madvise(pointer, end - start, MADV_SEQUENTIAL)
-        case .willNeed: _ = madvise(pointer, end - start, MADV_WILLNEED)
-        case .populate:
-            // MADV_POPULATE_READ (Linux 5.14+) faults the range in one call; older kernels
-            // reject it and the read simply faults page by page.
-            if madvise(pointer, end - start, 22) != 0 { _ = madvise(pointer, end - start, MADV_WILLNEED) }
-        case .dontNeed: _ = madvise(pointer, end - start, MADV_DONTNEED)
+        case .sequential: mapping.advise(.sequential, range: range)
+        case .willNeed: mapping.advise(.willNeed, range: range)
+        case .populate: mapping.advise(.populate, range: range)
+        case .dontNeed: mapping.advise(.dontNeed, range: range)
         }
     }
 }
@@ -145,9 +119,4 @@ public enum ReadAdvice: Sendable {
     case populate
     /// The range is no longer needed; its pages may be dropped from this mapping.
     case dontNeed
-}
-
-/// The C library's message for the current `errno`.
-func errnoMessage(_ code: Int32 = errno) -> String {
-    String(cString: strerror(code))
 }

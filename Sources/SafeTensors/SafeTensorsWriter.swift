@@ -1,4 +1,5 @@
 import JSON
+import SystemSupport
 
 /// The planned layout of a safetensors file: header bytes and where each tensor goes, computed
 /// from tensor descriptions alone, before any tensor data exists.
@@ -100,7 +101,7 @@ public final class TensorSink {
         guard bytes.count <= remaining else {
             throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + bytes.count)
         }
-        try file.write(bytes)
+        do { try file.write(bytes) } catch { throw .system(error) }
         written += bytes.count
     }
 
@@ -111,7 +112,9 @@ public final class TensorSink {
         guard range.count <= remaining else {
             throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + range.count)
         }
-        if try file.appendKernelCopy(from: source.descriptor, offset: range.lowerBound, count: range.count) {
+        let copied: Bool
+        do { copied = try file.appendKernelCopy(from: source.descriptor, offset: range.lowerBound, count: range.count) } catch { throw .system(error) }
+        if copied {
             written += range.count
             return
         }
@@ -148,9 +151,11 @@ public final class TensorSink {
                 throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + bytes)
             }
             let slice = UnsafeBufferPointer(rebasing: values[done..<(done + n)])
-            try file.withWritableRegion(count: bytes) { region in
-                report.merge(FloatCodec.encode(info.dtype, from: slice, into: region))
-            }
+            do {
+                try file.withWritableRegion(count: bytes) { region in
+                    report.merge(FloatCodec.encode(info.dtype, from: slice, into: region))
+                }
+            } catch { throw .system(error) }
             written += bytes
             done += n
         }
@@ -185,9 +190,11 @@ public final class TensorSink {
             guard outBytes <= remaining else {
                 throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + outBytes)
             }
-            try file.withWritableRegion(count: outBytes) { region in
-                report.merge(FloatCodec.convert(count: n, from: dtype, UnsafeRawBufferPointer(rebasing: raw[inStart...]), to: info.dtype, region))
-            }
+            do {
+                try file.withWritableRegion(count: outBytes) { region in
+                    report.merge(FloatCodec.convert(count: n, from: dtype, UnsafeRawBufferPointer(rebasing: raw[inStart...]), to: info.dtype, region))
+                }
+            } catch { throw .system(error) }
             written += outBytes
             done += n
         }
@@ -212,10 +219,11 @@ public enum SafeTensorsWriter {
     public static func write(to path: String, layout: SafeTensorsLayout,
                              progress: ((Int, Int) -> Void)? = nil,
                              produce: (TensorSink) throws -> Void) throws {
-        let file = try AtomicFile(destination: path)
+        let file: AtomicFile
+        do { file = try AtomicFile(destination: path) } catch { throw SafeTensorsError.system(error) }
         do {
-            try file.preallocate(layout.totalSize)
-            try file.write(layout.headerBytes)
+            do { try file.preallocate(layout.totalSize) } catch { throw SafeTensorsError.system(error) }
+            do { try file.write(layout.headerBytes) } catch { throw SafeTensorsError.system(error) }
             for info in layout.tensors {
                 let sink = TensorSink(info: info, file: file)
                 try produce(sink)
@@ -224,7 +232,7 @@ public enum SafeTensorsWriter {
                 }
                 progress?(file.bytesWritten, layout.totalSize)
             }
-            try file.commit()
+            do { try file.commit() } catch { throw SafeTensorsError.system(error) }
         } catch {
             file.abandon()
             throw error

@@ -1,4 +1,5 @@
 import JSON
+import SystemSupport
 
 /// The index of a sharded checkpoint (`model.safetensors.index.json`,
 /// `diffusion_pytorch_model.safetensors.index.json`): which shard file holds each tensor.
@@ -129,29 +130,5 @@ public struct ShardIssue: Sendable, Hashable, CustomStringConvertible {
 
 /// Reads a whole small file (an index or a config), refusing files above `limit` bytes.
 public func readWholeFile(_ path: String, limit: Int) throws(SafeTensorsError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw .io(file: path, operation: "open", message: errnoMessage()) }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else { throw .io(file: path, operation: "stat", message: errnoMessage()) }
-    guard (st.st_mode & S_IFMT) == S_IFREG else { throw .io(file: path, operation: "read", message: "not a regular file") }
-    guard Int(st.st_size) <= limit else { throw .io(file: path, operation: "read", message: "file larger than \(limit) bytes") }
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw .io(file: path, operation: "read", message: errnoMessage())
-        }
-        if n == 0 { break }
-        done += n
-    }
-    return Array(bytes[0..<done])
+    do { return try FileSystem.readFile(path, limit: limit) } catch { throw .system(error) }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import SystemSupport
 
 /// One tensor of a (possibly sharded) checkpoint and the file that holds it.
 public struct TensorEntry: @unchecked Sendable {
@@ -38,7 +34,7 @@ public final class TensorCollection: @unchecked Sendable {
         let target = try TensorCollection.resolve(path)
         if target.hasSuffix(".json") {
             let index = try ShardIndex.read(path: target)
-            let folder = AtomicFile.folder(of: target)
+            let folder = FileSystem.parentFolder(of: target)
             var files: [SafeTensorsFile] = []
             for shard in index.shardNames { files.append(try SafeTensorsFile(path: folder + "/" + shard)) }
             let issues = ShardVerifier.issues(index: index, indexPath: target, shards: files)
@@ -69,8 +65,9 @@ public final class TensorCollection: @unchecked Sendable {
     /// The file `path` stands for: itself, or for a folder the one shard index or the one
     /// `.safetensors` file it holds.
     public static func resolve(_ path: String) throws(SafeTensorsError) -> String {
-        guard isDirectory(path) else { return path }
-        let names = try listFolder(path)
+        guard FileSystem.isFolder(path) else { return path }
+        let names: [String]
+        do { names = try FileSystem.listFolder(path).filter { !$0.hasPrefix(".") }.sorted() } catch { throw .system(error) }
         let indexes = names.filter { $0.hasSuffix(".safetensors.index.json") }
         let singles = names.filter { $0.hasSuffix(".safetensors") }
         if indexes.count == 1 { return path + "/" + indexes[0] }
@@ -191,28 +188,12 @@ public enum ShardedWriter {
         }
         let index = ShardIndex(totalSize: grandTotal, weightMap: weightMap)
         let indexPath = folder + "/" + baseName + ".safetensors.index.json"
-        let file = try AtomicFile(destination: indexPath)
-        try file.write(Array(index.jsonText.utf8))
-        try file.commit()
+        do {
+            let file = try AtomicFile(destination: indexPath)
+            try file.write(Array(index.jsonText.utf8))
+            try file.commit()
+        } catch { throw SafeTensorsError.system(error) }
         paths.append(indexPath)
         return paths
     }
-}
-
-func isDirectory(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-}
-
-func listFolder(_ path: String) throws(SafeTensorsError) -> [String] {
-    guard let dir = opendir(path) else { throw .io(file: path, operation: "list folder", message: errnoMessage()) }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name != "." && name != ".." && !name.hasPrefix(".") { names.append(name) }
-    }
-    return names.sorted()
 }

@@ -1,5 +1,5 @@
 import BLAS
-import Dispatch
+import SystemSupport
 
 extension Graph {
     /// Multi-head scaled-dot-product attention without mask: q `[B, Nq, H·Dh]`, k and v
@@ -175,7 +175,7 @@ extension Kernels {
                             heads: Int, half: Int, sign: Float, threads: Int) {
         let width = heads * half * 2
         let xs = Unchecked(x), ys = Unchecked(y), cs = Unchecked(cos), ss = Unchecked(sin)
-        parallelFor(rows, threads: threads, grain: grain(rowLength: width)) { range in
+        parallelForChunks(rows, threads: threads, grain: grain(rowLength: width)) { range in
             for row in range {
                 let n = row % tokens
                 let c = cs.value + n * half, s = ss.value + n * half
@@ -259,18 +259,7 @@ extension Kernels {
             for pair in 0..<pairs { body(0, pair) }
             return
         }
-        BLAS.singleThreaded {
-            withoutActuallyEscaping(body) { escapable in
-                let work = Unchecked(escapable)
-                DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                    var pair = worker
-                    while pair < pairs {
-                        work.value(worker, pair)
-                        pair += workers
-                    }
-                }
-            }
-        }
+        BLAS.singleThreaded { parallelForStatic(pairs, threads: workers, body) }
     }
 
     /// For each of `rows` rows of `columns` scores: e = exp(s − max(s)) in place and

@@ -1,3 +1,5 @@
+import SystemSupport
+
 extension Graph {
     /// Elementwise a + b, where b's shape equals a's or is a suffix of it (broadcast over the
     /// leading dimensions).
@@ -255,7 +257,7 @@ extension Kernels {
         guard count > 0 else { return }
         let rows = count / inner
         let ap = Unchecked(a), bp = Unchecked(b), yp = Unchecked(y)
-        parallelFor(rows, threads: threads, grain: grain(rowLength: inner)) { range in
+        parallelForChunks(rows, threads: threads, grain: grain(rowLength: inner)) { range in
             let a = ap.value, b = bp.value, y = yp.value
             for r in range {
                 let base = r * inner
@@ -267,7 +269,7 @@ extension Kernels {
     /// Calls `body(row, columns)` for each of `rows` rows, rows split over threads.
     @inline(__always)
     static func rowwise(rows: Int, columns: Int, threads: Int, _ body: (Int, Range<Int>) -> Void) {
-        parallelFor(rows, threads: threads, grain: grain(rowLength: columns)) { range in
+        parallelForChunks(rows, threads: threads, grain: grain(rowLength: columns)) { range in
             for row in range { body(row, 0..<columns) }
         }
     }
@@ -280,7 +282,7 @@ extension Kernels {
         let gp = Unchecked(g), op = Unchecked(o)
         partial.withUnsafeMutableBufferPointer { buffer in
             let pp = Unchecked(buffer.baseAddress!)
-            parallelFor(chunks, threads: threads) { chunkRange in
+            parallelForChunks(chunks, threads: threads) { chunkRange in
                 for chunk in chunkRange {
                     let s = pp.value + chunk * columns
                     for r in (rows * chunk / chunks)..<(rows * (chunk + 1) / chunks) {

@@ -1,4 +1,5 @@
 import BLAS
+import SystemSupport
 
 extension Graph {
     /// y = x·Wᵀ + bias + Σ branch.scale·(x·Aᵀ)·Bᵀ for x `[..., in]`, W `[out, in]` (frozen, any
@@ -169,7 +170,7 @@ enum WeightProduct {
     static func widen(_ w: WeightMatrix, rows: Range<Int>, into panel: UnsafeMutablePointer<Float>, threads: Int) {
         let columns = w.columns, width = w.element.byteWidth, element = w.element
         let base = Unchecked(w.baseAddress), target = Unchecked(panel), first = rows.lowerBound
-        Kernels.parallelFor(rows.count, threads: threads, grain: Kernels.grain(rowLength: columns)) { range in
+        parallelForChunks(rows.count, threads: threads, grain: Kernels.grain(rowLength: columns)) { range in
             let start = (first + range.lowerBound) * columns
             Kernels.widen(element, base.value + start * width, target.value + range.lowerBound * columns,
                           count: range.count * columns)
@@ -223,7 +224,7 @@ extension Kernels {
     static func fillRows(_ target: UnsafeMutablePointer<Float>, rows: Int, with row: UnsafePointer<Float>,
                          columns: Int, threads: Int) {
         let t = Unchecked(target), r = Unchecked(row)
-        parallelFor(rows, threads: threads, grain: grain(rowLength: columns)) { range in
+        parallelForChunks(rows, threads: threads, grain: grain(rowLength: columns)) { range in
             for i in range { (t.value + i * columns).update(from: r.value, count: columns) }
         }
     }

@@ -1,4 +1,5 @@
 import BLAS
+import SystemSupport
 
 /// A node of a computation: its value and, after `Graph.backward`, its gradient. A class because
 /// identity matters: the graph records which variables fed which operation. Dropping the last
@@ -76,12 +77,12 @@ public final class Graph {
     /// A graph running each operation on `threads` threads. OpenBLAS's thread count is
     /// process-wide: creating a graph sets it (to `threads`), so the most recently created graph
     /// decides how many threads every OpenBLAS call in the process uses. Creating a graph also
-    /// tells the C allocator to keep freed activation buffers for reuse (`Tensor.retainFreedBuffers`).
+    /// tells the C allocator to keep freed activation buffers for reuse (`MemoryAdvice.retainFreedBuffers`).
     public init(threads: Int = 1, recordsGradients: Bool = true) {
         self.threads = max(1, threads)
         self.recordsGradients = recordsGradients
         BLAS.setThreadCount(self.threads)
-        Tensor.retainFreedBuffers()
+        MemoryAdvice.retainFreedBuffers()
     }
 
     // MARK: leaves

@@ -1,8 +1,8 @@
-import Dispatch
+import SystemSupport
 
 /// A value handed to the worker threads of one kernel call. Used for pointers (and closures
 /// holding pointers) whose memory the workers read, or write in disjoint regions — the invariant
-/// every caller of `parallelFor` keeps.
+/// every caller of `parallelForChunks` keeps.
 struct Unchecked<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
@@ -12,22 +12,8 @@ struct Unchecked<T>: @unchecked Sendable {
 typealias Vec = SIMD16<Float>
 
 /// Numeric kernels on raw Float32 buffers. Each works on pointers handed in by a `Graph`
-/// operation, which guarantees the counts; rows are split over threads with `parallelFor`.
+/// operation, which guarantees the counts; rows are split over threads with `parallelForChunks`.
 enum Kernels {
-    /// Runs `body` over `0..<count` cut into at most `threads` contiguous chunks, concurrently.
-    /// Chunks hold at least `grain` items, so small work stays on the calling thread.
-    static func parallelFor(_ count: Int, threads: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
-        guard count > 0 else { return }
-        let chunks = max(1, min(threads, count / max(1, grain)))
-        if chunks == 1 { body(0..<count); return }
-        withoutActuallyEscaping(body) { escapable in
-            let work = Unchecked(escapable)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                work.value(count * chunk / chunks ..< count * (chunk + 1) / chunks)
-            }
-        }
-    }
-
     /// Rows per chunk so one chunk holds at least ~32K values.
     @inline(__always) static func grain(rowLength: Int) -> Int { max(1, 32_768 / max(1, rowLength)) }
 
@@ -134,7 +120,7 @@ enum Kernels {
     /// target[i] += source[i].
     static func addInPlace(_ target: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int, threads: Int) {
         let t = Unchecked(target), s = Unchecked(source)
-        parallelFor(count, threads: threads, grain: 65_536) { range in
+        parallelForChunks(count, threads: threads, grain: 65_536) { range in
             let t = t.value, s = s.value
             for i in range { t[i] += s[i] }
         }
@@ -149,7 +135,7 @@ enum Kernels {
     /// 0.5(1 + tanh u) = σ(2u): one exp per value and full relative accuracy for negative x.
     static func gelu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
         let xs = Unchecked(x), ys = Unchecked(y)
-        parallelFor(count, threads: threads, grain: 16_384) { range in
+        parallelForChunks(count, threads: threads, grain: 16_384) { range in
             let x = xs.value + range.lowerBound, y = ys.value + range.lowerBound
             map(range.count) { i, n in
                 let v = load(x + i, n)
@@ -162,7 +148,7 @@ enum Kernels {
     /// dx = g · d/dx[x·σ(2u)] = g · (s + 2x·s(1−s)·u′), s = σ(2u), u′ = √(2/π)(1 + 3·0.044715x²).
     static func geluBackward(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
         let xs = Unchecked(x), gs = Unchecked(g), ds = Unchecked(dx)
-        parallelFor(count, threads: threads, grain: 16_384) { range in
+        parallelForChunks(count, threads: threads, grain: 16_384) { range in
             let x = xs.value + range.lowerBound, g = gs.value + range.lowerBound, dx = ds.value + range.lowerBound
             map(range.count) { i, n in
                 let v = load(x + i, n)
@@ -178,7 +164,7 @@ enum Kernels {
     /// y = x·σ(x).
     static func silu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
         let xs = Unchecked(x), ys = Unchecked(y)
-        parallelFor(count, threads: threads, grain: 16_384) { range in
+        parallelForChunks(count, threads: threads, grain: 16_384) { range in
             let x = xs.value + range.lowerBound, y = ys.value + range.lowerBound
             map(range.count) { i, n in
                 let v = load(x + i, n)
@@ -190,7 +176,7 @@ enum Kernels {
     /// dx = g · σ(x)(1 + x(1 − σ(x))).
     static func siluBackward(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
         let xs = Unchecked(x), gs = Unchecked(g), ds = Unchecked(dx)
-        parallelFor(count, threads: threads, grain: 16_384) { range in
+        parallelForChunks(count, threads: threads, grain: 16_384) { range in
             let x = xs.value + range.lowerBound, g = gs.value + range.lowerBound, dx = ds.value + range.lowerBound
             map(range.count) { i, n in
                 let v = load(x + i, n)

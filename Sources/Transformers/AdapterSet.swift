@@ -112,7 +112,7 @@ public struct AdapterSet: Sendable {
 
     /// "an SD3 transformer", "a FLUX transformer".
     static func described(_ family: ModelFamily) -> String {
-        (family == .sd3 ? "an " : "a ") + family.displayName + " transformer"
+        family.transformerPhrase
     }
 
     /// A thrown error as a `TransformerError` for the adapter at `path`.

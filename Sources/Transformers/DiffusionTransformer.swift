@@ -15,6 +15,17 @@ public protocol DiffusionTransformer: AnyObject {
     /// The forward pass on validated inputs keyed by diffusers' argument names (variables, so that
     /// input gradients are possible). Returns diffusers' `.sample`.
     func forward(_ inputs: [String: Variable], adapters: LoRAParameters?, in graph: Graph) -> Variable
+    /// The shape of one sample's latents (without the batch dimension) for a square latent image
+    /// `latentSize` latent pixels wide. Throws `TransformerError.badInput` named `latent_size`
+    /// (path `config`) when the model cannot take that size.
+    func sampleShape(latentSize: Int) throws(TransformerError) -> [Int]
+    /// The forward inputs, keyed by diffusers' argument names, for latents `[B] + sampleShape` at
+    /// noise levels `sigmas` (one per sample, σ ∈ [0, 1]), token embeddings `promptEmbeds`
+    /// `[B, T, joint_attention_dim]`, pooled embeddings `pooledPromptEmbeds` `[B, pooled]`, and
+    /// distilled-guidance scale `guidance` (read only by models with a guidance embedder). Each
+    /// model builds what it needs: its timestep scale, position ids, guidance.
+    func forwardInputs(latents: Tensor, sigmas: [Double], promptEmbeds: Tensor, pooledPromptEmbeds: Tensor,
+                       guidance: Double) -> [String: Tensor]
 }
 
 extension DiffusionTransformer {
@@ -29,15 +40,43 @@ extension DiffusionTransformer {
     }
 }
 
+/// The runtime's half of a model family (the checkpoint side is `ModelFamily`): how to build the
+/// model from weights. A struct holding one closure rather than a protocol: building is the only
+/// thing the runtime needs per family, and everything else (input building, validation) the
+/// model answers itself.
+public struct TransformerFamily: Sendable {
+    /// The family whose weights `build` takes.
+    public let family: ModelFamily
+    /// Builds the model from weights of `family`, fetching every weight once.
+    public let build: @Sendable (TransformerWeights) throws(TransformerError) -> any DiffusionTransformer
+
+    /// A runtime for `family`.
+    public init(family: ModelFamily,
+                build: @escaping @Sendable (TransformerWeights) throws(TransformerError) -> any DiffusionTransformer) {
+        self.family = family
+        self.build = build
+    }
+
+    /// SD3 (`SD3Transformer`).
+    public static let sd3 = TransformerFamily(family: .sd3) { weights throws(TransformerError) in try SD3Transformer(weights: weights) }
+    /// FLUX (`FluxTransformer`).
+    public static let flux = TransformerFamily(family: .flux) { weights throws(TransformerError) in try FluxTransformer(weights: weights) }
+    /// The runtimes FlowGuard ships: SD3 and FLUX.
+    public static let builtIn: [TransformerFamily] = [.sd3, .flux]
+}
+
 /// Builds the model matching a checkpoint's architecture.
 public enum TransformerModel {
-    /// The SD3 or FLUX transformer for `weights`, with every weight fetched once (half-precision
-    /// matrices stay in their stored precision).
-    public static func load(_ weights: TransformerWeights) throws(TransformerError) -> any DiffusionTransformer {
-        switch weights.architecture.config {
-        case .sd3: return try SD3Transformer(weights: weights)
-        case .flux: return try FluxTransformer(weights: weights)
+    /// The transformer for `weights`, built by the runtime of its family among `families`, with
+    /// every weight fetched once (half-precision matrices stay in their stored precision). Throws
+    /// `.badCheckpoint` when no runtime of `families` takes the family.
+    public static func load(_ weights: TransformerWeights,
+                            families: [TransformerFamily] = TransformerFamily.builtIn) throws(TransformerError) -> any DiffusionTransformer {
+        let family = weights.architecture.family
+        guard let runtime = families.first(where: { $0.family == family }) else {
+            throw .badCheckpoint(path: weights.path, reason: "FlowGuard cannot run \(family.transformerPhrase)")
         }
+        return try runtime.build(weights)
     }
 }
 

@@ -31,7 +31,7 @@ public final class FluxTransformer: DiffusionTransformer, Sendable {
 
     /// The FLUX configuration of `weights`, or an error for another family or unknown RoPE axes.
     static func fluxConfig(_ weights: TransformerWeights) throws(TransformerError) -> FluxConfig {
-        guard case .flux(let config) = weights.architecture.config else {
+        guard let config = weights.architecture.config.typed(FluxConfig.self) else {
             throw .badCheckpoint(path: weights.path, reason: "\(weights.architecture.family.displayName) weights cannot build a FLUX transformer")
         }
         return config
@@ -136,5 +136,37 @@ public final class FluxTransformer: DiffusionTransformer, Sendable {
         // AdaLayerNormContinuous: chunks are scale, shift.
         let m = normOut(conditioning, adapters, graph)
         return projOut(graph.modulate(graph.layerNorm(hidden, epsilon: 1e-6), shift: m[1], scale: m[0]), adapters, graph)
+    }
+}
+
+extension FluxTransformer {
+    /// `[(l/2)², in_channels]`: 2×2 latent patches packed into tokens; `l` must be even.
+    public func sampleShape(latentSize l: Int) throws(TransformerError) -> [Int] {
+        guard l % 2 == 0 else {
+            throw .badInput(path: "config", name: "latent_size", reason: "\(l) must be even for FLUX (2×2 latent patches become tokens)")
+        }
+        return [(l / 2) * (l / 2), config.inChannels]
+    }
+
+    /// The packed latents as `hidden_states`, the embeddings, `timestep` σ, `img_ids` (0, row,
+    /// column) of the square token grid, zero `txt_ids`, and `guidance` when the model has a
+    /// guidance embedder.
+    public func forwardInputs(latents: Tensor, sigmas: [Double], promptEmbeds: Tensor, pooledPromptEmbeds: Tensor,
+                              guidance: Double) -> [String: Tensor] {
+        let tokens = latents.shape[1]
+        var side = 0
+        while (side + 1) * (side + 1) <= tokens { side += 1 }
+        var ids = [Float](repeating: 0, count: side * side * 3)
+        for r in 0..<side { for q in 0..<side { ids[(r * side + q) * 3 + 1] = Float(r); ids[(r * side + q) * 3 + 2] = Float(q) } }
+        var inputs: [String: Tensor] = [
+            "hidden_states": latents, "encoder_hidden_states": promptEmbeds, "pooled_projections": pooledPromptEmbeds,
+            "timestep": Tensor(shape: [sigmas.count], scalars: sigmas.map { Float($0) }),
+            "img_ids": Tensor(shape: [side * side, 3], scalars: ids),
+            "txt_ids": Tensor(repeating: 0, shape: [promptEmbeds.shape[1], 3]),
+        ]
+        if config.guidanceEmbeds {
+            inputs["guidance"] = Tensor(shape: [sigmas.count], scalars: [Float](repeating: Float(guidance), count: sigmas.count))
+        }
+        return inputs
     }
 }

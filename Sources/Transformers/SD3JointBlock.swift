@@ -28,7 +28,7 @@ public final class SD3JointBlock: Sendable {
     /// Fetches block `index` of the SD3 model in `weights` (diffusers names
     /// `transformer_blocks.<index>.…`).
     public init(weights: TransformerWeights, index: Int) throws(TransformerError) {
-        guard case .sd3(let config) = weights.architecture.config else {
+        guard let config = weights.architecture.config.typed(SD3Config.self) else {
             throw .badCheckpoint(path: weights.path, reason: "an SD3 joint block needs an SD3 checkpoint, not \(weights.architecture.family.displayName)")
         }
         guard (0..<config.numLayers).contains(index) else {

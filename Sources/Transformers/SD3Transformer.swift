@@ -61,7 +61,7 @@ public final class SD3Transformer: DiffusionTransformer, Sendable {
 
     /// Builds the model from SD3-family weights, fetching every weight once.
     public init(weights: TransformerWeights) throws(TransformerError) {
-        guard case .sd3(let config) = weights.architecture.config else {
+        guard let config = weights.architecture.config.typed(SD3Config.self) else {
             throw .badCheckpoint(path: weights.path, reason: "\(weights.architecture.family.displayName) weights cannot build an SD3 transformer")
         }
         _ = try Self.heads(config, path: weights.path)
@@ -162,5 +162,25 @@ public final class SD3Transformer: DiffusionTransformer, Sendable {
             }
         }
         return Tensor(shape: [h * w, config.hiddenSize], scalars: values)
+    }
+}
+
+extension SD3Transformer {
+    /// `[in_channels, l, l]`; `l` must be a multiple of the patch size and fit the position table.
+    public func sampleShape(latentSize l: Int) throws(TransformerError) -> [Int] {
+        let c = config
+        guard l % c.patchSize == 0, l / c.patchSize <= c.posEmbedMaxSize else {
+            throw .badInput(path: "config", name: "latent_size",
+                            reason: "\(l) must be a multiple of the patch size \(c.patchSize) and at most \(c.posEmbedMaxSize * c.patchSize) for this model")
+        }
+        return [c.inChannels, l, l]
+    }
+
+    /// The latents as `hidden_states`, the embeddings, and `timestep` 1000·σ (the scale SD3's
+    /// timestep embedding was trained with).
+    public func forwardInputs(latents: Tensor, sigmas: [Double], promptEmbeds: Tensor, pooledPromptEmbeds: Tensor,
+                              guidance: Double) -> [String: Tensor] {
+        ["hidden_states": latents, "encoder_hidden_states": promptEmbeds, "pooled_projections": pooledPromptEmbeds,
+         "timestep": Tensor(shape: [sigmas.count], scalars: sigmas.map { Float(1000 * $0) })]
     }
 }

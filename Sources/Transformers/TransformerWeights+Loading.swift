@@ -1,11 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Checkpoints
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// What opening a checkpoint finds: the architecture, layout and the diffusers-name table.
 /// Reads headers (and `config.json`) only, never tensor data.
@@ -79,10 +75,9 @@ struct OpenedCheckpoint {
 
     /// `config.json` beside the weights when `path` is a folder holding one.
     static func folderConfig(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        guard FileSystem.isFolder(path) else { return nil }
         let candidate = (path.hasSuffix("/") ? path : path + "/") + "config.json"
-        return stat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG ? candidate : nil
+        return FileSystem.isRegularFile(candidate) ? candidate : nil
     }
 
     /// The architecture a diffusers `config.json` describes.
@@ -99,23 +94,10 @@ struct OpenedCheckpoint {
 
     /// The bytes of a small text file (a configuration), at most 16 MB.
     static func readSmallFile(_ path: String) throws(TransformerError) -> [UInt8] {
-        guard let handle = fopen(path, "rb") else {
-            throw .badCheckpoint(path: path, reason: "cannot open the configuration: \(String(cString: strerror(errno)))")
+        do { return try FileSystem.readFile(path, limit: 16 << 20) } catch {
+            if error.exceedsLimit { throw .badCheckpoint(path: path, reason: "the configuration is larger than 16 MB") }
+            let verb = error.operation == "open" ? "open" : "read"
+            throw .badCheckpoint(path: path, reason: "cannot \(verb) the configuration: \(error.message)")
         }
-        defer { fclose(handle) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
-            if n > 0 { bytes += buffer[0..<n] }
-            if n < buffer.count { break }
-            if bytes.count > 16 << 20 {
-                throw .badCheckpoint(path: path, reason: "the configuration is larger than 16 MB")
-            }
-        }
-        if ferror(handle) != 0 {
-            throw .badCheckpoint(path: path, reason: "cannot read the configuration: \(String(cString: strerror(errno)))")
-        }
-        return bytes
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// `flowguard diff`: compare two checkpoints tensor by tensor.
 struct Diff: ParsableCommand {

@@ -1,8 +1,6 @@
 import ArgumentParser
 import SafeTensors
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemSupport
 
 /// The `flowguard` command: a thin tree of subcommands, each a call into the libraries.
 @main
@@ -21,33 +19,33 @@ struct FlowGuard: ParsableCommand {
     /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.
     static func main() {
         // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
-        signal(SIGXFSZ, SIG_IGN)
+        ProcessControl.ignoreFileSizeLimitSignal()
         // A checkpoint truncated by another process while mapped: a clean error, not a crash.
         MappingGuard.installSignalHandler()
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch let exit as ExitCode {
-            Glibc.exit(exit.rawValue)
+            ProcessControl.exit(exit.rawValue)
         } catch let failure as CommandFailure {
             if !failure.message.isEmpty { printError(failure.message) }
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         } catch let error as SafeTensorsError {
             printError("error: \(error.description)")
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
                 print(fullMessage(for: error))
-                Glibc.exit(0)
+                ProcessControl.exit(0)
             }
             if code == .validationFailure {
                 printError(fullMessage(for: error))
                 printError("Run 'flowguard --help' for usage.")
-                Glibc.exit(2)
+                ProcessControl.exit(2)
             }
             printError("error: \(error)")
-            Glibc.exit(1)
+            ProcessControl.exit(1)
         }
     }
 }
@@ -59,14 +57,5 @@ struct CommandFailure: Error {
 
 /// Writes a line to standard error.
 func printError(_ text: String) {
-    var line = Array((text + "\n").utf8)
-    // Write(2) on descriptor 2 directly: no shared C stream state is touched.
-    line.withUnsafeMutableBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let n = Glibc.write(2, raw.baseAddress! + done, raw.count - done)
-            if n <= 0 { break }
-            done += n
-        }
-    }
+    StandardError.write(text + "\n")
 }

@@ -1,6 +1,7 @@
 import Checkpoints
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// Renders what `inspect` shows: tables for people, JSON for scripts.
 enum InspectReport {
@@ -61,24 +62,11 @@ enum InspectReport {
 
     /// The detected architecture and derived diffusers config, or why none was recognised.
     static func architectureText(_ infos: [TensorInfo]) -> String {
-        do {
-            let detected = try Architecture.detect(infos)
-            var out = "  architecture: \(detected.architecture.summary), \(detected.layout.rawValue) layout"
-            if detected.prefix != .none { out += ", key prefix '\(detected.prefix.rawValue)'" }
-            out += "\n  diffusers config: \(detected.architecture.diffusersConfigJSON().split(separator: "\n").map { $0.trimmingPrefix(while: { $0 == " " }) }.joined(separator: " "))\n"
-            for note in detected.architecture.notes { out += "    note: \(note)\n" }
-            return out
-        } catch {
-            return "  architecture: not recognised (\(String(describing: error)))\n"
-        }
+        Architecture.inspectText(infos)
     }
 
     static func architectureJSON(_ infos: [TensorInfo]) -> JSONValue {
-        guard let detected = try? Architecture.detect(infos) else { return .null }
-        let config = (try? JSONValue.parse(Array(detected.architecture.diffusersConfigJSON().utf8))) ?? .null
-        return .object([("name", .string(detected.architecture.name)), ("layout", .string(detected.layout.rawValue)),
-                        ("prefix", .string(detected.prefix.rawValue)), ("diffusers_config", config),
-                        ("notes", .array(detected.architecture.notes.map { .string($0) }))])
+        Architecture.inspectJSON(infos)
     }
 
     static func json(_ collection: TensorCollection, grouped: Bool) -> JSONValue {

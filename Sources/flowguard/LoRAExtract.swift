@@ -3,6 +3,7 @@ import Checkpoints
 import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora extract`: a low-rank adapter from the difference of two checkpoints.
 struct LoRAExtractCommand: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora inspect`: what an adapter holds, in any dialect.
 struct LoRAInspect: ParsableCommand {
@@ -48,10 +49,10 @@ struct LoRAInspect: ParsableCommand {
         } else {
             let nan = r.nonFinite.reduce(0) { $0 + $1.nanCount }, inf = r.nonFinite.reduce(0) { $0 + $1.infCount }
             out += "  NaN/Inf: \(nan) NaN, \(inf) Inf in \(r.nonFinite.count) tensors\n"
-            for n in r.nonFinite { out += "    \(escape(n.key)) (byte \(n.byteOffset)): \(n.nanCount) NaN, \(n.infCount) Inf\n" }
+            for n in r.nonFinite { out += "    \(escapeForDisplay(n.key)) (byte \(n.byteOffset)): \(n.nanCount) NaN, \(n.infCount) Inf\n" }
         }
         let rows = a.modules.map { m in
-            [escape(m.name), String(m.rank), number(m.alpha ?? Float(m.rank)), number(m.scale(rsLoRA: a.rsLoRA)), String(m.inFeatures), String(m.outFeatures)]
+            [escapeForDisplay(m.name), String(m.rank), number(m.alpha ?? Float(m.rank)), number(m.scale(rsLoRA: a.rsLoRA)), String(m.inFeatures), String(m.outFeatures)]
         }
         let header = ["module", "rank", "alpha", "scale", "in", "out"]
         var widths = header.map(\.count)
@@ -69,7 +70,7 @@ struct LoRAInspect: ParsableCommand {
             out += "  metadata (\(meta.count) entr\(meta.count == 1 ? "y" : "ies")):\n"
             for (k, v) in meta {
                 let shown = v.count > 120 ? String(v.prefix(117)) + "..." : v
-                out += "    \(escape(k)) = \(escape(shown))\n"
+                out += "    \(escapeForDisplay(k)) = \(escapeForDisplay(shown))\n"
             }
         }
         return out
@@ -99,14 +100,5 @@ struct LoRAInspect: ParsableCommand {
             })),
             ("metadata", .object(a.extraMetadata.sorted { $0.key < $1.key }.map { (key: $0.key, value: JSONValue.string($0.value)) })),
         ])
-    }
-
-    /// Control characters shown as `\u{1B}`.
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for scalar in s.unicodeScalars {
-            if scalar.value < 0x20 || scalar.value == 0x7F { out += "\\u{\(String(scalar.value, radix: 16, uppercase: true))}" } else { out.unicodeScalars.append(scalar) }
-        }
-        return out
     }
 }

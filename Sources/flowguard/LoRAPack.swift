@@ -2,6 +2,7 @@ import ArgumentParser
 import DeltaArchive
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora pack`: a safetensors file → a zstd delta archive (`.fgdelta`).
 struct LoRAPack: ParsableCommand {
@@ -99,7 +100,7 @@ struct LoRAUnpack: ParsableCommand {
         let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.open(path: path) }
         let reader = try DeltaArchiveReader(path: input, reference: ref)
         let progress = log.progress("unpacking \(input)", total: reader.sourceHeader.dataSize)
-        let started = Progress.now()
+        let started = monotonicSeconds()
         let report = try DeltaArchive.unpack(reader, output: output, threads: compute.count(default: activeProcessors())) { done, _ in
             progress?.update(done)
         }
@@ -108,7 +109,7 @@ struct LoRAUnpack: ParsableCommand {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
                 ("output_bytes", .int(Int64(reader.originalSize))), ("tensors", .int(Int64(reader.entries.count))),
-                ("seconds", .double(((Progress.now() - started) * 1000).rounded() / 1000)),
+                ("seconds", .double(((monotonicSeconds() - started) * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
             ]).compactText)

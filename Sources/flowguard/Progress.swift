@@ -1,13 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemSupport
 
 /// A progress line on standard error for work that takes longer than a second: nothing is
 /// shown for quick jobs; afterwards the line is redrawn at most ten times a second.
 final class Progress {
     private let label: String
     private let total: Int
-    private let start = Progress.now()
+    private let start = monotonicSeconds()
     private var lastDraw = 0.0
     private var drawn = false
 
@@ -16,14 +14,8 @@ final class Progress {
         self.total = max(total, 1)
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
     func update(_ done: Int) {
-        let t = Progress.now()
+        let t = monotonicSeconds()
         guard t - start >= 1, t - lastDraw >= 0.1 else { return }
         lastDraw = t
         drawn = true
@@ -42,6 +34,5 @@ final class Progress {
 
 /// Writes text to standard error without a newline.
 func printErrorRaw(_ text: String) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { raw in _ = Glibc.write(2, raw.baseAddress!, raw.count) }
+    StandardError.write(text)
 }

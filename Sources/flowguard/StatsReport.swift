@@ -1,8 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// What `inspect --stats` adds: per-tensor value statistics, read in one streamed pass.
 enum StatsReport {
@@ -89,9 +87,6 @@ enum StatsReport {
 
     /// A number with four significant digits (`%.4g`): `0.01234`, `-1.5e-07`, `448`, `inf`.
     static func number(_ x: Double) -> String {
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
-            _ = withVaList([x]) { vsnprintf(buffer.baseAddress!, 32, "%.4g", $0) }
-            return String(cString: buffer.baseAddress!)
-        }
+        formatC(x, "%.4g")
     }
 }

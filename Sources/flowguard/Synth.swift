@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// `flowguard synth`: write a full-size checkpoint of random values with a real model's names and shapes.
 struct Synth: ParsableCommand {
@@ -87,12 +88,12 @@ struct Synth: ParsableCommand {
         let dtype = self.dtype.dtype
         let total = SyntheticWriter.specs(architecture, layout: layout, dtype: dtype).reduce(0) { $0 + ($1.byteCount ?? 0) }
         let progress = log.progress("writing \(output)", total: total)
-        let start = Progress.now()
+        let start = monotonicSeconds()
         let result = try SyntheticWriter.write(
             architecture: architecture, layout: layout, dtype: dtype, to: output,
             options: SyntheticOptions(seed: seed, scale: scale, distribution: distribution)) { done, _ in progress?.update(done) }
         progress?.finish()
-        let seconds = Progress.now() - start
+        let seconds = monotonicSeconds() - start
         if style.json {
             print(JSONValue.object([
                 ("architecture", .string(result.architecture)), ("layout", .string(result.layout.rawValue)),

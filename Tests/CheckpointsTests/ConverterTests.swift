@@ -168,6 +168,15 @@ import TestSupport
 
     // (e) bad inputs: clear errors, nothing left behind.
 
+    @Test func integerOutputDTypeIsACheckpointErrorWithTheSameSentence() throws {
+        let source = try TensorCollection(path: Self.sd3Original)
+        let expected = CheckpointError.notFloatingPoint(file: Self.sd3Original, dtype: .i32, writing: "tensors")
+        #expect(throws: expected) { try Converter(source: source, to: .diffusers, dtype: .i32) }
+        let before = SafeTensorsError.conversion(file: Self.sd3Original, tensor: "*",
+                                                 reason: "cannot write tensors as I32: not a floating-point dtype")
+        #expect(expected.description == before.description)
+    }
+
     @Test func unknownArchitectureLeavesNothing() throws {
         let input = dir.file("random.safetensors")
         try SafeTensorsWriter.write(to: input, tensors: [(TensorSpec(name: "encoder.random_tensor.weight", dtype: .f32, shape: [2]), [UInt8](repeating: 0, count: 8))])
@@ -198,8 +207,8 @@ import TestSupport
             do {
                 try convert(Self.sd3Original, out, .diffusers)
                 Issue.record("expected an error for \(out)")
-            } catch let error as SafeTensorsError {
-                guard case .io(let file, _, let message) = error else { Issue.record("unexpected \(error)"); continue }
+            } catch let error as CheckpointError {
+                guard case .file(.io(let file, _, let message)) = error else { Issue.record("unexpected \(error)"); continue }
                 #expect(file.hasPrefix(blocker + "/out"))
                 #expect(message == "Not a directory")
             }
@@ -216,12 +225,13 @@ import TestSupport
             do {
                 try convert(input, out, .original, dtype: .bf16)
                 Issue.record("expected an error")
-            } catch let error as SafeTensorsError {
+            } catch let error as CheckpointError {
+                guard case .file = error else { Issue.record("unexpected \(error)"); continue }
                 #expect(error.description.contains("it is the input file"))
             }
         }
         // Writing the folder form into the folder that holds the input is refused too.
-        #expect(throws: SafeTensorsError.self) { try convert(input, dir.path, .diffusers) }
+        #expect(throws: CheckpointError.self) { try convert(input, dir.path, .diffusers) }
         #expect(try readBytes(input) == before)
         #expect(dir.listing() == ["model.safetensors"])
     }

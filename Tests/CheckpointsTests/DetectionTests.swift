@@ -42,7 +42,7 @@ import Testing
         let wide = try Architecture(config: .sd3(SD3Config(hiddenSize: 128, numLayers: 2, attentionHeadDim: 64,
                                                            attentionHeadDimIsAssumed: true, qkNorm: false, posEmbedMaxSize: 4)))
         let detected = try Architecture.detect(wide.expectedTensors(layout: .diffusers))
-        guard case .sd3(let c) = detected.architecture.config else { Issue.record("not SD3"); return }
+        guard let c = detected.architecture.config.typed(SD3Config.self) else { Issue.record("not SD3"); return }
         #expect(c.attentionHeadDim == 64 && c.attentionHeadDimIsAssumed && c.numAttentionHeads == 2)
         #expect(detected.architecture.notes.first?.contains("assumed") == true)
 

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Testing
 import SafeTensors
+import SystemSupport
 import TestSupport
 #if canImport(Glibc)
 import Glibc

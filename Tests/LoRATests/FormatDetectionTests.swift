@@ -176,7 +176,7 @@ import TestSupport
         #expect(module.contains("attn2"))
         // the same names at another width
         var wide = try LoRAFixture.sd35.architecture().config
-        if case .sd3(var c) = wide { c.hiddenSize = 64; c.attentionHeadDim = 16; wide = .sd3(c) }
+        if var c = wide.typed(SD3Config.self) { c.hiddenSize = 64; c.attentionHeadDim = 16; wide = .sd3(c) }
         let e2 = error { _ = try sd3.converted(to: .original, architecture: try Architecture(config: wide)) }
         #expect(e2?.description.contains("the adapter is [32 out × 32 in] but the model's weight is [64, 64]") == true)
     }

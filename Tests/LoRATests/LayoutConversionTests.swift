@@ -53,7 +53,7 @@ import TestSupport
         let arch = try fixture.architecture()
         let h = arch.config.hiddenSize
         var names = ["final_layer.adaLN_modulation.1"]
-        if case .sd3(let c) = arch.config { names.append("joint_blocks.\(c.numLayers - 1).context_block.adaLN_modulation.1") }
+        if let c = arch.config.typed(SD3Config.self) { names.append("joint_blocks.\(c.numLayers - 1).context_block.adaLN_modulation.1") }
         for name in names {
             let mapping = try arch.mapModule(name, from: .original)
             #expect(mapping.swapsHalves)

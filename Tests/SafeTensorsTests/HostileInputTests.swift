@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import JSON
 import SafeTensors
+import SystemSupport
 import TestSupport
 #if canImport(Glibc)
 import Glibc
@@ -56,19 +57,16 @@ import Glibc
         return text + "}"
     }
 
-    @Test func manyTinyTensorsOpenInLinearTime() throws {
+    /// 100k zero-size tensors open and are all found. (How long that takes is a benchmark's
+    /// business, not a test's: `tools/bench/safetensors_read.py --tensors 100000`.)
+    @Test func manyTinyTensorsOpen() throws {
         let count = 100_000
         let path = dir.file("many.safetensors")
         try writeBytes(rawSafeTensors(header: Self.tinyTensorsHeader(count)), to: path)
-        let clock = ContinuousClock()
-        let start = clock.now
         let file = try SafeTensorsFile(path: path)
-        let elapsed = clock.now - start
         #expect(file.tensors.count == count)
         #expect(try file.info("t99999").byteCount == 0)
-        // Linear work: 100k tensors take well under a second even in a debug build; a quadratic
-        // step would take minutes.
-        #expect(elapsed < .seconds(10), "opening took \(elapsed)")
+        #expect(try file.info("t0").byteCount == 0)
     }
 
     // MARK: nesting

@@ -147,7 +147,7 @@ final class TransformerWeightsTests: XCTestCase {
         XCTAssertTrue(bare.notes.contains { $0.contains("axes_dims_rope") }, "\(bare.notes)")
         let configured = try TransformerWeights(path: WeightFixture.flux.original, configPath: WeightFixture.flux.config)
         XCTAssertTrue(configured.notes.isEmpty)
-        guard case .flux(let c) = configured.architecture.config else { return XCTFail("not FLUX") }
+        guard let c = configured.architecture.config.typed(FluxConfig.self) else { return XCTFail("not FLUX") }
         XCTAssertEqual(c.axesDimsRope, [4, 6, 6])
         // A configuration for the other model is refused, naming it.
         XCTAssertThrowsError(try TransformerWeights(path: WeightFixture.flux.original, configPath: WeightFixture.sd35.config)) { error in

@@ -2,6 +2,7 @@ import Checkpoints
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// Non-finite values found in one factor of an adapter that was read.
 public struct NonFiniteReport: Sendable, Hashable {
@@ -38,20 +39,19 @@ public enum LoRAReader {
     /// factor holding NaN/Inf throws `LoRAError.nonFinite`.
     public static func load(path: String, architecture: Architecture? = nil,
                             rejectNonFinite: Bool = false) throws -> LoRAReadResult {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        guard let status = FileSystem.status(of: path) else {
             throw LoRAError.notAnAdapter(path: path, reason: "no such file or folder")
         }
         let source: FactorSource
         var peftConfig: JSONValue?
         var configFile = ""
-        if isDirectory.boolValue {
+        if status.kind == .folder {
             configFile = path + "/adapter_config.json"
             let model = path + "/adapter_model.safetensors"
-            guard FileManager.default.fileExists(atPath: model) else {
+            guard FileSystem.exists(model) else {
                 throw LoRAError.notAnAdapter(path: path, reason: "a folder must be a PEFT adapter holding adapter_model.safetensors and adapter_config.json")
             }
-            guard FileManager.default.fileExists(atPath: configFile) else {
+            guard FileSystem.exists(configFile) else {
                 throw LoRAError.badConfig(file: configFile, field: "(file)", reason: "adapter_config.json is missing")
             }
             // Bounded: a hostile folder may hold a huge config, or a link to /dev/zero.
@@ -86,8 +86,7 @@ public enum LoRAReader {
 
     /// The dialect of the adapter at `path`.
     public static func detectFormat(path: String) throws -> LoRAFormat {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { return .peft }
+        if FileSystem.isFolder(path) { return .peft }
         let file = try SafeTensorsFile(path: path)
         return try detectFormat(keys: file.tensors.map(\.name), file: path, isFolder: false)
     }
@@ -209,11 +208,8 @@ struct ModuleAssembler {
     }
 }
 
-/// Guesses the family from module names in either layout; nil when the names fit both.
-func familyFromModuleNames(_ names: [String]) -> ModelFamily? {
-    let flux = ["single_transformer_blocks.", "proj_mlp", "double_blocks.", "single_blocks.", "x_embedder", "guidance_in", "img_attn", "txt_attn"]
-    let sd3 = ["joint_blocks.", ".attn2.", "x_block", "context_block", "pos_embed"]
-    if names.contains(where: { n in flux.contains { n.contains($0) } }) { return .flux }
-    if names.contains(where: { n in sd3.contains { n.contains($0) } }) { return .sd3 }
-    return nil
+/// Guesses the family from module names in either layout (the families' module-name markers,
+/// see `ModelFamily.guess(fromModuleNames:in:)`); nil when no marker appears.
+func familyFromModuleNames(_ names: [String], families: [ModelFamily] = ModelFamily.builtIn) -> ModelFamily? {
+    ModelFamily.guess(fromModuleNames: names, in: families)
 }

@@ -50,8 +50,9 @@ enum OriginalDialect {
     }
 
     /// Original module names of a generic architecture big enough for every block index in
-    /// kohya's underscored names (`joint_blocks_12_…`, `double_blocks_3_…`, `single_blocks_37_…`).
-    static func genericModuleNames(underscored: [String]) -> [String] {
+    /// kohya's underscored names (`joint_blocks_12_…`, `double_blocks_3_…`, `single_blocks_37_…`):
+    /// those of every family whose block names appear, or of every family when none do.
+    static func genericModuleNames(underscored: [String], families: [ModelFamily] = ModelFamily.builtIn) -> [String] {
         // Indices at or above maximumInferredBlocks size no architecture: their keys stay
         // unresolved (unknownDialect) instead of building (or overflowing) a huge module list.
         func maxIndex(_ head: String) -> Int? {
@@ -60,20 +61,17 @@ enum OriginalDialect {
                 return Int(name.dropFirst(head.count).prefix { $0.isNumber })
             }.filter { $0 < maximumInferredBlocks }.max()
         }
-        var names: [String] = []
-        let joint = maxIndex("joint_blocks_")
-        let double = maxIndex("double_blocks_"), single = maxIndex("single_blocks_")
-        if joint != nil || (double == nil && single == nil) {
-            let n = (joint ?? 0) + 2
-            if let a = try? Architecture(config: .sd3(SD3Config(hiddenSize: 64, numLayers: n, attentionHeadDim: 64,
-                                                                 dualAttentionLayers: Array(0..<n), qkNorm: true))) {
-                names += a.moduleNames(in: .original)
+        let highest: [[BlockScope: Int]] = families.map { family in
+            var seen: [BlockScope: Int] = [:]
+            for (scope, heads) in family.table.blockPrefixes(in: .original) {
+                if let top = heads.compactMap({ maxIndex($0.replacingOccurrences(of: ".", with: "_")) }).max() { seen[scope] = top }
             }
+            return seen
         }
-        if double != nil || single != nil || joint == nil {
-            if let a = try? Architecture(config: .flux(FluxConfig(hiddenSize: 128, numLayers: (double ?? 0) + 1,
-                                                                  numSingleLayers: (single ?? 0) + 1, attentionHeadDim: 128,
-                                                                  guidanceEmbeds: true))) {
+        let noneSeen = highest.allSatisfy(\.isEmpty)
+        var names: [String] = []
+        for (family, seen) in zip(families, highest) where noneSeen || !seen.isEmpty {
+            if let config = family.descriptor.moduleNamingConfig(highestBlocks: seen), let a = try? Architecture(config: config) {
                 names += a.moduleNames(in: .original)
             }
         }
@@ -101,7 +99,8 @@ enum OriginalDialect {
             let alphas = adapter.modules.map { effectiveAlpha($0, rsLoRA: adapter.rsLoRA) }
             metadata["ss_network_dim"] = String(dialectMostCommon(ranks) ?? 0)
             metadata["ss_network_alpha"] = pythonFloatText(dialectMostCommon(alphas) ?? 0)
-            metadata["ss_network_module"] = adapter.family == .sd3 ? "networks.lora_sd3" : "networks.lora_flux"
+            // An adapter of unknown family is written with FLUX's module name, as it always was.
+            metadata["ss_network_module"] = (adapter.family ?? .flux).kohyaNetworkModule
         }
         metadata["format"] = "pt"
         try writeF32Tensors(tensors, metadata: metadata, to: path)

@@ -2,6 +2,7 @@ import Checkpoints
 import Foundation
 import JSON
 import SafeTensors
+import SystemSupport
 
 /// PEFT folders and diffusers `pytorch_lora_weights.safetensors`: diffusers module names,
 /// `lora_A`/`lora_B`, the configuration in `adapter_config.json` or `lora_adapter_metadata`.
@@ -58,11 +59,10 @@ enum PEFTDialect {
                            family: familyFromModuleNames(modules.map(\.name)) ?? familyFromConfig(cfg), extraMetadata: extra)
     }
 
-    static func familyFromConfig(_ cfg: JSONValue?) -> ModelFamily? {
+    /// The family whose diffusers class PEFT's `auto_mapping.base_model_class` names.
+    static func familyFromConfig(_ cfg: JSONValue?, families: [ModelFamily] = ModelFamily.builtIn) -> ModelFamily? {
         guard let cls = cfg?["auto_mapping"]?["base_model_class"]?.stringValue else { return nil }
-        if cls.hasPrefix("SD3") { return .sd3 }
-        if cls.hasPrefix("Flux") { return .flux }
-        return nil
+        return ModelFamily.claiming(diffusersClassName: cls, in: families)
     }
 
     static func splitSuffix(_ body: String) -> (String, FactorRole)? {
@@ -106,7 +106,7 @@ enum PEFTDialect {
         ]
         if peftFolder, let family = adapter.family {
             members.append(("auto_mapping", .object([("base_model_class", .string(family.diffusersClassName)),
-                                                     ("parent_library", .string(family == .sd3 ? "diffusers.models.transformers.transformer_sd3" : "diffusers.models.transformers.transformer_flux"))])))
+                                                     ("parent_library", .string(family.diffusersParentLibrary))])))
         }
         members.sort { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
         return members
@@ -123,9 +123,15 @@ enum PEFTDialect {
         }
         let members = config(of: adapter, peftFolder: format == .peft)
         if format == .peft {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: path + "/adapter_model.safetensors")
-            try writeTextFileAtomically(indentedJSON(.object(members)) + "\n", to: path + "/adapter_config.json")
+            // The folder appears with both files or not at all (files of an existing folder that
+            // are not the adapter's stay).
+            let parent = FileSystem.parentFolder(of: FileSystem.trimmingTrailingSlashes(path))
+            if !FileSystem.exists(parent) { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+            let folder: AtomicFolder
+            do { folder = try AtomicFolder(destination: path, placement: .merge(tag: "peft")) } catch { throw SafeTensorsError.system(error) }
+            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: folder.stagingPath + "/adapter_model.safetensors")
+            try writeTextFileAtomically(indentedJSON(.object(members)) + "\n", to: folder.stagingPath + "/adapter_config.json")
+            do { try folder.commit(order: ["adapter_model.safetensors", "adapter_config.json"]) } catch { throw SafeTensorsError.system(error) }
         } else {
             let prefixed = JSONValue.object(members.map { (key: diffusersPrefix + $0.key, value: $0.value) })
             try writeF32Tensors(tensors, metadata: ["format": "pt", "lora_adapter_metadata": indentedJSON(prefixed)], to: path)
@@ -238,13 +244,10 @@ func writeF32Tensors(_ tensors: [(String, Matrix)], metadata: [String: String], 
 }
 
 /// Writes a text file atomically.
-func writeTextFileAtomically(_ text: String, to path: String) throws {
-    let file = try AtomicFile(destination: path)
+func writeTextFileAtomically(_ text: String, to path: String) throws(SafeTensorsError) {
     do {
+        let file = try AtomicFile(destination: path)
         try file.write(Array(text.utf8))
         try file.commit()
-    } catch {
-        file.abandon()
-        throw error
-    }
+    } catch { throw .system(error) }
 }

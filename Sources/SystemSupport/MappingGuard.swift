@@ -21,7 +21,7 @@ import Darwin
 /// released with atomics (lock-free; a full table just means an unprotected mapping, which then
 /// crashes as before):
 /// - mapped regions (address range → file path), registered by `SafeTensorsFile` and
-///   `DeltaArchiveReader` right after `mmap` and removed before `munmap`;
+///   `DeltaArchiveReader` (through `MappedRegion`) right after `mmap` and removed before `munmap`;
 /// - cleanup paths: `AtomicFile` temporary files while they are being written, and staging
 ///   folders (emptied, then removed) while an output folder is being assembled.
 ///
@@ -35,15 +35,15 @@ import Darwin
 /// `FLOWGUARD_TEST_PAUSE_AFTER_MAP` is `N:FIFO`, the N-th registered mapping (counting from 1)
 /// waits, right after it is registered, until a byte is written to (or the writer closes) the
 /// named pipe FIFO. A test uses that pause to truncate the file at a known moment.
-public enum MappingGuard {
+package enum MappingGuard {
     /// Installs the SIGBUS handler, and SIGINT/SIGTERM/SIGHUP handlers that remove the temporary
     /// outputs before dying of the signal, for the whole process. Call once, early, from `main`.
-    public static func installSignalHandler() {
+    package static func installSignalHandler() {
         // Touch the tables here, in normal context: the handler must never run their lazy
         // initialisation (which allocates).
         _ = mappedRegions.capacity
         _ = cleanupPaths.capacity
-        _ = FolderListing.function
+        _ = DynamicSymbols.listFolder
         _ = messageTail
         var action = sigaction()
         #if canImport(Glibc)
@@ -71,7 +71,7 @@ public enum MappingGuard {
 
     /// Records that `length` bytes at `start` map the file `path`. Returns a token for
     /// `unregisterMapping`; -1 when the table is full (the mapping is then unprotected).
-    public static func registerMapping(start: UnsafeRawPointer, length: Int, path: String) -> Int {
+    package static func registerMapping(start: UnsafeRawPointer, length: Int, path: String) -> Int {
         let begin = UInt(bitPattern: start)
         let slot = mappedRegions.claim(begin: begin, end: begin &+ UInt(max(length, 0)), path: path, isFolder: false)
         pauseForTestsIfAsked()
@@ -79,20 +79,20 @@ public enum MappingGuard {
     }
 
     /// Forgets a mapping; call before `munmap`.
-    public static func unregisterMapping(_ token: Int) { mappedRegions.release(token) }
+    package static func unregisterMapping(_ token: Int) { mappedRegions.release(token) }
 
     /// Records a temporary file (or, with `isFolder`, a staging folder whose files are removed
     /// and which is then removed itself) to delete if the process is stopped by a truncated
     /// mapping. Returns a token for `unregisterCleanup`; -1 when the table is full.
-    public static func registerCleanup(path: String, isFolder: Bool = false) -> Int {
+    package static func registerCleanup(path: String, isFolder: Bool = false) -> Int {
         cleanupPaths.claim(begin: 0, end: 0, path: path, isFolder: isFolder)
     }
 
     /// Forgets a cleanup path (it was renamed into place or removed).
-    public static func unregisterCleanup(_ token: Int) { cleanupPaths.release(token) }
+    package static func unregisterCleanup(_ token: Int) { cleanupPaths.release(token) }
 
     /// The message printed when a mapped file shrinks under us; `file` is the path.
-    public static func changedWhileReadingMessage(_ file: String) -> String {
+    package static func changedWhileReadingMessage(_ file: String) -> String {
         "error: \(file)" + messageTail.description
     }
 
@@ -249,7 +249,7 @@ private func removeCleanupPaths() {
 /// Unlinks the plain files directly inside `folder` using getdents64 on a stack buffer (opendir
 /// would allocate).
 private func emptyFolder(_ folder: UnsafePointer<CChar>) {
-    guard let listing = FolderListing.function else { return }
+    guard let listing = DynamicSymbols.listFolder else { return }
     let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard fd >= 0 else { return }
     defer { close(fd) }
@@ -272,13 +272,4 @@ private func emptyFolder(_ folder: UnsafePointer<CChar>) {
             }
         }
     }
-}
-
-/// `getdents64(2)`, looked up at run time (the Glibc module does not export it); nil elsewhere.
-enum FolderListing {
-    typealias Function = @convention(c) (Int32, UnsafeMutableRawPointer, Int) -> Int
-    static let function: Function? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "getdents64") else { return nil }
-        return unsafeBitCast(symbol, to: Function.self)
-    }()
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import SafeTensors
+import SystemSupport
 import TestSupport
 
 /// Temporaries left by killed writers are removed by the next writer of the same destination;
@@ -37,5 +37,28 @@ import TestSupport
         #expect(!names.contains((staging as NSString).lastPathComponent), "a dead writer's staging folder is removed")
         #expect(names.contains((live as NSString).lastPathComponent), "a running process's temporary is kept")
         #expect(names.contains((other as NSString).lastPathComponent), "another destination's temporaries are not touched")
+    }
+
+    @Test func nextFolderWriterRemovesDeadWritersStagingFolders() throws {
+        // Left by a killed writer: a staging folder and a replaced folder moved aside, both
+        // holding a subfolder; and the staging folder of a writer still running.
+        let dead = try deadProcessID()
+        let running = ".model.tmp-\(getpid())-3"
+        for name in [".model.tmp-\(dead)-1", ".model.old-\(dead)-2", running] {
+            try FileManager.default.createDirectory(atPath: dir.file(name + "/peft"), withIntermediateDirectories: true)
+            try writeBytes([1], to: dir.file(name + "/peft/adapter.bin"))
+        }
+        let folder = try AtomicFolder(destination: dir.file("model"), placement: .replace())
+        try writeBytes([2], to: folder.stagingPath + "/a")
+        try folder.commit()
+        #expect(dir.listing() == [running, "model"], "dead writers' folders are removed, a running one's kept")
+    }
+
+    @Test func removeReportsHowManyWereRemoved() throws {
+        let dead = try deadProcessID()
+        for i in 0..<3 { try writeBytes([1], to: dir.file(".x.tmp-\(dead)-\(i)")) }
+        try writeBytes([1], to: dir.file(".x.tmp-notapid-1"))
+        #expect(StaleTemporaries.remove(in: dir.path, prefix: ".x.tmp-") == 3)
+        #expect(dir.listing() == [".x.tmp-notapid-1"], "names without a process id are not touched")
     }
 }
