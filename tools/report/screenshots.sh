@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 run=${1:?usage: screenshots.sh RUN [--render] [--out DIR] [--study-svg FILE]}
 shift
 out=docs/report
-study=docs/study/ratio-mean-r.svg
+study=docs/study/clip-fraction-timestep.svg
 render=0
 while [ $# -gt 0 ]; do
     case "$1" in
