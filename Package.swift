@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "JSON", targets: ["JSON"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "DeltaArchive", targets: ["DeltaArchive"]),
+        .library(name: "GGUF", targets: ["GGUF"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "LoRA", targets: ["LoRA"]),
         .library(name: "TensorRuntime", targets: ["TensorRuntime"]),
@@ -37,6 +38,9 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
+        // GGUF parses untrusted input: built with checks on (no -Ounchecked). It does no I/O
+        // (callers hand it the mapped file); SystemSupport only for display escaping.
+        .target(name: "GGUF", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
         .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
