@@ -34,7 +34,11 @@ let package = Package(
         .target(name: "JSON", dependencies: ["CJSONC"]),
         // Parses files downloaded from anywhere: built with checks on (overflow traps, range
         // preconditions) in every configuration, like every module that reads untrusted bytes.
-        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"]),
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON", "FloatKernels"]),
+        // The bulk float conversions alone (no parsing; sizes checked by SafeTensors' FloatCodec):
+        // -Ounchecked lets them vectorise (about 2x less CPU for a bf16 → fp16 convert).
+        .target(name: "FloatKernels",
+                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
