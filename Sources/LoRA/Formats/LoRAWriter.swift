@@ -25,7 +25,8 @@ public enum LoRAWriter {
         switch format {
         case .peft, .diffusers: try PEFTDialect.write(a, format: format, to: path)
         case .kohya, .comfy: try OriginalDialect.write(a, format: format, to: path)
-        case .xlabs: throw LoRAError.unsupportedFormat(format: .xlabs, reason: "XLabs adapters are read only")
+        case .xlabs, .onetrainer, .lycoris, .bflControl, .falKontext:
+            throw LoRAError.unsupportedFormat(format: format, reason: "\(format.displayName) adapters are read only")
         }
     }
 }
