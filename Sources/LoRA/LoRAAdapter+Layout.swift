@@ -92,8 +92,62 @@ extension LoRAAdapter {
                                   up: Matrix(shape: [rows, totalRank], values: up), alpha: alpha,
                                   upBias: hasBias ? Matrix(shape: [rows], values: bias) : nil))
         }
-        return LoRAAdapter(modules: out, layout: target, rsLoRA: rsLoRA, format: format, family: architecture.family,
-                           extraMetadata: extraMetadata)
+        var result = LoRAAdapter(modules: out, layout: target, rsLoRA: rsLoRA, format: format, family: architecture.family,
+                                 extraMetadata: extraMetadata)
+        result.textEncoderModules = textEncoderModules
+        result.sourceFile = sourceFile
+        result.keyOffsets = keyOffsets
+        try convertDeltas(to: target, architecture: architecture, into: &result)
+        return result
+    }
+
+    /// Carries LoKr/LoHa/full deltas and DoRA magnitudes to `target` naming. A plain rename keeps
+    /// every kind exactly; a full delta or a magnitude whose module is split by rows stays exact
+    /// (each part takes its rows); a LoKr or LoHa on a module that splits or fuses has no exact form
+    /// of its kind in the other layout and throws `LoRAError.needsOption`.
+    func convertDeltas(to target: KeyLayout, architecture: Architecture, into result: inout LoRAAdapter) throws {
+        func mapping(_ name: String, key: String) throws -> ModuleMapping {
+            do { return try architecture.mapModule(name, from: layout) } catch {
+                throw LoRAError.deltaMisfit(file: sourceFile, key: key, byteOffset: keyOffsets[key],
+                                            reason: "\(architecture.name) has no \(layout.rawValue)-layout module \"\(name)\"")
+            }
+        }
+        func isRename(_ m: ModuleMapping) -> Bool {
+            m.pieces.count == 1 && m.pieces[0].sourceRows == 0..<m.sourceRowCount && m.pieces[0].targetRows == m.pieces[0].sourceRows
+                && m.pieces[0].targetRowCount == m.sourceRowCount
+        }
+        var fusedTargets: [String: String] = [:]
+        for d in deltas {
+            let key = d.keys.first ?? d.name
+            let m = try mapping(d.name, key: key)
+            if isRename(m) {
+                var renamed = d
+                renamed.name = m.pieces[0].target
+                result.deltas.append(renamed)
+                continue
+            }
+            let splitsExactly: Bool
+            if case .full = d.kind { splitsExactly = m.pieces.allSatisfy { $0.targetRows.count == $0.targetRowCount } } else { splitsExactly = false }
+            guard splitsExactly, !d.isVector else {
+                throw LoRAError.needsOption(file: sourceFile, reason: "the \(d.kindName) delta on \(d.name) maps to \(m.pieces.map(\.target).joined(separator: " + ")) in the \(target.rawValue) layout, where no \(d.kindName) of its own form holds it exactly (rows of a fused module split or join); merge it, or give --rank to convert it to a LoRA")
+            }
+            for p in m.pieces {
+                if let other = fusedTargets[p.target], other != d.name {
+                    throw LoRAError.needsOption(file: sourceFile, reason: "full deltas on \(other) and \(d.name) both land in \(p.target); give --rank to convert them")
+                }
+                fusedTargets[p.target] = d.name
+                let rows = d.rows(p.sourceRows)
+                result.deltas.append(WeightDelta(name: p.target, target: d.target, kind: .full(Matrix(shape: [p.sourceRows.count, d.inFeatures], values: rows)),
+                                                 scale: 1, alpha: nil, keys: d.keys))
+            }
+        }
+        for (name, magnitude) in magnitudes {
+            let m = try mapping(name, key: magnitude.key)
+            guard isRename(m) else {
+                throw LoRAError.needsOption(file: sourceFile, reason: "the DoRA module \(name) maps to \(m.pieces.map(\.target).joined(separator: " + ")) in the \(target.rawValue) layout; a DoRA magnitude does not follow a split or fused LoRA exactly; merge it, or give --rank (with --base) to convert it to a LoRA")
+            }
+            result.magnitudes[m.pieces[0].target] = magnitude
+        }
     }
 
     /// ΔW of every adapted base weight, keyed by the ORIGINAL-layout module name (no prefix), each

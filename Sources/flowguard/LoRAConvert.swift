@@ -54,6 +54,18 @@ struct LoRAConvert: ParsableCommand {
         let read = try LoRAReader.load(path: input, architecture: architecture)
         let adapter = read.adapter
         var notes: [String] = []
+        if !adapter.isLowRankOnly {
+            throw LoRAError.needsOption(file: read.tensorFile, reason: "it holds \(adapter.kinds.filter { $0 != "lora" }.joined(separator: ", ")) deltas (\(adapter.format.displayName)), which a \(format.displayName) LoRA cannot hold exactly; give --rank R to write a truncated-SVD LoRA of each module's delta (and --base for DoRA)")
+        }
+        if adapter.modules.isEmpty {
+            // Text encoders only: no transformer names to convert.
+            try LoRAWriter.write(adapter, format: format, to: output)
+            print(style.json ? JSONValue.object([("input", .string(input)), ("output", .string(output)),
+                                                 ("source_format", .string(adapter.format.rawValue)), ("target_format", .string(format.rawValue)),
+                                                 ("text_encoder_modules", .int(Int64(adapter.textEncoderModules.count)))]).compactText
+                  : "converted \(input) (\(adapter.format.displayName), \(adapter.textEncoderModules.count) text-encoder modules) to \(output) (\(format.displayName))")
+            return
+        }
         if architecture == nil {
             let inferred = try adapter.inferredArchitecture()
             architecture = inferred.architecture
@@ -73,13 +85,15 @@ struct LoRAConvert: ParsableCommand {
                 ("architecture", .string(architecture!.name)),
                 ("architecture_inferred", .bool(!notes.isEmpty)),
                 ("source_modules", .int(Int64(adapter.modules.count))), ("target_modules", .int(Int64(converted.modules.count))),
+                ("text_encoder_modules", .int(Int64(converted.textEncoderModules.count))),
                 ("nan_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.nanCount }))),
                 ("inf_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.infCount }))),
                 ("notes", .array(notes.map { .string($0) })),
             ]).compactText)
         } else {
             print("converted \(input) (\(adapter.format.displayName), \(adapter.layout.rawValue) layout, \(adapter.modules.count) modules) "
-                  + "to \(output) (\(format.displayName), \(converted.layout.rawValue) layout, \(converted.modules.count) modules) for \(architecture!.name)")
+                  + "to \(output) (\(format.displayName), \(converted.layout.rawValue) layout, \(converted.modules.count) modules) for \(architecture!.name)"
+                  + (converted.textEncoderModules.isEmpty ? "" : ", \(converted.textEncoderModules.count) text-encoder modules carried"))
         }
     }
 }

@@ -15,13 +15,19 @@ public enum LoRAWriter {
                              architecture: Architecture? = nil) throws {
         var a = adapter
         let target = layout(of: format)
-        if let architecture {
+        if adapter.modules.isEmpty && adapter.deltas.isEmpty {
+            a.layout = target  // text encoders only: nothing is named in a transformer layout
+        } else if let architecture {
             a = try adapter.converted(to: target, architecture: architecture)
         } else if adapter.layout != target {
             let inferred = try adapter.inferredArchitecture().architecture
             a = try adapter.converted(to: target, architecture: inferred)
         }
         a.format = format
+        if !a.isLowRankOnly {
+            throw LoRAError.needsOption(file: adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile,
+                                        reason: "it holds \(a.kinds.filter { $0 != "lora" }.joined(separator: ", ")) deltas, which a \(format.displayName) LoRA cannot hold exactly; give --rank R to write a truncated-SVD LoRA of each module's delta (with --base for DoRA)")
+        }
         switch format {
         case .peft, .diffusers: try PEFTDialect.write(a, format: format, to: path)
         case .kohya, .comfy: try OriginalDialect.write(a, format: format, to: path)
