@@ -185,6 +185,46 @@ struct DialectFixture: Sendable, CustomTestStringConvertible {
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    /// LoKr, LoHa and DoRA adapters become LoRAs with `--rank`: at full rank the LoRA merges to
+    /// the reference (≤ 1e-4), with and without --base where the kind allows it.
+    @Test(arguments: DialectFixture.all.filter { !$0.kinds.contains("full") && !$0.kinds.contains("replace") && $0.kinds != ["lora"] })
+    func fullRankConversionReproducesTheMerge(_ fx: DialectFixture) throws {
+        let needsBase = fx.kinds.contains("dora")
+        for withBase in needsBase ? [true] : [true, false] {
+            let lora = dir.file("\(fx.name).rank\(withBase).safetensors"), out = dir.file("\(fx.name).rank\(withBase).merged.safetensors")
+            let args = ["lora", "convert", fx.adapterPath, lora, "--to", "diffusers", "--rank", "256", "--json"] + (withBase ? ["--base", fx.basePath] : [])
+            let result = try runProcess(CLITests.binary, args)
+            #expect(result.status == 0, "\(result.stderr)")
+            let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] ?? [:]
+            let energy = json["retained_energy"] as? [String: Any]
+            #expect(abs((energy?["overall"] as? Double ?? 0) - 1) < 1e-6)
+            #expect((energy?["modules"] as? [Any])?.isEmpty == false)
+            let merge = try flowguard("lora", "merge", fx.basePath, lora, out)
+            #expect(merge.status == 0, "\(merge.stderr)")
+            try expectMerged(out, fx, tolerance: 1e-4)
+        }
+    }
+
+    @Test func lowerRankReportsItsRetainedEnergy() throws {
+        let fx = DialectFixture.all.first { $0.name == "flux_lycoris_loha" }!
+        let lora = dir.file("r2.safetensors")
+        let result = try flowguard("lora", "convert", fx.adapterPath, lora, "--to", "kohya", "--rank", "2")
+        #expect(result.status == 0, "\(result.stderr)")
+        let line = result.stdout.split(separator: "\n").first { $0.hasPrefix("retained energy at rank 2: ") }
+        let value = line.flatMap { Double($0.dropFirst("retained energy at rank 2: ".count).prefix(8)) } ?? 1
+        #expect(value > 0.05 && value < 0.999)
+        #expect(result.stdout.contains("transformer_blocks.0.attn.to_q: rank 2, "))
+    }
+
+    @Test func doraConversionNeedsTheBase() throws {
+        let fx = DialectFixture.all.first { $0.name == "flux_peft_dora" }!
+        let out = dir.file("never.safetensors")
+        let result = try flowguard("lora", "convert", fx.adapterPath, out, "--to", "diffusers", "--rank", "8")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("DoRA") && result.stderr.contains("--base"))
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     // MARK: bad inputs: a clear error naming file, key and byte offset; no output
 
     func write(_ name: String, _ tensors: [(String, [Int], [Float])]) throws -> String {
