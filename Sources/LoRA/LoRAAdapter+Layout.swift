@@ -227,7 +227,37 @@ extension LoRAAdapter {
         let (config, familyNotes) = fam.descriptor.adapterConfig(width: hidden, blocks: blocks,
                                                                  moduleNames: modules.map(\.name), layout: layout)
         notes += familyNotes
-        return (try Architecture(config: config), notes)
+        let (refined, sizeNotes) = refinedConfig(config)
+        return (try Architecture(config: refined), notes + sizeNotes)
+    }
+
+    /// The configuration with the input, output, context and pooled sizes the adapter's own
+    /// embedder and output modules show (the family's defaults are the published models', which
+    /// a smaller or retrained model need not share).
+    func refinedConfig(_ config: ModelConfig) -> (ModelConfig, [String]) {
+        var sizes: [String: (out: Int, in: Int)] = [:]
+        for m in modules { sizes[m.name] = (m.outFeatures, m.inFeatures) }
+        for d in deltas where !d.isVector { sizes[d.name] = (d.outFeatures, d.inFeatures) }
+        func find(_ names: [String]) -> (out: Int, in: Int)? { names.lazy.compactMap { sizes[$0] }.first }
+        let input = find(["x_embedder", "img_in"]), output = find(["proj_out", "final_layer.linear"])
+        let context = find(["context_embedder", "txt_in"])
+        let pooled = find(["time_text_embed.text_embedder.linear_1", "vector_in.in_layer", "y_embedder.mlp.0"])
+        var notes: [String] = []
+        if var flux = config.typed(FluxConfig.self) {
+            if let input { flux.inChannels = input.in; notes.append("\(input.in) input channels (from the input embedder)") }
+            if let output { flux.outChannels = output.out; notes.append("\(output.out) output channels (from the output projection)") }
+            if let context { flux.jointAttentionDim = context.in }
+            if let pooled { flux.pooledProjectionDim = pooled.in }
+            return (.flux(flux), notes)
+        }
+        if var sd3 = config.typed(SD3Config.self) {
+            let p2 = sd3.patchSize * sd3.patchSize
+            if let output, output.out % p2 == 0 { sd3.outChannels = output.out / p2; notes.append("\(sd3.outChannels) output channels (from the output projection)") }
+            if let context { sd3.jointAttentionDim = context.in }
+            if let pooled { sd3.pooledProjectionDim = pooled.in }
+            return (.sd3(sd3), notes)
+        }
+        return (config, notes)
     }
 }
 

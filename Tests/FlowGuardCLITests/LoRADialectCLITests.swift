@@ -225,6 +225,32 @@ struct DialectFixture: Sendable, CustomTestStringConvertible {
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    /// Issue 17 Build 6: a diffusers FLUX LoRA on `proj_out` of a model whose out_channels is not
+    /// 64 converts without --base, the sizes taken from the adapter itself, and merges the same.
+    @Test func adapterOnlyConversionTakesSizesFromTheAdapter() throws {
+        var rng = SeededGenerator(seed: 3)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float.random(in: -0.5...0.5, using: &rng) } }
+        var tensors: [(String, [Int], [Float])] = []
+        for (m, o, i) in [("transformer_blocks.0.attn.to_q", 32, 32), ("proj_out", 16, 32), ("x_embedder", 32, 16),
+                          ("context_embedder", 32, 24), ("time_text_embed.text_embedder.linear_1", 32, 20)] {
+            tensors.append(("transformer.\(m).lora_A.weight", [2, i], values(2 * i)))
+            tensors.append(("transformer.\(m).lora_B.weight", [o, 2], values(2 * o)))
+        }
+        let adapter = try write("proj_out.safetensors", tensors)
+        let kohya = dir.file("proj_out_kohya.safetensors")
+        let result = try flowguard("lora", "convert", adapter, kohya, "--to", "kohya")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("16 output channels (from the output projection)"))
+        let base = Repository.path("fixtures/flux_tiny/original.safetensors")
+        let a = dir.file("a.safetensors"), b = dir.file("b.safetensors")
+        #expect(try flowguard("lora", "merge", base, adapter, a).status == 0)
+        #expect(try flowguard("lora", "merge", base, kohya, b).status == 0)
+        let x = try floats(a), y = try floats(b)
+        #expect(x.keys.sorted() == y.keys.sorted())
+        for (name, v) in x { #expect(Self.relativeL2(y[name]!, v) <= 1e-6, "\(name)") }
+        #expect(x["final_layer.linear.weight"] != (try floats(base))["final_layer.linear.weight"])
+    }
+
     // MARK: bad inputs: a clear error naming file, key and byte offset; no output
 
     func write(_ name: String, _ tensors: [(String, [Int], [Float])]) throws -> String {
