@@ -136,8 +136,21 @@ public enum LoRAMerge {
         return result
     }
 
+    /// Applies every slice of one base tensor (low-rank, other deltas, then DoRA) with the user's
+    /// `scale`, as `merge` does: the whole exact merge of one tensor, for callers that hold it in
+    /// memory (the runtime's adapters).
+    public static func applyExactly(_ slices: [DeltaSlice], of adapter: LoRAAdapter, placement: DeltaPlacement, scale: Float,
+                                    to values: inout [Float], columns: Int) throws {
+        let factors = adapter.modules.map { (adapter.magnitudes[$0.name] == nil ? scale : 1) * $0.scale(rsLoRA: adapter.rsLoRA) }
+        let deltaFactors = adapter.deltas.map { adapter.magnitudes[$0.name] == nil ? scale : 1 }
+        let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
+        apply(slices, of: adapter, factors: factors, to: &values, columns: columns)
+        applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
+        rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
+    }
+
     /// `rows` rows of `from` values, each followed by zeros up to `to` values.
-    static func widen(_ values: [Float], rows: Int, from: Int, to: Int) -> [Float] {
+    public static func widen(_ values: [Float], rows: Int, from: Int, to: Int) -> [Float] {
         var out = [Float](repeating: 0, count: rows * to)
         for r in 0..<rows {
             for c in 0..<from { out[r * to + c] = values[r * from + c] }

@@ -251,6 +251,25 @@ struct DialectFixture: Sendable, CustomTestStringConvertible {
         #expect(x["final_layer.linear.weight"] != (try floats(base))["final_layer.linear.weight"])
     }
 
+    /// `run --lora` applies LoKr, LoHa and DoRA exactly at load (low-rank parts stay branches):
+    /// the output equals a run of the merged checkpoint.
+    @Test(arguments: ["flux_lycoris_lokr_dora", "flux_peft_dora", "sd3_lycoris_loha", "sd3_lycoris_lora_dora", "flux_kohya_te"])
+    func runWithTheAdapterEqualsRunningTheMerge(_ name: String) throws {
+        let fx = DialectFixture.all.first { $0.name == name }!
+        let folder = fx.family == "flux" ? "fixtures/flux_tiny" : "fixtures/sd35_tiny"
+        let original = Repository.path(folder + "/original.safetensors"), merged = dir.file(name + ".m.safetensors")
+        #expect(try flowguard("lora", "merge", original, fx.adapterPath, merged).status == 0)
+        let common = ["--config", Repository.path(folder + "/diffusers/config.json"), "--inputs", Repository.path(folder + "/io.safetensors"), "--quiet"]
+        let a = dir.file(name + ".a.safetensors"), b = dir.file(name + ".b.safetensors")
+        let withAdapter = try runProcess(CLITests.binary, ["run", "--model", original, "--output", a, "--lora", fx.adapterPath] + common)
+        #expect(withAdapter.status == 0, "\(withAdapter.stderr)")
+        let onMerged = try runProcess(CLITests.binary, ["run", "--model", merged, "--output", b] + common)
+        #expect(onMerged.status == 0, "\(onMerged.stderr)")
+        let x = try floats(a), y = try floats(b)
+        #expect(!x.isEmpty)
+        for (k, v) in y { #expect(Self.relativeL2(x[k] ?? [], v) <= 1e-5, "\(k)") }
+    }
+
     // MARK: bad inputs: a clear error naming file, key and byte offset; no output
 
     func write(_ name: String, _ tensors: [(String, [Int], [Float])]) throws -> String {
