@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "JSON", targets: ["JSON"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "DeltaArchive", targets: ["DeltaArchive"]),
+        .library(name: "GGUF", targets: ["GGUF"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "LoRA", targets: ["LoRA"]),
         .library(name: "TensorRuntime", targets: ["TensorRuntime"]),
@@ -31,11 +32,15 @@ let package = Package(
         .target(name: "SystemSupport"),
         // JSON: the json-c wrapper (the only importer of CJSONC).
         .target(name: "JSON", dependencies: ["CJSONC"]),
-        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // Parses files downloaded from anywhere: built with checks on (overflow traps, range
+        // preconditions) in every configuration, like every module that reads untrusted bytes.
+        .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"]),
         .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
+        // GGUF parses untrusted input: built with checks on (no -Ounchecked). It does no I/O
+        // (callers hand it the mapped file); SystemSupport only for display escaping.
+        .target(name: "GGUF", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
         .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):

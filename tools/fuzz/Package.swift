@@ -18,6 +18,10 @@ let package = Package(
             "FuzzSupport",
             .product(name: "SafeTensors", package: "FlowGuard"),
         ]),
+        .executableTarget(name: "fuzz-gguf-header", dependencies: [
+            "FuzzSupport",
+            .product(name: "GGUF", package: "FlowGuard"),
+        ]),
         .executableTarget(name: "fuzz-shard-index", dependencies: [
             "FuzzSupport",
             .product(name: "SafeTensors", package: "FlowGuard"),

@@ -209,12 +209,28 @@ def delta_seeds(flowguard, work):
             f.write(index + b"\0" + archive[16:offset])
 
 
+def gguf_seeds():
+    """The GGUF fixtures gguf-py wrote (fixtures/gguf, each under 16 KB), and a metadata-only file."""
+    d = target("gguf-header")
+    src = os.path.join(ROOT, "fixtures", "gguf")
+    for name in sorted(os.listdir(src)):
+        if name.endswith(".gguf"):
+            with open(os.path.join(src, name), "rb") as f, open(os.path.join(d, name), "wb") as g:
+                g.write(f.read())
+    key = b"general.architecture"
+    value = b"flux"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(value)) + value
+    with open(os.path.join(d, "metadata_only.gguf"), "wb") as f:
+        f.write(header + b"\0" * (-len(header) % 32))
+
+
 def main():
     flowguard = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build/release/flowguard")
     if not os.access(flowguard, os.X_OK):
         sys.exit("flowguard not found at %s (swift build -c release --product flowguard)" % flowguard)
     with tempfile.TemporaryDirectory() as work:
         header_seeds()
+        gguf_seeds()
         shard_seeds()
         lora_seeds(flowguard, work)
         delta_seeds(flowguard, work)

@@ -6,7 +6,7 @@
 #   tools/fuzz/run.sh build                           (build only)
 #   tools/fuzz/run.sh list                            (the target names)
 #
-# TARGET is safetensors-header, shard-index, lora-reader or delta-archive. The default is 60
+# TARGET is safetensors-header, gguf-header, shard-index, lora-reader or delta-archive. The default is 60
 # seconds. The committed seeds in tools/fuzz/corpus/TARGET are read but never written: new
 # inputs go to .build/fuzz/corpus/TARGET (kept between runs), crashes to .build/fuzz/artifacts/.
 # A crash, leak or sanitizer report makes the script exit non-zero.
@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 scratch="${FLOWGUARD_FUZZ_SCRATCH:-$root/.build/fuzz}"
-targets=(safetensors-header shard-index lora-reader delta-archive)
+targets=(safetensors-header gguf-header shard-index lora-reader delta-archive)
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
@@ -61,7 +61,7 @@ case "$1" in
         shift
         build
         for t in "${targets[@]}"; do run_one "$t" "$@"; done ;;
-    safetensors-header|shard-index|lora-reader|delta-archive)
+    safetensors-header|gguf-header|shard-index|lora-reader|delta-archive)
         t="$1"; shift
         build
         run_one "$t" "$@" ;;

@@ -78,10 +78,11 @@ private func convert(_ adapter: LoRAAdapter, _ architecture: Architecture) {
 /// Whether converting for `architecture` stays cheap (an inferred architecture can be as deep as
 /// the highest block index a hostile file names).
 private func isSmall(_ architecture: Architecture) -> Bool {
-    switch architecture.config {
-    case let .sd3(c): return c.numLayers <= 64 && c.hiddenSize <= 512
-    case let .flux(c): return c.numLayers + c.numSingleLayers <= 64 && c.hiddenSize <= 512
-    }
+    let config = architecture.config
+    guard config.hiddenSize <= 512 else { return false }
+    if let c = config.typed(SD3Config.self) { return c.numLayers <= 64 }
+    if let c = config.typed(FluxConfig.self) { return c.numLayers + c.numSingleLayers <= 64 }
+    return false
 }
 
 private func fail(_ message: String) -> Never { invariantViolated(message) }
