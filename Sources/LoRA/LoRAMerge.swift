@@ -164,17 +164,25 @@ public enum LoRAMerge {
                             to values: inout [Float], columns: Int) {
         for slice in slices where slice.source == .weightDelta {
             let delta = adapter.deltas[slice.module]
-            let rows = delta.rows(slice.sourceRows)
             let width = slice.isBias ? 1 : columns
             let factor = factors[slice.module]
-            for (i, t) in slice.targetRows.enumerated() {
-                for c in 0..<width {
-                    if delta.replaces {
-                        values[t * width + c] = rows[i * width + c]
-                    } else {
-                        values[t * width + c] += factor * rows[i * width + c]
+            // ΔW is formed 256 rows at a time: peak memory stays a small block, not a second tensor.
+            var start = 0
+            while start < slice.sourceRows.count {
+                let count = min(256, slice.sourceRows.count - start)
+                let source = (slice.sourceRows.lowerBound + start)..<(slice.sourceRows.lowerBound + start + count)
+                let rows = delta.rows(source)
+                for i in 0..<count {
+                    let t = slice.targetRows.lowerBound + start + i
+                    for c in 0..<width {
+                        if delta.replaces {
+                            values[t * width + c] = rows[i * width + c]
+                        } else {
+                            values[t * width + c] += factor * rows[i * width + c]
+                        }
                     }
                 }
+                start += count
             }
         }
     }
