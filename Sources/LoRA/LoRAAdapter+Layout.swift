@@ -203,11 +203,14 @@ extension LoRAAdapter {
     /// the highest block index + 1 (+1 more for SD3 when the highest adapted block has a full
     /// context stream, since the last SD3 block's is pre-only). Returns the notes that say so.
     public func inferredArchitecture() throws -> (architecture: Architecture, notes: [String]) {
-        guard let fam = family ?? familyFromModuleNames(modules.map(\.name)) else {
+        // Low-rank modules and matrix deltas (LoKr, LoHa, full) alike tell names and sizes.
+        let adapted: [(name: String, inFeatures: Int)] = modules.map { ($0.name, $0.inFeatures) }
+            + deltas.filter { !$0.isVector }.map { ($0.name, $0.inFeatures) }
+        guard let fam = family ?? familyFromModuleNames(adapted.map(\.name)) else {
             throw LoRAError.unknownArchitecture(reason: "the module names fit both SD3 and FLUX; give --base or --config")
         }
         func indices(_ heads: [String]) throws -> [Int] {
-            let found = modules.compactMap { m -> Int? in
+            let found = adapted.compactMap { m -> Int? in
                 for h in heads where m.name.hasPrefix(h) { return Int(m.name.dropFirst(h.count).prefix { $0.isNumber }) }
                 return nil
             }
@@ -218,14 +221,14 @@ extension LoRAAdapter {
         }
         let attn = layout == .original ? ["attn.qkv", "img_attn.qkv", "txt_attn.qkv", "linear1", "attn.proj", "img_attn.proj"]
                                        : ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
-        guard let hidden = modules.first(where: { m in attn.contains { m.name.hasSuffix($0) } })?.inFeatures else {
+        guard let hidden = adapted.first(where: { m in attn.contains { m.name.hasSuffix($0) } })?.inFeatures else {
             throw LoRAError.unknownArchitecture(reason: "the adapter adapts no attention projection to read the width from; give --base or --config")
         }
         var notes = ["architecture inferred from the adapter: width \(hidden)"]
         var blocks: [BlockScope: [Int]] = [:]
         for (scope, heads) in fam.table.blockPrefixes(in: layout) { blocks[scope] = try indices(heads) }
         let (config, familyNotes) = fam.descriptor.adapterConfig(width: hidden, blocks: blocks,
-                                                                 moduleNames: modules.map(\.name), layout: layout)
+                                                                 moduleNames: adapted.map(\.name), layout: layout)
         notes += familyNotes
         let (refined, sizeNotes) = refinedConfig(config)
         return (try Architecture(config: refined), notes + sizeNotes)

@@ -93,6 +93,12 @@ public enum LoRARankReduction {
                 }
             }
             for d in adapter.deltas {
+                let (size, overflow) = d.outFeatures.multipliedReportingOverflow(by: d.inFeatures)
+                guard !overflow, size <= 1 << 28 else {
+                    let key = d.keys.first ?? d.name
+                    throw LoRAError.deltaMisfit(file: file, key: key, byteOffset: adapter.keyOffsets[key],
+                                                reason: "its delta would be [\(d.outFeatures), \(d.inFeatures)], larger than any transformer weight")
+                }
                 let dense = d.dense()
                 if let have = sums[d.name] {
                     guard have.rows == d.outFeatures, have.columns == d.inFeatures else {

@@ -187,6 +187,12 @@ struct ModuleAssembler {
             guard ma.columns == mb.rows else {
                 throw LoRAError.rankMismatch(file: source.path, downKey: kb, downShape: mb.shape, upKey: ka, upShape: ma.shape)
             }
+            // The product is formed in memory: a small file must not ask for a huge one.
+            guard ma.rows.multipliedReportingOverflow(by: mb.columns).partialValue <= Self.maximumDenseFactor,
+                  !ma.rows.multipliedReportingOverflow(by: mb.columns).overflow else {
+                throw LoRAError.badTensor(file: source.path, key: ka, byteOffset: source.offset(ka),
+                                          reason: "\(label)_a·\(label)_b would be [\(ma.rows), \(mb.columns)], larger than any Kronecker factor of a transformer weight")
+            }
             return (.product(a: ma, b: mb), [ka, kb])
         }
         let (w1, k1) = try factor(.lokrW1, .lokrW1a, .lokrW1b, "lokr_w1")
@@ -227,6 +233,9 @@ struct ModuleAssembler {
         return WeightDelta(name: name, target: .weight, kind: .hadamard(w1a: ms[0], w1b: ms[1], w2a: ms[2], w2b: ms[3]),
                            scale: a / Float(r), alpha: alpha, keys: keys)
     }
+
+    /// The most values a dense Kronecker factor may have (2²⁶; FLUX's largest factor at factor 4 is 2²¹).
+    static let maximumDenseFactor = 1 << 26
 
     /// The key of the other factor of a low-rank pair.
     static func partnerKey(_ key: String) -> String {
