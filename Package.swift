@@ -42,7 +42,7 @@ let package = Package(
         // (callers hand it the mapped file); SystemSupport only for display escaping.
         .target(name: "GGUF", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "Checkpoints", "BLAS"]),
+        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "DeltaArchive", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
         .target(name: "TensorRuntime", dependencies: ["SystemSupport", "BLAS"],

@@ -44,6 +44,11 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "Write a rank-R LoRA of each module's effective delta (truncated SVD): needed for LoKr, LoHa, full and DoRA adapters (DoRA also needs --base).")
     var rank: Int?
 
+    @Option(help: "Dtype of the factors written (α stays float32).")
+    var dtype: AdapterDType = .fp32
+
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -51,6 +56,19 @@ struct LoRAConvert: ParsableCommand {
     func validate() throws {
         if base != nil && config != nil { throw ValidationError("Give --base or --config, not both.") }
         if let rank, rank < 1 { throw ValidationError("--rank must be at least 1, not \(rank).") }
+        try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
+    }
+
+    /// The usage checks of an adapter output: `--to peft` writes a folder, so a name ending in
+    /// `.safetensors` is refused (with the folder name to use instead); an existing output
+    /// needs `--force`.
+    static func checkOutput(_ output: String, format: LoRAFormat, overwrite: OutputOptions) throws {
+        if format == .peft && output.hasSuffix(".safetensors") {
+            let folder = String(output.dropLast(".safetensors".count))
+            throw ValidationError("--to peft writes a folder (adapter_config.json + adapter_model.safetensors), not a .safetensors file: "
+                                  + "give a folder name such as '\(folder.isEmpty ? "adapter" : folder)'.")
+        }
+        try overwrite.check(output, writes: format == .peft ? .folder : .file)
     }
 
     func run() throws {
@@ -70,10 +88,10 @@ struct LoRAConvert: ParsableCommand {
         }
         if adapter.modules.isEmpty {
             // Text encoders only: no transformer names to convert.
-            try LoRAWriter.write(adapter, format: format, to: output)
+            try LoRAWriter.write(adapter, format: format, to: output, dtype: dtype.dtype)
             print(style.json ? JSONValue.object([("input", .string(input)), ("output", .string(output)),
                                                  ("source_format", .string(adapter.format.rawValue)), ("target_format", .string(format.rawValue)),
-                                                 ("text_encoder_modules", .int(Int64(adapter.textEncoderModules.count)))]).compactText
+                                                 ("text_encoder_module_count", .int(Int64(adapter.textEncoderModules.count)))]).compactText
                   : "converted \(input) (\(adapter.format.displayName), \(adapter.textEncoderModules.count) text-encoder modules) to \(output) (\(format.displayName))")
             return
         }
@@ -92,7 +110,9 @@ struct LoRAConvert: ParsableCommand {
             printError("warning: \(n.key): \(n.nanCount) NaN, \(n.infCount) Inf (copied unchanged)")
         }
         let converted = try architecture.map { try adapter.converted(to: LoRAWriter.layout(of: format), architecture: $0) } ?? adapter
-        try LoRAWriter.write(converted, format: format, to: output, architecture: architecture)
+        // Written from the adapter as read, so the writer knows which modules it fuses (named in
+        // kohya and ComfyUI metadata).
+        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)),
@@ -100,8 +120,8 @@ struct LoRAConvert: ParsableCommand {
                 ("source_layout", .string(read.adapter.layout.rawValue)), ("target_layout", .string(converted.layout.rawValue)),
                 ("architecture", architecture.map { .string($0.name) } ?? .null),
                 ("architecture_inferred", .bool(!notes.isEmpty)),
-                ("source_modules", .int(Int64(adapter.modules.count))), ("target_modules", .int(Int64(converted.modules.count))),
-                ("text_encoder_modules", .int(Int64(converted.textEncoderModules.count))),
+                ("source_module_count", .int(Int64(adapter.modules.count))), ("target_module_count", .int(Int64(converted.modules.count))),
+                ("text_encoder_module_count", .int(Int64(converted.textEncoderModules.count))),
                 ("nan_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.nanCount }))),
                 ("inf_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.infCount }))),
                 ("notes", .array(notes.map { .string($0) })),

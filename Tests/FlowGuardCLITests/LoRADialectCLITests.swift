@@ -100,7 +100,7 @@ struct DialectFixture: Sendable, CustomTestStringConvertible {
         #expect(result.status == 0, "\(result.stderr)")
         try expectMerged(out, fx)
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] ?? [:]
-        let te = json["text_encoder_modules_skipped"] as? Int ?? -1
+        let te = json["skipped_text_encoder_module_count"] as? Int ?? -1
         #expect(fx.components.contains { $0.hasPrefix("text_encoder") } ? te > 0 : te == 0)
         if te > 0 {
             #expect(result.stderr.contains("\(te) text-encoder module"))
