@@ -156,14 +156,41 @@ public struct DeltaPlacement: Sendable {
         let rows = delta.outFeatures
         if adapter.layout == base.layout {
             pieces = [(name, 0..<rows, 0..<rows)]
-        } else {
-            guard let mapping = try? base.architecture.mapModule(name, from: adapter.layout) else {
-                throw misfit("\(base.architecture.name) has no \(adapter.layout.rawValue)-layout module \"\(name)\" to map into the base's \(base.layout.rawValue) layout")
-            }
+        } else if let mapping = try? base.architecture.mapModule(name, from: adapter.layout) {
             guard mapping.sourceRowCount == rows || delta.target != .weight else {
                 throw misfit("it has \(rows) output rows, the model's module \(name) has \(mapping.sourceRowCount)")
             }
             pieces = mapping.pieces.map { ($0.target, $0.sourceRows, $0.targetRows) }
+        } else {
+            // Not a linear module (a norm scale): the checkpoint conversion plan names the base
+            // rows of the adapter-layout tensor.
+            var resolved: [(tensor: String, source: Range<Int>, target: Range<Int>)] = []
+            let plan = ConversionPlan(source: base, to: adapter.layout, prefix: adapter.layout == .original ? KeyPrefix.none : nil)
+            let candidates: [String]
+            switch delta.target {
+            case .weight: candidates = [name + ".weight"]
+            case .bias: candidates = [name + ".bias"]
+            case .weightOrWhole: candidates = [name + ".weight", name]
+            }
+            if let planned = plan.outputs.first(where: { candidates.contains($0.name) }) {
+                var offset = 0
+                for p in planned.pieces {
+                    resolved.append((p.source, offset..<(offset + p.rows.count), p.rows))
+                    offset += p.rows.count
+                }
+            }
+            guard !resolved.isEmpty else {
+                throw misfit("\(base.architecture.name) has no \(adapter.layout.rawValue)-layout module or tensor \"\(name)\" to map into the base's \(base.layout.rawValue) layout")
+            }
+            for r in resolved {
+                guard let shape = shapes[r.tensor], r.target.upperBound <= (shape.first ?? 1),
+                      delta.isVector ? shape.count == 1 : shape.dropFirst().reduce(1, *) == delta.inFeatures else {
+                    throw misfit("it does not fit \"\(r.tensor)\" of shape \(shapes[r.tensor] ?? [])")
+                }
+                slices[r.tensor, default: []].append(DeltaSlice(module: index, moduleName: delta.name, sourceRows: r.source,
+                                                                targetRows: r.target, isBias: delta.isVector, source: .weightDelta))
+            }
+            return
         }
         for piece in pieces {
             var tensor: String

@@ -109,14 +109,18 @@ struct DialectFixture: Sendable, CustomTestStringConvertible {
     }
 
     /// The same adapters merged into the other layout: converting the merged file to the
-    /// expectation's layout gives the same tensors (diffusers-named fixtures only).
-    @Test(arguments: DialectFixture.all.filter { $0.base.contains("/diffusers/") })
-    func mergeIntoTheOriginalLayoutAgrees(_ fx: DialectFixture) throws {
-        let original = fx.basePath.replacingOccurrences(of: "diffusers/diffusion_pytorch_model.safetensors", with: "original.safetensors")
-        let merged = dir.file(fx.name + ".orig.safetensors"), back = dir.file(fx.name + ".back.safetensors")
-        let result = try flowguard("lora", "merge", original, fx.adapterPath, merged)
+    /// expectation's layout gives the same tensors (norm scales, biases, a widened input and
+    /// fused or split targets included).
+    @Test(arguments: DialectFixture.all)
+    func mergeIntoTheOtherLayoutAgrees(_ fx: DialectFixture) throws {
+        let toOriginal = fx.base.contains("/diffusers/")
+        let other = toOriginal
+            ? fx.basePath.replacingOccurrences(of: "diffusers/diffusion_pytorch_model.safetensors", with: "original.safetensors")
+            : fx.basePath.replacingOccurrences(of: "original.safetensors", with: "diffusers/diffusion_pytorch_model.safetensors")
+        let merged = dir.file(fx.name + ".other.safetensors"), back = dir.file(fx.name + ".back.safetensors")
+        let result = try flowguard("lora", "merge", other, fx.adapterPath, merged)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(try flowguard("convert", merged, back, "--layout", "diffusers").status == 0)
+        #expect(try flowguard("convert", merged, back, "--layout", toOriginal ? "diffusers" : "original").status == 0)
         let got = try floats(back), expected = try floats(fx.expectedPath)
         for (name, values) in expected {
             let err = Self.relativeL2(got[name] ?? [], values)
