@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
