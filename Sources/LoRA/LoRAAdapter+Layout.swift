@@ -93,8 +93,62 @@ extension LoRAAdapter {
                                   up: Matrix(shape: [rows, totalRank], values: up), alpha: alpha,
                                   upBias: hasBias ? Matrix(shape: [rows], values: bias) : nil))
         }
-        return LoRAAdapter(modules: out, layout: target, rsLoRA: rsLoRA, format: format, family: architecture.family,
-                           extraMetadata: extraMetadata)
+        var result = LoRAAdapter(modules: out, layout: target, rsLoRA: rsLoRA, format: format, family: architecture.family,
+                                 extraMetadata: extraMetadata)
+        result.textEncoderModules = textEncoderModules
+        result.sourceFile = sourceFile
+        result.keyOffsets = keyOffsets
+        try convertDeltas(to: target, architecture: architecture, into: &result)
+        return result
+    }
+
+    /// Carries LoKr/LoHa/full deltas and DoRA magnitudes to `target` naming. A plain rename keeps
+    /// every kind exactly; a full delta or a magnitude whose module is split by rows stays exact
+    /// (each part takes its rows); a LoKr or LoHa on a module that splits or fuses has no exact form
+    /// of its kind in the other layout and throws `LoRAError.needsOption`.
+    func convertDeltas(to target: KeyLayout, architecture: Architecture, into result: inout LoRAAdapter) throws {
+        func mapping(_ name: String, key: String) throws -> ModuleMapping {
+            do { return try architecture.mapModule(name, from: layout) } catch {
+                throw LoRAError.deltaMisfit(file: sourceFile, key: key, byteOffset: keyOffsets[key],
+                                            reason: "\(architecture.name) has no \(layout.rawValue)-layout module \"\(name)\"")
+            }
+        }
+        func isRename(_ m: ModuleMapping) -> Bool {
+            m.pieces.count == 1 && m.pieces[0].sourceRows == 0..<m.sourceRowCount && m.pieces[0].targetRows == m.pieces[0].sourceRows
+                && m.pieces[0].targetRowCount == m.sourceRowCount
+        }
+        var fusedTargets: [String: String] = [:]
+        for d in deltas {
+            let key = d.keys.first ?? d.name
+            let m = try mapping(d.name, key: key)
+            if isRename(m) {
+                var renamed = d
+                renamed.name = m.pieces[0].target
+                result.deltas.append(renamed)
+                continue
+            }
+            let splitsExactly: Bool
+            if case .full = d.kind { splitsExactly = m.pieces.allSatisfy { $0.targetRows.count == $0.targetRowCount } } else { splitsExactly = false }
+            guard splitsExactly, !d.isVector else {
+                throw LoRAError.needsOption(file: sourceFile, reason: "the \(d.kindName) delta on \(d.name) maps to \(m.pieces.map(\.target).joined(separator: " + ")) in the \(target.rawValue) layout, where no \(d.kindName) of its own form holds it exactly (rows of a fused module split or join); merge it, or give --rank to convert it to a LoRA")
+            }
+            for p in m.pieces {
+                if let other = fusedTargets[p.target], other != d.name {
+                    throw LoRAError.needsOption(file: sourceFile, reason: "full deltas on \(other) and \(d.name) both land in \(p.target); give --rank to convert them")
+                }
+                fusedTargets[p.target] = d.name
+                let rows = d.rows(p.sourceRows)
+                result.deltas.append(WeightDelta(name: p.target, target: d.target, kind: .full(Matrix(shape: [p.sourceRows.count, d.inFeatures], values: rows)),
+                                                 scale: 1, alpha: nil, keys: d.keys))
+            }
+        }
+        for (name, magnitude) in magnitudes {
+            let m = try mapping(name, key: magnitude.key)
+            guard isRename(m) else {
+                throw LoRAError.needsOption(file: sourceFile, reason: "the DoRA module \(name) maps to \(m.pieces.map(\.target).joined(separator: " + ")) in the \(target.rawValue) layout; a DoRA magnitude does not follow a split or fused LoRA exactly; merge it, or give --rank (with --base) to convert it to a LoRA")
+            }
+            result.magnitudes[m.pieces[0].target] = magnitude
+        }
     }
 
     /// The modules `converted(to:architecture:)` fuses from several split LoRAs (their B is
@@ -169,11 +223,14 @@ extension LoRAAdapter {
     /// the highest block index + 1 (+1 more for SD3 when the highest adapted block has a full
     /// context stream, since the last SD3 block's is pre-only). Returns the notes that say so.
     public func inferredArchitecture() throws -> (architecture: Architecture, notes: [String]) {
-        guard let fam = family ?? familyFromModuleNames(modules.map(\.name)) else {
+        // Low-rank modules and matrix deltas (LoKr, LoHa, full) alike tell names and sizes.
+        let adapted: [(name: String, inFeatures: Int)] = modules.map { ($0.name, $0.inFeatures) }
+            + deltas.filter { !$0.isVector }.map { ($0.name, $0.inFeatures) }
+        guard let fam = family ?? familyFromModuleNames(adapted.map(\.name)) else {
             throw LoRAError.unknownArchitecture(reason: "the module names fit both SD3 and FLUX; give --base or --config")
         }
         func indices(_ heads: [String]) throws -> [Int] {
-            let found = modules.compactMap { m -> Int? in
+            let found = adapted.compactMap { m -> Int? in
                 for h in heads where m.name.hasPrefix(h) { return Int(m.name.dropFirst(h.count).prefix { $0.isNumber }) }
                 return nil
             }
@@ -184,16 +241,46 @@ extension LoRAAdapter {
         }
         let attn = layout == .original ? ["attn.qkv", "img_attn.qkv", "txt_attn.qkv", "linear1", "attn.proj", "img_attn.proj"]
                                        : ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
-        guard let hidden = modules.first(where: { m in attn.contains { m.name.hasSuffix($0) } })?.inFeatures else {
+        guard let hidden = adapted.first(where: { m in attn.contains { m.name.hasSuffix($0) } })?.inFeatures else {
             throw LoRAError.unknownArchitecture(reason: "the adapter adapts no attention projection to read the width from; give --base or --config")
         }
         var notes = ["architecture inferred from the adapter: width \(hidden)"]
         var blocks: [BlockScope: [Int]] = [:]
         for (scope, heads) in fam.table.blockPrefixes(in: layout) { blocks[scope] = try indices(heads) }
         let (config, familyNotes) = fam.descriptor.adapterConfig(width: hidden, blocks: blocks,
-                                                                 moduleNames: modules.map(\.name), layout: layout)
+                                                                 moduleNames: adapted.map(\.name), layout: layout)
         notes += familyNotes
-        return (try Architecture(config: config), notes)
+        let (refined, sizeNotes) = refinedConfig(config)
+        return (try Architecture(config: refined), notes + sizeNotes)
+    }
+
+    /// The configuration with the input, output, context and pooled sizes the adapter's own
+    /// embedder and output modules show (the family's defaults are the published models', which
+    /// a smaller or retrained model need not share).
+    func refinedConfig(_ config: ModelConfig) -> (ModelConfig, [String]) {
+        var sizes: [String: (out: Int, in: Int)] = [:]
+        for m in modules { sizes[m.name] = (m.outFeatures, m.inFeatures) }
+        for d in deltas where !d.isVector { sizes[d.name] = (d.outFeatures, d.inFeatures) }
+        func find(_ names: [String]) -> (out: Int, in: Int)? { names.lazy.compactMap { sizes[$0] }.first }
+        let input = find(["x_embedder", "img_in"]), output = find(["proj_out", "final_layer.linear"])
+        let context = find(["context_embedder", "txt_in"])
+        let pooled = find(["time_text_embed.text_embedder.linear_1", "vector_in.in_layer", "y_embedder.mlp.0"])
+        var notes: [String] = []
+        if var flux = config.typed(FluxConfig.self) {
+            if let input { flux.inChannels = input.in; notes.append("\(input.in) input channels (from the input embedder)") }
+            if let output { flux.outChannels = output.out; notes.append("\(output.out) output channels (from the output projection)") }
+            if let context { flux.jointAttentionDim = context.in }
+            if let pooled { flux.pooledProjectionDim = pooled.in }
+            return (.flux(flux), notes)
+        }
+        if var sd3 = config.typed(SD3Config.self) {
+            let p2 = sd3.patchSize * sd3.patchSize
+            if let output, output.out % p2 == 0 { sd3.outChannels = output.out / p2; notes.append("\(sd3.outChannels) output channels (from the output projection)") }
+            if let context { sd3.jointAttentionDim = context.in }
+            if let pooled { sd3.pooledProjectionDim = pooled.in }
+            return (.sd3(sd3), notes)
+        }
+        return (config, notes)
     }
 }
 

@@ -87,8 +87,22 @@ public enum LoRAFormat: String, Sendable, Hashable, CaseIterable {
     case kohya
     /// ComfyUI: `diffusion_model.<original module>.lora_down.weight` / `lora_up` (+ `.alpha`).
     case comfy
-    /// XLabs FLUX adapters (read only).
+    /// XLabs FLUX adapters, with or without the `diffusion_model.` prefix (read only).
     case xlabs
+    /// OneTrainer: `lora_transformer_<diffusers module, dots→_>` + `.alpha`, `lora_te1_`/`lora_te2_` (read only).
+    case onetrainer
+    /// LyCORIS: `lycoris_<module, dots→_>` with LoKr, LoHa, LoCon and DoRA tensors (read only).
+    case lycoris
+    /// BFL Control LoRAs: BFL names without prefix, `lora_A`/`lora_B` (+ `lora_B.bias`), full norm scales (read only).
+    case bflControl = "bfl-control"
+    /// fal Kontext: BFL names under `base_model.model.` with `lora_A`/`lora_B` (read only).
+    case falKontext = "fal-kontext"
+
+    /// The formats FlowGuard writes.
+    public static let writable: [LoRAFormat] = [.peft, .diffusers, .kohya, .comfy]
+
+    /// True for the formats FlowGuard writes.
+    public var isWritable: Bool { Self.writable.contains(self) }
 }
 
 /// A LoRA adapter: its modules in one layout's naming, the scaling rule, and where it came from.
@@ -106,6 +120,19 @@ public struct LoRAAdapter: Sendable {
     /// Other configuration worth carrying (PEFT config members, kohya `ss_*`, modelspec), as
     /// found in the source.
     public var extraMetadata: [String: String]
+    /// Transformer deltas that are not B·A (LoKr, LoHa, full `.diff`/`.diff_b`, replaced norm
+    /// scales), named in `layout`.
+    public var deltas: [WeightDelta] = []
+    /// DoRA magnitudes by module name (of `modules` or `deltas`), in `layout`.
+    public var magnitudes: [String: DoRAMagnitude] = [:]
+    /// Low-rank modules of text encoders, named `<component>.<module>` in transformers' naming
+    /// (`text_encoder.text_model.encoder.layers.0.self_attn.q_proj`,
+    /// `text_encoder_3.encoder.block.0.layer.0.SelfAttention.q`). Not part of a transformer merge.
+    public var textEncoderModules: [LoRAModule] = []
+    /// The file the tensors were read from ("" when built in memory), for error messages.
+    public var sourceFile: String = ""
+    /// Byte offset of each tensor's data in `sourceFile`, by key, for error messages.
+    public var keyOffsets: [String: Int] = [:]
 
     /// Creates an adapter.
     public init(modules: [LoRAModule], layout: KeyLayout, rsLoRA: Bool = false, format: LoRAFormat,
@@ -120,4 +147,34 @@ public struct LoRAAdapter: Sendable {
 
     /// The module called `name`, if adapted.
     public func module(_ name: String) -> LoRAModule? { modules.first { $0.name == name } }
+
+    /// What the adapter adapts: `transformer` (when it has transformer modules or deltas) and each
+    /// text-encoder component (`text_encoder`, `text_encoder_2`, `text_encoder_3`), in that order.
+    public var components: [String] {
+        var out: [String] = []
+        if !modules.isEmpty || !deltas.isEmpty { out.append("transformer") }
+        for m in textEncoderModules {
+            let c = textEncoderComponent(of: m.name)
+            if !out.contains(c) { out.append(c) }
+        }
+        let te = out.dropFirst(out.first == "transformer" ? 1 : 0).sorted()
+        return (out.first == "transformer" ? ["transformer"] : []) + te
+    }
+
+    /// The kinds of delta present: `lora`, `lokr`, `loha`, `full`, `replace`, `dora`.
+    public var kinds: [String] {
+        var out: [String] = []
+        if !modules.isEmpty || !textEncoderModules.isEmpty { out.append("lora") }
+        for d in deltas where !out.contains(d.kindName) { out.append(d.kindName) }
+        if !magnitudes.isEmpty { out.append("dora") }
+        return out
+    }
+
+    /// True when every transformer delta is a plain B·A without DoRA (exact in every low-rank format).
+    public var isLowRankOnly: Bool { deltas.isEmpty && magnitudes.isEmpty }
+}
+
+/// The component (`text_encoder`, `text_encoder_2`, …) of a text-encoder module name.
+func textEncoderComponent(of name: String) -> String {
+    String(name.prefix { $0 != "." })
 }

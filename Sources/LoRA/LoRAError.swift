@@ -27,6 +27,14 @@ public enum LoRAError: Error, Sendable, Hashable, CustomStringConvertible {
     case notAnAdapter(path: String, reason: String)
     /// The adapter's names do not tell which architecture it belongs to.
     case unknownArchitecture(reason: String)
+    /// A delta whose size does not fit the base tensor it lands on (LoKr factors whose Kronecker
+    /// product differs from the weight, a `.diff` of the wrong shape, a DoRA magnitude of the
+    /// wrong length): the adapter file, key, its data's byte offset, and why.
+    case deltaMisfit(file: String, key: String, byteOffset: Int?, reason: String)
+    /// The adapter holds nothing for the transformer being merged into (text encoders only).
+    case nothingToMerge(file: String, reason: String)
+    /// The adapter needs a step the user must ask for (a rank for a non-low-rank adapter, a base).
+    case needsOption(file: String, reason: String)
 
     /// The sentence shown to the user.
     public var description: String {
@@ -36,7 +44,7 @@ public enum LoRAError: Error, Sendable, Hashable, CustomStringConvertible {
             if let format {
                 return "\(file): \(count) key\(count == 1 ? "" : "s") not part of a \(format.displayName) adapter: \(list)\(count > keys.count ? ", …" : "")."
             }
-            return "\(file): not a LoRA adapter in any known dialect (PEFT, diffusers, kohya, ComfyUI, XLabs); \(count) unexplained key\(count == 1 ? "" : "s"): \(list)\(count > keys.count ? ", …" : "")."
+            return "\(file): not a LoRA adapter in any known dialect (PEFT, diffusers, kohya, ComfyUI, OneTrainer, LyCORIS, XLabs, BFL Control, fal Kontext); \(count) unexplained key\(count == 1 ? "" : "s"): \(list)\(count > keys.count ? ", …" : "")."
         case let .rankMismatch(file, downKey, downShape, upKey, upShape):
             return "\(file): rank mismatch: \"\(escapeForDisplay(downKey))\" has shape \(downShape) but \"\(escapeForDisplay(upKey))\" has shape \(upShape) (A must be [r, in] and B [out, r])."
         case let .moduleNotInArchitecture(module, architecture, reason):
@@ -57,6 +65,13 @@ public enum LoRAError: Error, Sendable, Hashable, CustomStringConvertible {
             return "\(path): \(reason)."
         case let .unknownArchitecture(reason):
             return "Cannot tell the base architecture: \(reason)."
+        case let .deltaMisfit(file, key, offset, reason):
+            let at = offset.map { " (data at byte \($0))" } ?? ""
+            return "\(file): tensor \"\(escapeForDisplay(key))\"\(at) does not fit the base: \(reason)."
+        case let .nothingToMerge(file, reason):
+            return "\(file): nothing to merge into a transformer: \(reason)."
+        case let .needsOption(file, reason):
+            return "\(file): \(reason)."
         }
     }
 }
@@ -70,6 +85,10 @@ extension LoRAFormat {
         case .kohya: return "kohya"
         case .comfy: return "ComfyUI"
         case .xlabs: return "XLabs"
+        case .onetrainer: return "OneTrainer"
+        case .lycoris: return "LyCORIS"
+        case .bflControl: return "BFL Control"
+        case .falKontext: return "fal Kontext"
         }
     }
 }

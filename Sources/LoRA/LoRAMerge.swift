@@ -11,8 +11,12 @@ public struct MergeReport: Sendable {
     public var baseLayout: KeyLayout
     /// Naming of the adapter's modules.
     public var adapterLayout: KeyLayout
-    /// Adapter modules merged.
+    /// Adapter modules merged (low-rank modules and other deltas).
     public var modulesMerged: Int
+    /// Text-encoder modules of the adapter left out (a transformer merge applies the transformer part).
+    public var textEncoderModulesSkipped: Int = 0
+    /// The kinds of delta merged (`lora`, `lokr`, `loha`, `full`, `replace`, `dora`).
+    public var kinds: [String] = []
     /// Base tensors that received a delta, sorted.
     public var touchedTensors: [String]
     /// Tensors written (all of the base's).
@@ -59,12 +63,26 @@ public enum LoRAMerge {
         try checkFinite(adapter)
         let asFolder = writesFolder(output, base: base)
         try checkOutput(output, folder: asFolder, inputs: base.files.map(\.path) + (base.indexPath.map { [$0] } ?? []))
+        if adapter.modules.isEmpty && adapter.deltas.isEmpty {
+            throw LoRAError.nothingToMerge(file: adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile,
+                                           reason: "it adapts only text encoders (\(adapter.textEncoderModules.count) modules of \(adapter.components.joined(separator: ", ")))")
+        }
+        if unmerge && !adapter.magnitudes.isEmpty {
+            throw LoRAMergeError.badOutput(path: output, reason: "a DoRA adapter cannot be unmerged (its magnitude rescaling is not undone by subtracting a delta)")
+        }
+        if unmerge && adapter.deltas.contains(where: \.replaces) {
+            throw LoRAMergeError.badOutput(path: output, reason: "an adapter that replaces norm scales cannot be unmerged")
+        }
         let detected = try Architecture.detect(base.infos)
         var shapes: [String: [Int]] = [:]
         for info in base.infos { shapes[info.name] = info.shape }
         let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
         let sign: Float = unmerge ? -1 : 1
-        let factors = adapter.modules.map { sign * scale * $0.scale(rsLoRA: adapter.rsLoRA) }
+        // DoRA modules take their own ΔW whole; the user's scale enters through the rescaling
+        // (LyCORIS's weight_decompose with a multiplier).
+        let factors = adapter.modules.map { sign * (adapter.magnitudes[$0.name] == nil ? scale : 1) * $0.scale(rsLoRA: adapter.rsLoRA) }
+        let deltaFactors = adapter.deltas.map { sign * (adapter.magnitudes[$0.name] == nil ? scale : 1) }
+        let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
 
         var specs: [TensorSpec] = []
         for entry in base.entries {
@@ -72,8 +90,10 @@ public enum LoRAMerge {
             if placement.slices[entry.info.name] != nil, !own.isFloatingPoint {
                 throw LoRAMergeError.notFloatingPoint(file: entry.file.path, tensor: entry.info.name, dtype: own)
             }
+            var shape = entry.info.shape
+            if let columns = placement.widened[entry.info.name] { shape = [shape[0], columns] }
             specs.append(TensorSpec(name: entry.info.name, dtype: own.isFloatingPoint ? (dtype ?? own) : own,
-                                    shape: entry.info.shape))
+                                    shape: shape))
         }
         let total = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
         var done = 0
@@ -93,7 +113,14 @@ public enum LoRAMerge {
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
                 var values = try entry.file.floats(of: info)
-                apply(slices, of: adapter, factors: factors, to: &values, columns: info.shape.dropFirst().reduce(1, *))
+                var columns = info.shape.dropFirst().reduce(1, *)
+                if let wide = placement.widened[info.name] {
+                    values = widen(values, rows: info.shape[0], from: columns, to: wide)
+                    columns = wide
+                }
+                apply(slices, of: adapter, factors: factors, to: &values, columns: columns)
+                applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
+                rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
                 report.merge(try sink.write(floats: values))
             } else if info.dtype == sink.info.dtype {
                 try sink.copy(from: entry.file, fileRange: range)
@@ -118,11 +145,83 @@ public enum LoRAMerge {
         }
         var byDType: [DType: Int] = [:]
         for spec in specs { byDType[spec.dtype, default: 0] += 1 }
-        return MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
-                           adapterLayout: adapter.layout, modulesMerged: adapter.modules.count,
-                           touchedTensors: placement.touchedTensors, tensorsWritten: specs.count, dataBytes: total,
-                           scale: scale, unmerged: unmerge, conversion: report, tensorsByDType: byDType,
-                           outputPath: output, outputFiles: files, elapsedSeconds: monotonicSeconds() - start)
+        var result = MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
+                                 adapterLayout: adapter.layout, modulesMerged: adapter.modules.count + adapter.deltas.count,
+                                 touchedTensors: placement.touchedTensors, tensorsWritten: specs.count, dataBytes: total,
+                                 scale: scale, unmerged: unmerge, conversion: report, tensorsByDType: byDType,
+                                 outputPath: output, outputFiles: files, elapsedSeconds: monotonicSeconds() - start)
+        result.textEncoderModulesSkipped = adapter.textEncoderModules.count
+        result.kinds = adapter.kinds.filter { $0 != "lora" || !adapter.modules.isEmpty }
+        return result
+    }
+
+    /// Applies every slice of one base tensor (low-rank, other deltas, then DoRA) with the user's
+    /// `scale`, as `merge` does: the whole exact merge of one tensor, for callers that hold it in
+    /// memory (the runtime's adapters).
+    public static func applyExactly(_ slices: [DeltaSlice], of adapter: LoRAAdapter, placement: DeltaPlacement, scale: Float,
+                                    to values: inout [Float], columns: Int) throws {
+        let factors = adapter.modules.map { (adapter.magnitudes[$0.name] == nil ? scale : 1) * $0.scale(rsLoRA: adapter.rsLoRA) }
+        let deltaFactors = adapter.deltas.map { adapter.magnitudes[$0.name] == nil ? scale : 1 }
+        let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
+        apply(slices, of: adapter, factors: factors, to: &values, columns: columns)
+        applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
+        rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
+    }
+
+    /// `rows` rows of `from` values, each followed by zeros up to `to` values.
+    public static func widen(_ values: [Float], rows: Int, from: Int, to: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * to)
+        for r in 0..<rows {
+            for c in 0..<from { out[r * to + c] = values[r * from + c] }
+        }
+        return out
+    }
+
+    /// Adds each LoKr/LoHa/full slice's rows of factor·ΔW to `values` (or, for a replacement,
+    /// sets them), ΔW's rows computed one slice at a time.
+    static func applyDeltas(_ slices: [DeltaSlice], of adapter: LoRAAdapter, factors: [Float],
+                            to values: inout [Float], columns: Int) {
+        for slice in slices where slice.source == .weightDelta {
+            let delta = adapter.deltas[slice.module]
+            let width = slice.isBias ? 1 : columns
+            let factor = factors[slice.module]
+            // ΔW is formed 256 rows at a time: peak memory stays a small block, not a second tensor.
+            var start = 0
+            while start < slice.sourceRows.count {
+                let count = min(256, slice.sourceRows.count - start)
+                let source = (slice.sourceRows.lowerBound + start)..<(slice.sourceRows.lowerBound + start + count)
+                let rows = delta.rows(source)
+                for i in 0..<count {
+                    let t = slice.targetRows.lowerBound + start + i
+                    for c in 0..<width {
+                        if delta.replaces {
+                            values[t * width + c] = rows[i * width + c]
+                        } else {
+                            values[t * width + c] += factor * rows[i * width + c]
+                        }
+                    }
+                }
+                start += count
+            }
+        }
+    }
+
+    /// DoRA: rows of W + ΔW rescaled to the magnitude, W′ = (W + ΔW)·(s·(m/‖W + ΔW‖ − 1) + 1) per
+    /// output row (LyCORIS weight_decompose; s = 1 gives PEFT's m·(W + ΔW)/‖W + ΔW‖). Rows are
+    /// independent, so a fused base tensor is rescaled exactly row range by row range.
+    static func rescale(_ slices: [DeltaSlice], magnitudes: [DoRAMagnitude], scale: Float,
+                        to values: inout [Float], columns: Int) {
+        for slice in slices where slice.source == .magnitude {
+            let m = magnitudes[slice.module]
+            for (s, t) in zip(slice.sourceRows, slice.targetRows) {
+                var sum: Double = 0
+                for c in 0..<columns { let v = Double(values[t * columns + c]); sum += v * v }
+                var norm = Float(sum.squareRoot())
+                if m.addsEpsilon { norm += Float.ulpOfOne }
+                let factor = scale * (m.values[s] / norm - 1) + 1
+                for c in 0..<columns { values[t * columns + c] *= factor }
+            }
+        }
     }
 
     /// Adds each slice's rows of factor·B·A (or factor·bias) to `values`, a row-major tensor
@@ -130,7 +229,7 @@ public enum LoRAMerge {
     /// β = 1 straight into the tensor's rows (ΔW is never materialised).
     static func apply(_ slices: [DeltaSlice], of adapter: LoRAAdapter, factors: [Float],
                       to values: inout [Float], columns: Int) {
-        for slice in slices {
+        for slice in slices where slice.source == .lowRank {
             let module = adapter.modules[slice.module]
             let factor = factors[slice.module]
             if slice.isBias {
@@ -170,6 +269,16 @@ public enum LoRAMerge {
             if let alpha = module.alpha, !alpha.isFinite {
                 throw LoRAError.nonFinite(file: "adapter", key: "\(module.name).alpha", byteOffset: nil,
                                           nanCount: alpha.isNaN ? 1 : 0, infCount: alpha.isInfinite ? 1 : 0)
+            }
+        }
+        let file = adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile
+        var others: [(String, [Float])] = adapter.deltas.flatMap { d in d.factors.map { ($0.key, $0.matrix.values) } }
+        others += adapter.magnitudes.values.map { ($0.key, $0.values) }
+        for (key, values) in others {
+            let nan = values.reduce(0) { $0 + ($1.isNaN ? 1 : 0) }
+            let inf = values.reduce(0) { $0 + ($1.isInfinite ? 1 : 0) }
+            if nan + inf > 0 {
+                throw LoRAError.nonFinite(file: file, key: key, byteOffset: adapter.keyOffsets[key], nanCount: nan, infCount: inf)
             }
         }
     }

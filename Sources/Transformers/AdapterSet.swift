@@ -25,6 +25,10 @@ public struct AdapterSet: Sendable {
 
     /// Branches by diffusers module name.
     public var modules: [String: [Branch]]
+    /// Weights an adapter changes in ways no low-rank branch expresses (LoKr, LoHa, full deltas,
+    /// DoRA, replaced norm scales, a widened input projection): the exact merged values W′ in
+    /// Float32, by diffusers tensor name, to use instead of the checkpoint's.
+    public var weightOverrides: [String: Tensor] = [:]
 
     /// No adapters.
     public init() { modules = [:] }
@@ -39,8 +43,16 @@ public struct AdapterSet: Sendable {
     public init(path: String, scale: Float, for weights: TransformerWeights) throws(TransformerError) {
         guard scale.isFinite else { throw .badAdapter(path: path, reason: "the adapter scale \(scale) is not a finite number") }
         let model = weights.architecture
-        let adapter = try Self.read(path, model: model)
+        var adapter = try Self.read(path, model: model)
         try Self.checkFits(adapter, path: path, model: model)
+        if !adapter.isLowRankOnly {
+            weightOverrides = try Self.exactOverrides(adapter, path: path, scale: scale, weights: weights)
+            // What the overrides hold is not applied again as branches.
+            let all = adapter.format == .bflControl
+            adapter.modules.removeAll { all || adapter.magnitudes[$0.name] != nil }
+            adapter.deltas = []
+            adapter.magnitudes = [:]
+        }
         let converted: LoRAAdapter
         do { converted = try adapter.converted(to: .diffusers, architecture: model) } catch {
             throw Self.wrap(error, path: path)
@@ -73,11 +85,52 @@ public struct AdapterSet: Sendable {
         self.modules = modules
     }
 
-    /// This set plus `other`'s branches (several adapters at once).
+    /// This set plus `other`'s branches (several adapters at once). Weight overrides are taken
+    /// from both; check `sharedOverrides(with:)` first, as two adapters that change the same weight
+    /// exactly were each merged into the checkpoint's weight, not into the other's result.
     public func merging(_ other: AdapterSet) -> AdapterSet {
         var merged = self
         for (name, branches) in other.modules { merged.modules[name, default: []] += branches }
+        for (name, tensor) in other.weightOverrides { merged.weightOverrides[name] = tensor }
         return merged
+    }
+
+    /// Weights both sets override, sorted.
+    public func sharedOverrides(with other: AdapterSet) -> [String] {
+        weightOverrides.keys.filter { other.weightOverrides[$0] != nil }.sorted()
+    }
+
+    /// W′ of every weight the adapter's non-low-rank part changes (LoKr, LoHa, full deltas, DoRA
+    /// modules with their own ΔW, replaced norm scales), merged exactly in Float32 as
+    /// `flowguard lora merge` does, keyed by diffusers name.
+    static func exactOverrides(_ adapter: LoRAAdapter, path: String, scale: Float,
+                               weights: TransformerWeights) throws(TransformerError) -> [String: Tensor] {
+        var exact = adapter
+        // BFL Control's low-rank modules go with its widened input and replaced norms.
+        exact.modules = adapter.modules.filter { adapter.format == .bflControl || adapter.magnitudes[$0.name] != nil }
+        var shapes: [String: [Int]] = [:]
+        for name in weights.names { if let s = try? weights.shape(of: name) { shapes[name] = s } }
+        let base = DetectedCheckpoint(architecture: weights.architecture, layout: .diffusers, prefix: .none)
+        do {
+            let placement = try DeltaPlacement(adapter: exact, base: base, shapes: shapes)
+            var out: [String: Tensor] = [:]
+            for name in placement.touchedTensors {
+                var values = try weights.tensor(name).scalars
+                let shape = shapes[name]!
+                var columns = shape.dropFirst().reduce(1, *)
+                var newShape = shape
+                if let wide = placement.widened[name] {
+                    values = LoRAMerge.widen(values, rows: shape[0], from: columns, to: wide)
+                    columns = wide
+                    newShape = [shape[0], wide]
+                }
+                try LoRAMerge.applyExactly(placement.slices[name]!, of: exact, placement: placement, scale: scale, to: &values, columns: columns)
+                out[name] = Tensor(shape: newShape, scalars: values)
+            }
+            return out
+        } catch {
+            throw wrap(error, path: path)
+        }
     }
 
     /// Reads the adapter, rejecting NaN/Inf factors. A kohya file whose underscored names the

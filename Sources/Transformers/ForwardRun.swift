@@ -79,7 +79,7 @@ extension ForwardRun {
         let loadStart = clock.now
         progress("loading \(modelPath)")
         let weights = try TransformerWeights(path: modelPath, configPath: configPath)
-        let model = try TransformerModel.load(weights)
+        var model = try TransformerModel.load(weights)
         let inputs = try Self.readInputs(inputsPath, names: model.inputNames)
         do {
             try model.validate(inputs, source: inputsPath)
@@ -97,8 +97,15 @@ extension ForwardRun {
         for adapter in adapters {
             progress("loading adapter \(adapter.path)")
             let one = try AdapterSet(path: adapter.path, scale: adapter.scale, for: weights)
-            adapterReport.append((adapter.path, adapter.scale, one.modules.count))
+            adapterReport.append((adapter.path, adapter.scale, one.modules.count + one.weightOverrides.count))
+            if let shared = set.sharedOverrides(with: one).first {
+                throw TransformerError.badAdapter(path: adapter.path, reason: "it changes \"\(shared)\" with a non-low-rank delta (LoKr, LoHa, full or DoRA), as an earlier adapter does; merge one of them into the checkpoint first (flowguard lora merge)")
+            }
             set = set.merging(one)
+        }
+        if !set.weightOverrides.isEmpty {
+            // LoKr, LoHa, full and DoRA deltas were merged exactly into copies of their weights.
+            model = try TransformerModel.load(TransformerWeights(replacing: weights, with: set.weightOverrides))
         }
         let parameters = set.modules.isEmpty ? nil : LoRAParameters(set, trainable: false)
         let loadSeconds = Self.seconds(clock.now - loadStart)

@@ -58,6 +58,23 @@ public final class TransformerWeights: @unchecked Sendable {
         names = tensors.keys.sorted()
     }
 
+    /// These weights with some tensors replaced by in-memory values (adapters merged exactly at
+    /// load: LoKr, LoHa, full deltas, DoRA). Shapes may differ from the stored ones (a widened
+    /// input projection).
+    public init(replacing base: TransformerWeights, with overrides: [String: Tensor]) {
+        path = base.path
+        architecture = base.architecture
+        sourceLayout = base.sourceLayout
+        notes = base.notes
+        configPath = base.configPath
+        var table = base.table
+        for (name, tensor) in overrides {
+            table[name] = StoredWeight(shape: tensor.shape, storage: .memory(WeightStorage(copying: tensor.scalars)))
+        }
+        self.table = table
+        names = base.names
+    }
+
     /// Whether a diffusers-named tensor exists.
     public func contains(_ name: String) -> Bool { table[name] != nil }
 

@@ -84,14 +84,15 @@ extension KeyPrefix: ExpressibleByArgument {
     }
 }
 
-/// `--to`: an adapter dialect FlowGuard writes (XLabs is read only, so it is not a choice).
+/// `--to`: an adapter dialect FlowGuard writes (XLabs, OneTrainer, LyCORIS, BFL Control and fal
+/// Kontext are read only, so they are not choices).
 extension LoRAFormat: ExpressibleByArgument {
     public init?(argument: String) {
-        guard let format = LoRAFormat(rawValue: argument.lowercased()), format != .xlabs else { return nil }
+        guard let format = LoRAFormat(rawValue: argument.lowercased()), format.isWritable else { return nil }
         self = format
     }
 
-    public static var allValueStrings: [String] { allCases.filter { $0 != .xlabs }.map(\.rawValue) }
+    public static var allValueStrings: [String] { LoRAFormat.writable.map(\.rawValue) }
 }
 
 /// `synth --distribution`.

@@ -41,6 +41,9 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "diffusers transformer config.json describing the base architecture.")
     var config: String?
 
+    @Option(help: "Write a rank-R LoRA of each module's effective delta (truncated SVD): needed for LoKr, LoHa, full and DoRA adapters (DoRA also needs --base).")
+    var rank: Int?
+
     @Option(help: "Dtype of the factors written (α stays float32).")
     var dtype: AdapterDType = .fp32
 
@@ -52,6 +55,7 @@ struct LoRAConvert: ParsableCommand {
 
     func validate() throws {
         if base != nil && config != nil { throw ValidationError("Give --base or --config, not both.") }
+        if let rank, rank < 1 { throw ValidationError("--rank must be at least 1, not \(rank).") }
         try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
     }
 
@@ -70,36 +74,71 @@ struct LoRAConvert: ParsableCommand {
     func run() throws {
         var architecture = try Architecture.given(base: base, config: config)
         let read = try LoRAReader.load(path: input, architecture: architecture)
-        let adapter = read.adapter
+        var adapter = read.adapter
         var notes: [String] = []
+        var energies: [RetainedEnergy]?
+        if let rank {
+            let collection = try base.map { try TensorCollection(path: $0) }
+            let reduced = try LoRARankReduction.reduce(adapter, rank: rank, base: collection)
+            adapter = reduced.adapter
+            energies = reduced.energies
+        }
+        if !adapter.isLowRankOnly {
+            throw LoRAError.needsOption(file: read.tensorFile, reason: "it holds \(adapter.kinds.filter { $0 != "lora" }.joined(separator: ", ")) deltas (\(adapter.format.displayName)), which a \(format.displayName) LoRA cannot hold exactly; give --rank R to write a truncated-SVD LoRA of each module's delta (and --base for DoRA)")
+        }
+        if adapter.modules.isEmpty {
+            // Text encoders only: no transformer names to convert.
+            try LoRAWriter.write(adapter, format: format, to: output, dtype: dtype.dtype)
+            print(style.json ? JSONValue.object([("input", .string(input)), ("output", .string(output)),
+                                                 ("source_format", .string(adapter.format.rawValue)), ("target_format", .string(format.rawValue)),
+                                                 ("text_encoder_module_count", .int(Int64(adapter.textEncoderModules.count)))]).compactText
+                  : "converted \(input) (\(adapter.format.displayName), \(adapter.textEncoderModules.count) text-encoder modules) to \(output) (\(format.displayName))")
+            return
+        }
         if architecture == nil {
-            let inferred = try adapter.inferredArchitecture()
-            architecture = inferred.architecture
-            notes = inferred.notes + ["give --base or --config to name the base model exactly"]
+            do {
+                let inferred = try adapter.inferredArchitecture()
+                architecture = inferred.architecture
+                notes = inferred.notes + ["give --base or --config to name the base model exactly"]
+            } catch LoRAError.unknownArchitecture(let reason) where adapter.layout == LoRAWriter.layout(of: format) {
+                // Same naming on both sides: nothing to map, so no architecture is needed.
+                notes = ["module names kept as they are (\(reason))"]
+            }
             if !style.json { for n in notes { log.note("note: " + n) } }
         }
         for n in read.nonFinite where !style.json {
             printError("warning: \(n.key): \(n.nanCount) NaN, \(n.infCount) Inf (copied unchanged)")
         }
-        let converted = try adapter.converted(to: LoRAWriter.layout(of: format), architecture: architecture!)
+        let converted = try architecture.map { try adapter.converted(to: LoRAWriter.layout(of: format), architecture: $0) } ?? adapter
         // Written from the adapter as read, so the writer knows which modules it fuses (named in
         // kohya and ComfyUI metadata).
         try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)),
-                ("source_format", .string(adapter.format.rawValue)), ("target_format", .string(format.rawValue)),
-                ("source_layout", .string(adapter.layout.rawValue)), ("target_layout", .string(converted.layout.rawValue)),
-                ("architecture", .string(architecture!.name)),
+                ("source_format", .string(read.adapter.format.rawValue)), ("target_format", .string(format.rawValue)),
+                ("source_layout", .string(read.adapter.layout.rawValue)), ("target_layout", .string(converted.layout.rawValue)),
+                ("architecture", architecture.map { .string($0.name) } ?? .null),
                 ("architecture_inferred", .bool(!notes.isEmpty)),
                 ("source_module_count", .int(Int64(adapter.modules.count))), ("target_module_count", .int(Int64(converted.modules.count))),
+                ("text_encoder_module_count", .int(Int64(converted.textEncoderModules.count))),
                 ("nan_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.nanCount }))),
                 ("inf_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.infCount }))),
                 ("notes", .array(notes.map { .string($0) })),
+                ("retained_energy", energies.map { e in
+                    .object([("overall", .double(LoRARankReduction.overall(e))),
+                             ("modules", .array(e.map { .object([("module", .string($0.module)), ("rank", .int(Int64($0.rank))),
+                                                                 ("energy", .double($0.energy))]) }))])
+                } ?? .null),
             ]).compactText)
         } else {
-            print("converted \(input) (\(adapter.format.displayName), \(adapter.layout.rawValue) layout, \(adapter.modules.count) modules) "
-                  + "to \(output) (\(format.displayName), \(converted.layout.rawValue) layout, \(converted.modules.count) modules) for \(architecture!.name)")
+            print("converted \(input) (\(read.adapter.format.displayName), \(read.adapter.layout.rawValue) layout, \(read.adapter.modules.count + read.adapter.deltas.count) modules) "
+                  + "to \(output) (\(format.displayName), \(converted.layout.rawValue) layout, \(converted.modules.count) modules)\(architecture.map { " for " + $0.name } ?? "")"
+                  + (converted.textEncoderModules.isEmpty ? "" : ", \(converted.textEncoderModules.count) text-encoder modules carried"))
+            if let energies {
+                print("retained energy at rank \(rank!): \(String(format: "%.6f", LoRARankReduction.overall(energies))) overall")
+                for e in energies { print("  \(e.module): rank \(e.rank), \(String(format: "%.6f", e.energy))") }
+            }
         }
     }
 }

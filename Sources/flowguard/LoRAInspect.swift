@@ -10,7 +10,7 @@ struct LoRAInspect: ParsableCommand {
         commandName: "inspect",
         abstract: "Show an adapter's format, family, layout, modules (rank, α, scale, in, out), NaN/Inf counts and metadata.",
         discussion: """
-        ADAPTER is a .safetensors file in any dialect (PEFT, diffusers, kohya, ComfyUI, XLabs) or a PEFT folder holding adapter_config.json and adapter_model.safetensors; the dialect is detected from the keys. Scale is α/r (α/√r with rsLoRA). Factors holding NaN or Inf are listed with their counts; such an adapter still exits 0.
+        ADAPTER is a .safetensors file in any dialect (PEFT, diffusers, kohya, ComfyUI, OneTrainer, LyCORIS, XLabs, BFL Control, fal Kontext; LoKr, LoHa, full deltas and DoRA included) or a PEFT folder holding adapter_config.json and adapter_model.safetensors; the dialect is detected from the keys. Scale is α/r (α/√r with rsLoRA). Factors holding NaN or Inf are listed with their counts; such an adapter still exits 0.
 
         Examples:
           flowguard lora inspect pytorch_lora_weights.safetensors
@@ -40,10 +40,17 @@ struct LoRAInspect: ParsableCommand {
     static func text(_ r: LoRAReadResult, path: String) -> String {
         let a = r.adapter
         var out = "\(path)\n"
-        out += "  format: \(a.format.displayName), family: \(a.family?.displayName ?? "unknown"), layout: \(a.layout.rawValue)\(a.rsLoRA ? ", rsLoRA" : "")\n"
+        out += "  format: \(a.format.displayName), family: \(a.family?.displayName ?? "unknown"), layout: \(a.layout.rawValue)\(a.rsLoRA ? ", rsLoRA" : "")"
+            + ", components: \(a.components.joined(separator: ", "))\n"
+        if a.kinds != ["lora"] { out += "  kinds: \(a.kinds.joined(separator: ", "))\n" }
         let params = a.modules.reduce(0) { $0 + $1.down.values.count + $1.up.values.count + ($1.upBias?.values.count ?? 0) }
         let ranks = Set(a.modules.map(\.rank)).sorted().map(String.init).joined(separator: ", ")
-        out += "  \(a.modules.count) module\(a.modules.count == 1 ? "" : "s"), \(params) parameters, rank \(ranks)\n"
+        if !a.modules.isEmpty || a.deltas.isEmpty {
+            out += "  \(a.modules.count) module\(a.modules.count == 1 ? "" : "s"), \(params) parameters, rank \(ranks)\n"
+        }
+        if !a.deltas.isEmpty {
+            out += "  \(a.deltas.count) other delta\(a.deltas.count == 1 ? "" : "s"), \(a.deltas.reduce(0) { $0 + $1.parameterCount }) parameters\n"
+        }
         if r.nonFinite.isEmpty {
             out += "  NaN/Inf: none\n"
         } else {
@@ -63,8 +70,22 @@ struct LoRAInspect: ParsableCommand {
                        : String(repeating: " ", count: widths[i] - c.count) + c
             }.joined(separator: "  ")
         }
-        out += "  modules:\n    " + line(header) + "\n    " + line(widths.map { String(repeating: "-", count: $0) }) + "\n"
-        for row in rows { out += "    " + line(row) + "\n" }
+        if !rows.isEmpty {
+            out += "  modules:\n    " + line(header) + "\n    " + line(widths.map { String(repeating: "-", count: $0) }) + "\n"
+            for row in rows { out += "    " + line(row) + "\n" }
+        }
+        for d in a.deltas {
+            let dora = a.magnitudes[d.name] != nil ? ", DoRA" : ""
+            out += "  \(d.kindName) \(escapeForDisplay(d.name)) (\(d.target.rawValue)): [\(d.outFeatures) out × \(d.inFeatures) in], scale \(number(d.scale))\(dora)\n"
+        }
+        let doraLowRank = a.modules.filter { a.magnitudes[$0.name] != nil }.count
+        if doraLowRank > 0 { out += "  DoRA magnitudes on \(doraLowRank) low-rank module\(doraLowRank == 1 ? "" : "s")\n" }
+        if !a.textEncoderModules.isEmpty {
+            out += "  text-encoder modules (\(a.textEncoderModules.count)):\n"
+            for m in a.textEncoderModules {
+                out += "    \(escapeForDisplay(m.name))  rank \(m.rank), scale \(number(m.scale(rsLoRA: a.rsLoRA))), \(m.inFeatures) in, \(m.outFeatures) out\n"
+            }
+        }
         let meta = a.extraMetadata.sorted { $0.key < $1.key }
         if !meta.isEmpty {
             out += "  metadata (\(meta.count) entr\(meta.count == 1 ? "y" : "ies")):\n"
@@ -81,6 +102,9 @@ struct LoRAInspect: ParsableCommand {
         return .object([
             ("path", .string(path)),
             ("format", .string(a.format.rawValue)),
+            ("dialect", .string(a.format.rawValue)),
+            ("components", .array(a.components.map { .string($0) })),
+            ("kinds", .array(a.kinds.map { .string($0) })),
             ("family", a.family.map { .string($0.rawValue) } ?? .null),
             ("layout", .string(a.layout.rawValue)),
             ("rslora", .bool(a.rsLoRA)),
@@ -91,6 +115,18 @@ struct LoRAInspect: ParsableCommand {
                          ("alpha", .double(Double(m.alpha ?? Float(m.rank)))), ("scale", .double(Double(m.scale(rsLoRA: a.rsLoRA)))),
                          ("in_features", .int(Int64(m.inFeatures))), ("out_features", .int(Int64(m.outFeatures))),
                          ("bias", .bool(m.upBias != nil))])
+            })),
+            ("deltas", .array(a.deltas.map { d in
+                .object([("name", .string(d.name)), ("kind", .string(d.kindName)), ("target", .string(d.target.rawValue)),
+                         ("scale", .double(Double(d.scale))), ("alpha", d.alpha.map { .double(Double($0)) } ?? .null),
+                         ("in_features", .int(Int64(d.inFeatures))), ("out_features", .int(Int64(d.outFeatures))),
+                         ("dora", .bool(a.magnitudes[d.name] != nil))])
+            })),
+            ("dora_modules", .array(a.magnitudes.keys.sorted().map { .string($0) })),
+            ("text_encoder_modules", .array(a.textEncoderModules.map { m in
+                .object([("name", .string(m.name)), ("component", .string(String(m.name.prefix { $0 != "." }))),
+                         ("rank", .int(Int64(m.rank))), ("scale", .double(Double(m.scale(rsLoRA: a.rsLoRA)))),
+                         ("in_features", .int(Int64(m.inFeatures))), ("out_features", .int(Int64(m.outFeatures)))])
             })),
             ("nan_count", .int(Int64(r.nonFinite.reduce(0) { $0 + $1.nanCount }))),
             ("inf_count", .int(Int64(r.nonFinite.reduce(0) { $0 + $1.infCount }))),

@@ -11,7 +11,7 @@ struct LoRAMergeCommand: ParsableCommand {
         commandName: "merge",
         abstract: "Merge a LoRA adapter into a base checkpoint: W' = W + scale·ΔW.",
         discussion: """
-        BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, XLabs) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
+        BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, OneTrainer, LyCORIS LoKr/LoHa, DoRA, XLabs, BFL Control, fal Kontext) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
 
         OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
 
@@ -61,7 +61,11 @@ struct LoRAMergeCommand: ParsableCommand {
     func run() throws {
         let collection = try TensorCollection(path: base)
         let detected = try Architecture.detect(collection.infos)
-        let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
+        let lora = try LoRAReader.load(path: adapter, architecture: detected.architecture, rejectNonFinite: true).adapter
+        if !lora.textEncoderModules.isEmpty && !(lora.modules.isEmpty && lora.deltas.isEmpty) {
+            let parts = lora.components.filter { $0 != "transformer" }.joined(separator: ", ")
+            printError("note: \(adapter): \(lora.textEncoderModules.count) text-encoder module\(lora.textEncoderModules.count == 1 ? "" : "s") (\(parts)) left out: a transformer merge applies the transformer part only")
+        }
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
         let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype?.dtype,
                                          unmerge: unmerge) { done, _ in progress?.update(done) }
@@ -97,6 +101,8 @@ struct LoRAMergeCommand: ParsableCommand {
             ("scale", .double(Double(r.scale))),
             ("unmerge", .bool(r.unmerged)),
             ("module_count", .int(Int64(r.modulesMerged))),
+            ("kinds", .array(r.kinds.map { .string($0) })),
+            ("skipped_text_encoder_module_count", .int(Int64(r.textEncoderModulesSkipped))),
             ("tensor_count", .int(Int64(r.tensorsWritten))),
             ("changed_tensors", .array(r.touchedTensors.map { .string($0) })),
             ("data_bytes", .int(Int64(r.dataBytes))),

@@ -30,7 +30,7 @@ import TestSupport
         #expect(result.status == 0)
         #expect(result.stdout == """
         \(path)
-          format: kohya, family: FLUX, layout: original
+          format: kohya, family: FLUX, layout: original, components: transformer
           1 module, 32 parameters, rank 2
           NaN/Inf: 1 NaN, 0 Inf in 1 tensors
             lora_unet_double_blocks_0_img_attn_proj.lora_down.weight (byte 372): 1 NaN, 0 Inf

@@ -208,10 +208,11 @@ import TestSupport
 
         BASE is a transformer checkpoint in either layout (a .safetensors file, a shard
         index or a diffusers model folder). ADAPTER is a .safetensors file in any
-        dialect (PEFT/diffusers, kohya, ComfyUI, XLabs) or a PEFT folder; its modules
-        may be named in either layout: a diffusers-named to_k lands in the rows of a
-        fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation
-        halves are swapped where the layouts differ.
+        dialect (PEFT/diffusers, kohya, ComfyUI, OneTrainer, LyCORIS LoKr/LoHa, DoRA,
+        XLabs, BFL Control, fal Kontext) or a PEFT folder; its modules may be named in
+        either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused
+        qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where
+        the layouts differ.
 
         OUT is a single .safetensors file in the base's layout; when BASE is a model
         folder and OUT does not end in .safetensors, OUT is a diffusers folder

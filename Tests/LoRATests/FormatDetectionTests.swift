@@ -108,14 +108,22 @@ import TestSupport
     @Test func unknownKeysAreNamed() throws {
         let path = try write("u.safetensors", [("foo.weight", [2], [1, 2]), ("bar.weight", [2], [1, 2])])
         let e = error { _ = try LoRAReader.read(path: path) }
-        #expect(e?.description == "\(path): not a LoRA adapter in any known dialect (PEFT, diffusers, kohya, ComfyUI, XLabs); 2 unexplained keys: \"bar.weight\", \"foo.weight\".")
+        #expect(e?.description == "\(path): not a LoRA adapter in any known dialect (PEFT, diffusers, kohya, ComfyUI, OneTrainer, LyCORIS, XLabs, BFL Control, fal Kontext); 2 unexplained keys: \"bar.weight\", \"foo.weight\".")
         let mixed = try write("m.safetensors", [
             ("lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight", [2, 8], filled([2, 8])),
             ("lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight", [24, 2], filled([24, 2])),
             ("lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", [2, 8], filled([2, 8])),
         ])
+        // Text-encoder modules are kept now (issue 17): a lone factor is a missing partner.
         let e2 = error { _ = try LoRAReader.read(path: mixed) }
-        #expect(e2?.description.contains("1 key not part of a kohya adapter: \"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight\"") == true)
+        #expect(e2?.description == "\(mixed): \"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight\" has no partner \"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight\".")
+        let stray = try write("s.safetensors", [
+            ("lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight", [2, 8], filled([2, 8])),
+            ("lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight", [24, 2], filled([24, 2])),
+            ("lora_te1_text_model_nonsense.lora_down.weight", [2, 8], filled([2, 8])),
+        ])
+        let e3 = error { _ = try LoRAReader.read(path: stray) }
+        #expect(e3?.description.contains("1 key not part of a kohya adapter: \"lora_te1_text_model_nonsense.lora_down.weight\"") == true)
     }
 
     @Test func rankMismatchNamesBothKeys() throws {

@@ -67,16 +67,12 @@ public enum LoRAReader {
         } else {
             source = try FactorSource(path: path)
         }
-        let format = try detectFormat(keys: source.keys, file: source.path, isFolder: peftConfig != nil)
-        var adapter: LoRAAdapter
-        switch format {
-        case .peft, .diffusers:
-            adapter = try PEFTDialect.read(source, format: format, config: peftConfig, configFile: configFile)
-        case .kohya, .comfy:
-            adapter = try OriginalDialect.read(source, format: format, architecture: architecture)
-        case .xlabs:
-            adapter = try XLabsDialect.read(source)
+        guard let dialect = LoRADialects.claiming(source.keys, isFolder: peftConfig != nil) else {
+            throw LoRAError.unknownDialect(file: source.path, format: nil, keys: Array(source.keys.prefix(5)), count: source.keys.count)
         }
+        var adapter = try dialect.read(source, context: DialectContext(architecture: architecture, peftConfig: peftConfig, configFile: configFile))
+        adapter.sourceFile = source.path
+        for key in source.keys { adapter.keyOffsets[key] = source.offset(key) }
         if adapter.family == nil { adapter.family = architecture?.family }
         if rejectNonFinite, let bad = source.nonFinite.first {
             throw LoRAError.nonFinite(file: source.path, key: bad.key, byteOffset: bad.byteOffset,
@@ -94,19 +90,11 @@ public enum LoRAReader {
 
     /// The dialect of a list of tensor keys; throws `LoRAError.unknownDialect` naming up to five keys.
     static func detectFormat(keys: [String], file: String, isFolder: Bool) throws -> LoRAFormat {
-        if isFolder { return .peft }
-        if keys.contains(where: { $0.hasPrefix(PEFTDialect.peftPrefix) }) { return .peft }
-        if keys.contains(where: { $0.hasPrefix("lora_unet_") }) { return .kohya }
-        if keys.contains(where: { $0.hasPrefix(KeyPrefix.comfy.rawValue) && ($0.contains(".lora_down.") || $0.contains(".lora_up.")) }) { return .comfy }
-        if keys.contains(where: { XLabsDialect.parse($0) != nil }) { return .xlabs }
-        if keys.contains(where: { $0.hasSuffix(".lora_A.weight") || $0.hasSuffix(".lora_B.weight") }) { return .diffusers }
-        throw LoRAError.unknownDialect(file: file, format: nil, keys: Array(keys.prefix(5)), count: keys.count)
+        guard let dialect = LoRADialects.claiming(keys, isFolder: isFolder) else {
+            throw LoRAError.unknownDialect(file: file, format: nil, keys: Array(keys.prefix(5)), count: keys.count)
+        }
+        return dialect.format
     }
-}
-
-/// The role of a tensor in an adapter.
-enum FactorRole: Hashable {
-    case down, up, alpha, upBias
 }
 
 /// The tensors of one adapter file — a safetensors file, or a delta archive (`.fgdelta`, decoded
@@ -162,6 +150,11 @@ final class FactorSource {
         }
     }
 
+    /// Where tensor `key`'s data starts in the (packed) safetensors file.
+    func offset(_ key: String) -> Int? {
+        header.info(key).map(fileOffset(of:))
+    }
+
     /// The tensor `key` as a matrix of floats (counting NaN/Inf).
     func matrix(_ key: String) throws -> Matrix {
         let info = try info(key)
@@ -187,61 +180,6 @@ final class FactorSource {
                                       reason: "alpha must be a scalar, found shape \(m.shape)")
         }
         return m.values[0]
-    }
-}
-
-/// Collects the tensors of each module by role and assembles `LoRAModule`s, checking partners and ranks.
-struct ModuleAssembler {
-    /// module name → role → key
-    var parts: [String: [FactorRole: String]] = [:]
-    var order: [String] = []
-
-    mutating func add(module: String, role: FactorRole, key: String) {
-        if parts[module] == nil { order.append(module) }
-        parts[module, default: [:]][role] = key
-    }
-
-    /// Builds the modules; `alphaFor` supplies α for modules without an alpha tensor.
-    func assemble(_ source: FactorSource, downName: String, upName: String,
-                  alphaFor: (String) -> Float? = { _ in nil }, zeroAlphaIsRank: Bool = true) throws -> [LoRAModule] {
-        var modules: [LoRAModule] = []
-        for name in order {
-            let p = parts[name]!
-            guard let downKey = p[.down] else {
-                let present = p[.up] ?? p[.alpha] ?? p[.upBias]!
-                throw LoRAError.missingPartner(file: source.path, key: present, missing: partnerKey(present, have: upName, want: downName))
-            }
-            guard let upKey = p[.up] else {
-                throw LoRAError.missingPartner(file: source.path, key: downKey, missing: partnerKey(downKey, have: downName, want: upName))
-            }
-            let down = try source.matrix(downKey)
-            let up = try source.matrix(upKey)
-            let okDown = down.shape.count == 2 || (down.shape.count == 4)
-            let okUp = up.shape.count == 2 || (up.shape.count == 4 && up.shape[2] == 1 && up.shape[3] == 1)
-            guard okDown, okUp, up.shape[1] == down.shape[0], down.shape[0] > 0 else {
-                throw LoRAError.rankMismatch(file: source.path, downKey: downKey, downShape: down.shape, upKey: upKey, upShape: up.shape)
-            }
-            var alpha = alphaFor(name)
-            if let alphaKey = p[.alpha] {
-                let a = try source.scalar(alphaKey)
-                alpha = (a == 0 && zeroAlphaIsRank) ? nil : a
-            }
-            var bias: Matrix?
-            if let biasKey = p[.upBias] {
-                let b = try source.matrix(biasKey)
-                guard b.values.count == up.shape[0] else {
-                    throw LoRAError.rankMismatch(file: source.path, downKey: upKey, downShape: up.shape, upKey: biasKey, upShape: b.shape)
-                }
-                bias = Matrix(shape: [b.values.count], values: b.values)
-            }
-            modules.append(LoRAModule(name: name, down: down, up: up, alpha: alpha, upBias: bias))
-        }
-        return modules
-    }
-
-    private func partnerKey(_ key: String, have: String, want: String) -> String {
-        if let r = key.range(of: have, options: .backwards) { return key.replacingCharacters(in: r, with: want) }
-        return key + " (" + want + ")"
     }
 }
 

@@ -22,7 +22,9 @@ public enum LoRAWriter {
         var a = adapter
         let target = layout(of: format)
         var fused: [FusedModule] = []
-        if let architecture {
+        if adapter.modules.isEmpty && adapter.deltas.isEmpty {
+            a.layout = target  // text encoders only: nothing is named in a transformer layout
+        } else if let architecture {
             fused = try adapter.fusedModules(to: target, architecture: architecture)
             a = try adapter.converted(to: target, architecture: architecture)
         } else if adapter.layout != target {
@@ -31,10 +33,15 @@ public enum LoRAWriter {
             a = try adapter.converted(to: target, architecture: inferred)
         }
         a.format = format
+        if !a.isLowRankOnly {
+            throw LoRAError.needsOption(file: adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile,
+                                        reason: "it holds \(a.kinds.filter { $0 != "lora" }.joined(separator: ", ")) deltas, which a \(format.displayName) LoRA cannot hold exactly; give --rank R to write a truncated-SVD LoRA of each module's delta (with --base for DoRA)")
+        }
         switch format {
         case .peft, .diffusers: try PEFTDialect.write(a, format: format, to: path, dtype: dtype)
         case .kohya, .comfy: try OriginalDialect.write(a, format: format, to: path, dtype: dtype, fused: fused)
-        case .xlabs: throw LoRAError.unsupportedFormat(format: .xlabs, reason: "XLabs adapters are read only")
+        case .xlabs, .onetrainer, .lycoris, .bflControl, .falKontext:
+            throw LoRAError.unsupportedFormat(format: format, reason: "\(format.displayName) adapters are read only")
         }
     }
 }

@@ -2,57 +2,53 @@ import Checkpoints
 import Foundation
 import SafeTensors
 
-/// kohya sd-scripts (`lora_unet_<module with dots→_>`) and ComfyUI (`diffusion_model.<module>`)
-/// adapters: original (SAI/BFL) module names, `lora_down`/`lora_up`, an optional 0-d `.alpha`.
+/// kohya sd-scripts: `lora_unet_<original module, dots→_>` (LoRA, LoKr, LoHa, DoRA `.dora_scale`,
+/// 0-d `.alpha`: α/r, missing or 0 → r) beside `lora_te1_`/`lora_te2_`/`lora_te3_` text encoders.
+enum KohyaDialect: LoRADialect {
+    static let format = LoRAFormat.kohya
+    static let spec = DialectSpec(format: .kohya, prefixes: ["lora_unet_"], underscored: true, layouts: [.original],
+                                  lowRank: KeySuffixes.downUp, textEncoders: .kohya)
+
+    /// `lora_unet_` keys, or only kohya text-encoder keys.
+    static func claims(_ keys: [String], isFolder: Bool) -> Bool {
+        keys.contains { $0.hasPrefix("lora_unet_") }
+            || (!keys.isEmpty && keys.allSatisfy { TextEncoderNames.kohyaComponent($0) != nil })
+    }
+
+    static func read(_ source: FactorSource, context: DialectContext) throws -> LoRAAdapter {
+        try spec.read(source, context: context)
+    }
+}
+
+/// ComfyUI: `diffusion_model.<original module>` with `lora_down`/`lora_up` (+ `.alpha`, else
+/// scale 1), full deltas `.diff` (a weight, or a norm scale keyed by its full name) and `.diff_b`
+/// (a bias), LyCORIS tensors; text encoders in kohya's naming.
+enum ComfyDialect: LoRADialect {
+    static let format = LoRAFormat.comfy
+    static let spec = DialectSpec(format: .comfy, prefixes: [KeyPrefix.comfy.rawValue], underscored: false, layouts: [.original],
+                                  lowRank: KeySuffixes.downUp, textEncoders: .kohya, zeroAlphaIsRank: false)
+
+    /// `diffusion_model.` keys with a role suffix ComfyUI writes or reads.
+    static func claims(_ keys: [String], isFolder: Bool) -> Bool {
+        keys.contains { $0.hasPrefix(KeyPrefix.comfy.rawValue) && KeySuffixes.split($0, lowRank: KeySuffixes.downUp) != nil }
+    }
+
+    static func read(_ source: FactorSource, context: DialectContext) throws -> LoRAAdapter {
+        try spec.read(source, context: context)
+    }
+}
+
+/// Writing kohya and ComfyUI files (original module names), and the generic module list that
+/// resolves underscored names.
 enum OriginalDialect {
     static let kohyaPrefix = "lora_unet_"
     static let comfyPrefix = KeyPrefix.comfy.rawValue
 
-    static func splitSuffix(_ body: String) -> (String, FactorRole)? {
-        for (suffix, role) in [(".lora_down.weight", FactorRole.down), (".lora_up.weight", .up), (".alpha", .alpha)] where body.hasSuffix(suffix) {
-            return (String(body.dropLast(suffix.count)), role)
-        }
-        return nil
-    }
-
-    /// Reads a kohya or ComfyUI adapter.
-    static func read(_ source: FactorSource, format: LoRAFormat, architecture: Architecture?) throws -> LoRAAdapter {
-        let prefix = format == .kohya ? kohyaPrefix : comfyPrefix
-        var raw: [(module: String, role: FactorRole, key: String)] = []
-        var unexplained: [String] = []
-        for key in source.keys {
-            guard key.hasPrefix(prefix), let (module, role) = splitSuffix(String(key.dropFirst(prefix.count))) else {
-                unexplained.append(key); continue
-            }
-            raw.append((module, role, key))
-        }
-        var resolve: (String) -> String? = { $0 }
-        var family: ModelFamily? = architecture?.family ?? familyFromModuleNames(raw.map(\.module))
-        if format == .kohya {
-            let names = architecture?.moduleNames(in: .original) ?? genericModuleNames(underscored: raw.map(\.module))
-            var table: [String: String] = [:]
-            for n in names { table[n.replacingOccurrences(of: ".", with: "_")] = n }
-            resolve = { table[$0] }
-            if family == nil { family = familyFromModuleNames(names) }
-        }
-        var assembler = ModuleAssembler()
-        for r in raw {
-            if let module = resolve(r.module) { assembler.add(module: module, role: r.role, key: r.key) } else { unexplained.append(r.key) }
-        }
-        if !unexplained.isEmpty {
-            throw LoRAError.unknownDialect(file: source.path, format: format, keys: Array(unexplained.prefix(5)), count: unexplained.count)
-        }
-        let modules = try assembler.assemble(source, downName: "lora_down", upName: "lora_up", zeroAlphaIsRank: format == .kohya)
-        var extra: [String: String] = [:]
-        for (k, v) in source.metadata where k != "format" { extra[k] = v }
-        return LoRAAdapter(modules: modules, layout: .original, rsLoRA: false, format: format,
-                           family: family ?? familyFromModuleNames(modules.map(\.name)), extraMetadata: extra)
-    }
-
     /// Original module names of a generic architecture big enough for every block index in
     /// kohya's underscored names (`joint_blocks_12_…`, `double_blocks_3_…`, `single_blocks_37_…`):
     /// those of every family whose block names appear, or of every family when none do.
-    static func genericModuleNames(underscored: [String], families: [ModelFamily] = ModelFamily.builtIn) -> [String] {
+    static func genericModuleNames(underscored: [String], layout: KeyLayout = .original,
+                                   families: [ModelFamily] = ModelFamily.builtIn) -> [String] {
         // Indices at or above maximumInferredBlocks size no architecture: their keys stay
         // unresolved (unknownDialect) instead of building (or overflowing) a huge module list.
         func maxIndex(_ head: String) -> Int? {
@@ -63,7 +59,7 @@ enum OriginalDialect {
         }
         let highest: [[BlockScope: Int]] = families.map { family in
             var seen: [BlockScope: Int] = [:]
-            for (scope, heads) in family.table.blockPrefixes(in: .original) {
+            for (scope, heads) in family.table.blockPrefixes(in: layout) {
                 if let top = heads.compactMap({ maxIndex($0.replacingOccurrences(of: ".", with: "_")) }).max() { seen[scope] = top }
             }
             return seen
@@ -72,7 +68,7 @@ enum OriginalDialect {
         var names: [String] = []
         for (family, seen) in zip(families, highest) where noneSeen || !seen.isEmpty {
             if let config = family.descriptor.moduleNamingConfig(highestBlocks: seen), let a = try? Architecture(config: config) {
-                names += a.moduleNames(in: .original)
+                names += a.moduleNames(in: layout)
             }
         }
         return names
@@ -95,6 +91,7 @@ enum OriginalDialect {
             let alpha = effectiveAlpha(m, rsLoRA: adapter.rsLoRA)
             tensors.append((base + ".alpha", Matrix(shape: [], values: [alpha])))
         }
+        tensors += try textEncoderTensors(adapter, format: format)
         var metadata: [String: String] = [:]
         for (k, v) in adapter.extraMetadata where k.hasPrefix("ss_") || k.hasPrefix("modelspec.") { metadata[k] = v }
         if format == .kohya {
@@ -114,6 +111,24 @@ enum OriginalDialect {
         if !fused.isEmpty { metadata[FusedModule.metadataKey] = FusedModule.metadataJSON(fused) }
         metadata["format"] = "pt"
         try writeF32Tensors(tensors, metadata: metadata, to: path, dtype: dtype)
+    }
+
+    /// Text-encoder modules in kohya's naming (`lora_te1_text_model_encoder_layers_0_self_attn_q_proj`),
+    /// which kohya and ComfyUI both read.
+    static func textEncoderTensors(_ adapter: LoRAAdapter, format: LoRAFormat) throws -> [(String, Matrix)] {
+        var tensors: [(String, Matrix)] = []
+        for m in adapter.textEncoderModules {
+            let component = textEncoderComponent(of: m.name)
+            let module = String(m.name.dropFirst(component.count + 1))
+            let base = TextEncoderNames.kohyaPrefix(of: component) + module.replacingOccurrences(of: ".", with: "_")
+            if m.upBias != nil {
+                throw LoRAError.unsupportedFormat(format: format, reason: "text-encoder module \(m.name) has a bias on B (lora_bias), which \(format.displayName) files cannot hold")
+            }
+            tensors.append((base + ".lora_down.weight", m.down))
+            tensors.append((base + ".lora_up.weight", m.up))
+            tensors.append((base + ".alpha", Matrix(shape: [], values: [effectiveAlpha(m, rsLoRA: adapter.rsLoRA)])))
+        }
+        return tensors
     }
 
     /// α such that α/r equals the module's scale.

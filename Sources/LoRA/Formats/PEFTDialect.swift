@@ -4,6 +4,30 @@ import JSON
 import SafeTensors
 import SystemSupport
 
+/// A PEFT folder (or a file of `base_model.model.<diffusers module>` keys).
+enum PEFTFolderDialect: LoRADialect {
+    static let format = LoRAFormat.peft
+    static func claims(_ keys: [String], isFolder: Bool) -> Bool {
+        isFolder || keys.contains { $0.hasPrefix(PEFTDialect.peftPrefix) }
+    }
+    static func read(_ source: FactorSource, context: DialectContext) throws -> LoRAAdapter {
+        try PEFTDialect.read(source, format: .peft, config: context.peftConfig, configFile: context.configFile)
+    }
+}
+
+/// diffusers `pytorch_lora_weights.safetensors`: `transformer.<module>` (or bare) `lora_A`/`lora_B`,
+/// per-module `.alpha` (diffusers' `network_alphas`), `text_encoder*.` modules, LyCORIS tensors.
+enum DiffusersDialect: LoRADialect {
+    static let format = LoRAFormat.diffusers
+    static func claims(_ keys: [String], isFolder: Bool) -> Bool {
+        keys.contains { $0.hasPrefix(PEFTDialect.diffusersPrefix) || TextEncoderNames.diffusersComponent($0) != nil
+            || $0.hasSuffix(".lora_A.weight") || $0.hasSuffix(".lora_B.weight") }
+    }
+    static func read(_ source: FactorSource, context: DialectContext) throws -> LoRAAdapter {
+        try PEFTDialect.read(source, format: .diffusers, config: nil, configFile: "")
+    }
+}
+
 /// PEFT folders and diffusers `pytorch_lora_weights.safetensors`: diffusers module names,
 /// `lora_A`/`lora_B`, the configuration in `adapter_config.json` or `lora_adapter_metadata`.
 enum PEFTDialect {
@@ -12,19 +36,6 @@ enum PEFTDialect {
 
     /// Reads a PEFT or diffusers adapter.
     static func read(_ source: FactorSource, format: LoRAFormat, config: JSONValue?, configFile: String) throws -> LoRAAdapter {
-        var assembler = ModuleAssembler()
-        var unexplained: [String] = []
-        let prefix = format == .peft ? peftPrefix : diffusersPrefix
-        for key in source.keys {
-            var body = key
-            if body.hasPrefix(prefix) { body.removeFirst(prefix.count) } else if format == .peft || key.hasPrefix("text_encoder") {
-                unexplained.append(key); continue
-            }
-            if let (module, role) = splitSuffix(body) { assembler.add(module: module, role: role, key: key) } else { unexplained.append(key) }
-        }
-        if !unexplained.isEmpty {
-            throw LoRAError.unknownDialect(file: source.path, format: format, keys: Array(unexplained.prefix(5)), count: unexplained.count)
-        }
         var cfg = config
         var cfgFile = configFile
         let metadata = source.metadata
@@ -38,7 +49,12 @@ enum PEFTDialect {
             }
         }
         let parsed = try PEFTConfig(cfg, file: cfgFile)
-        let modules = try assembler.assemble(source, downName: "lora_A", upName: "lora_B", alphaFor: { parsed?.alpha(for: $0) })
+        let spec = DialectSpec(format: format, prefixes: [format == .peft ? peftPrefix : diffusersPrefix], prefixOptional: format == .diffusers,
+                               underscored: false, layouts: [.diffusers], lowRank: KeySuffixes.aB,
+                               textEncoders: format == .diffusers ? .diffusers : .none)
+        var adapter = try spec.read(source, context: DialectContext(architecture: nil, peftConfig: nil, configFile: cfgFile),
+                                    alphaFor: { parsed?.alpha(for: $0) })
+        let modules = adapter.modules
         if let parsed {
             for m in modules {
                 let expected = parsed.rank(for: m.name)
@@ -55,21 +71,16 @@ enum PEFTDialect {
             }
         }
         for (k, v) in metadata where k != "lora_adapter_metadata" && k != "format" { extra[k] = v }
-        return LoRAAdapter(modules: modules, layout: .diffusers, rsLoRA: parsed?.useRSLoRA ?? false, format: format,
-                           family: familyFromModuleNames(modules.map(\.name)) ?? familyFromConfig(cfg), extraMetadata: extra)
+        adapter.rsLoRA = parsed?.useRSLoRA ?? false
+        adapter.extraMetadata = extra
+        adapter.family = familyFromModuleNames(modules.map(\.name) + adapter.deltas.map(\.name)) ?? familyFromConfig(cfg)
+        return adapter
     }
 
     /// The family whose diffusers class PEFT's `auto_mapping.base_model_class` names.
     static func familyFromConfig(_ cfg: JSONValue?, families: [ModelFamily] = ModelFamily.builtIn) -> ModelFamily? {
         guard let cls = cfg?["auto_mapping"]?["base_model_class"]?.stringValue else { return nil }
         return ModelFamily.claiming(diffusersClassName: cls, in: families)
-    }
-
-    static func splitSuffix(_ body: String) -> (String, FactorRole)? {
-        for (suffix, role) in [(".lora_A.weight", FactorRole.down), (".lora_B.weight", .up), (".lora_B.bias", .upBias)] where body.hasSuffix(suffix) {
-            return (String(body.dropLast(suffix.count)), role)
-        }
-        return nil
     }
 
     // MARK: writing
@@ -120,6 +131,16 @@ enum PEFTDialect {
             tensors.append((prefix + m.name + ".lora_A.weight", m.down))
             tensors.append((prefix + m.name + ".lora_B.weight", m.up))
             if let b = m.upBias { tensors.append((prefix + m.name + ".lora_B.bias", b)) }
+        }
+        if !adapter.textEncoderModules.isEmpty && format == .peft {
+            throw LoRAError.unsupportedFormat(format: .peft, reason: "a PEFT folder holds one model, and the adapter has \(adapter.textEncoderModules.count) text-encoder modules besides the transformer's; convert to diffusers, kohya or comfy to keep them")
+        }
+        for m in adapter.textEncoderModules {
+            // diffusers' text-encoder keys: <component>.<module>.lora_A/B.weight, α as `.alpha` (network_alphas).
+            tensors.append((m.name + ".lora_A.weight", m.down))
+            tensors.append((m.name + ".lora_B.weight", m.up))
+            if let b = m.upBias { tensors.append((m.name + ".lora_B.bias", b)) }
+            tensors.append((m.name + ".alpha", Matrix(shape: [], values: [OriginalDialect.effectiveAlpha(m, rsLoRA: adapter.rsLoRA)])))
         }
         let members = config(of: adapter, peftFolder: format == .peft)
         if format == .peft {

@@ -4,10 +4,22 @@ import SafeTensors
 /// XLabs FLUX adapters (read only): `double_blocks.N.processor.{qkv,proj}_lora{1,2}.{down,up}.weight`
 /// (1 = image stream, 2 = text stream) and `single_blocks.N.processor.{qkv,proj}_lora.{down,up}.weight`.
 /// No alpha is stored: the scale is 1 (XLabs multiplies by network_alpha/r only when one is passed at load time).
-enum XLabsDialect {
+/// ComfyUI-converted copies carry the same keys under `diffusion_model.`.
+enum XLabsDialect: LoRADialect {
+    static let format = LoRAFormat.xlabs
+
+    static func claims(_ keys: [String], isFolder: Bool) -> Bool {
+        keys.contains { parse($0) != nil }
+    }
+
+    static func read(_ source: FactorSource, context: DialectContext) throws -> LoRAAdapter {
+        try read(source)
+    }
+
     /// The original module and role a key stands for, or nil.
     static func parse(_ key: String) -> (module: String, role: FactorRole, singleQKV: Bool)? {
-        let parts = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        let bare = key.hasPrefix(KeyPrefix.comfy.rawValue) ? String(key.dropFirst(KeyPrefix.comfy.rawValue.count)) : key
+        let parts = bare.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 6, parts[2] == "processor", parts[5] == "weight", Int(parts[1]) != nil else { return nil }
         let role: FactorRole
         switch parts[4] { case "down": role = .down; case "up": role = .up; default: return nil }
