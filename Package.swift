@@ -35,7 +35,9 @@ let package = Package(
         // Parses files downloaded from anywhere: built with checks on (overflow traps, range
         // preconditions) in every configuration, like every module that reads untrusted bytes.
         .target(name: "SafeTensors", dependencies: ["SystemSupport", "JSON"]),
-        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
+        // Checkpoints owns "open any container" (TensorCollection.checkpoint): it reads GGUF through
+        // the tensor source SafeTensors defines, so SafeTensors never imports GGUF.
+        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "GGUF", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
         // GGUF parses untrusted input: built with checks on (no -Ounchecked). It does no I/O
@@ -54,7 +56,7 @@ let package = Package(
         // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
         .target(name: "RunReports", dependencies: ["SystemSupport", "GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SystemSupport", "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
+            "SystemSupport", "JSON", "SafeTensors", "GGUF", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
             "GRPOGuard", "RunReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -75,7 +77,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "TestSupport"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
-        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "GGUF", "JSON", "TestSupport"]),
         .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),

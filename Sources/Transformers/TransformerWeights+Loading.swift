@@ -15,7 +15,7 @@ struct OpenedCheckpoint {
 
     init(path: String, configPath explicitConfig: String?) throws(TransformerError) {
         let collection: TensorCollection
-        do { collection = try TensorCollection(path: path) } catch { throw .unreadable(error) }
+        do { collection = try TensorCollection.checkpoint(path) } catch { throw .unreadable(error) }
         let entries = collection.infos.map(TensorShapeEntry.init)
 
         let config = explicitConfig ?? Self.folderConfig(path)
@@ -56,6 +56,10 @@ struct OpenedCheckpoint {
                 guard info.dtype.isFloatingPoint else {
                     throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
                                      reason: "stored as \(info.dtype.rawValue), which is not a floating-point type")
+                }
+                if let encoding = entry.encoding, !encoding.isDecodable {
+                    throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
+                                     reason: "stored as \(encoding.name) blocks, which FlowGuard cannot decode")
                 }
                 let rowCount = info.shape.first ?? 1
                 guard slice.rows.lowerBound >= 0, slice.rows.upperBound <= rowCount,

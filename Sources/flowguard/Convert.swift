@@ -54,7 +54,7 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
-        let source = try TensorCollection(path: input)
+        let source = try TensorCollection.checkpoint(input)
         let converter = try Converter(source: source, to: layout, prefix: prefix, dtype: dtype?.dtype)
         let outputBytes = try converter.outputSpecs().reduce(0) { $0 + ($1.byteCount ?? 0) }
         let progress = log.progress("converting \(input)", total: outputBytes)

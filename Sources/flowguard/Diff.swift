@@ -48,8 +48,8 @@ struct Diff: ParsableCommand {
     }
 
     func run() throws {
-        let left = try TensorCollection(path: a)
-        let right = try TensorCollection(path: b)
+        let left = try TensorCollection.checkpoint(a)
+        let right = try TensorCollection.checkpoint(b)
         let progress = log.progress("comparing", total: left.dataBytes)
         let diff = try CheckpointDiff.compare(left, right, options: .init(mapLayouts: mapLayouts, tolerance: tolerance)) { done, _ in
             progress?.update(done)

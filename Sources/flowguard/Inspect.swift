@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import JSON
 import SafeTensors
 
@@ -35,7 +36,7 @@ struct Inspect: ParsableCommand {
         var failed = false
         for path in files {
             let collection: TensorCollection
-            do { collection = try TensorCollection(path: path) } catch {
+            do { collection = try TensorCollection.checkpoint(path) } catch {
                 printError("error: \(error.description)")
                 failed = true
                 continue

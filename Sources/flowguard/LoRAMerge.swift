@@ -53,7 +53,7 @@ struct LoRAMergeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let collection = try TensorCollection(path: base)
+        let collection = try TensorCollection.checkpoint(base)
         let detected = try Architecture.detect(collection.infos)
         let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
