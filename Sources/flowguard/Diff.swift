@@ -50,6 +50,7 @@ struct Diff: ParsableCommand {
     func run() throws {
         let left = try TensorCollection.checkpoint(a)
         let right = try TensorCollection.checkpoint(b)
+        for note in left.notes + right.notes { log.note("note: \(note)") }
         let progress = log.progress("comparing", total: left.dataBytes)
         let diff = try CheckpointDiff.compare(left, right, options: .init(mapLayouts: mapLayouts, tolerance: tolerance)) { done, _ in
             progress?.update(done)

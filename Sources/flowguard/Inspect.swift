@@ -41,6 +41,7 @@ struct Inspect: ParsableCommand {
                 failed = true
                 continue
             }
+            for note in collection.notes { log.note("note: \(note)") }
             if stats {
                 let values = StatsReport.compute(collection, quiet: log.quiet)
                 if style.json { reports.append(StatsReport.json(collection, values, grouped: group)) }

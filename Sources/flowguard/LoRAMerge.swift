@@ -54,6 +54,7 @@ struct LoRAMergeCommand: ParsableCommand {
 
     func run() throws {
         let collection = try TensorCollection.checkpoint(base)
+        for note in collection.notes { log.note("note: \(note)") }
         let detected = try Architecture.detect(collection.infos)
         let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
