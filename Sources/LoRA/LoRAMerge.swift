@@ -83,9 +83,12 @@ public enum LoRAMerge {
             let info = entry.info
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
-                var values = try entry.file.floats(of: info)
+                var values = try entry.floats()
                 apply(slices, of: adapter, factors: factors, to: &values, columns: info.shape.dropFirst().reduce(1, *))
                 report.merge(try sink.write(floats: values))
+            } else if !entry.isPlain {
+                // A GGUF block tensor of the base: decoded (exactly as gguf-py does) and written.
+                report.merge(try sink.write(floats: try entry.floats()))
             } else if info.dtype == sink.info.dtype {
                 try sink.copy(from: entry.file, fileRange: range)
             } else {

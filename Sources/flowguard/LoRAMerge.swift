@@ -12,7 +12,7 @@ struct LoRAMergeCommand: ParsableCommand {
         discussion: """
         BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, XLabs) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout (a sharded or folder base is written as one file). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout (a sharded or folder base is written as one file), or a .gguf file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
@@ -57,6 +57,13 @@ struct LoRAMergeCommand: ParsableCommand {
         for note in collection.notes { log.note("note: \(note)") }
         let detected = try Architecture.detect(collection.infos)
         let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
+        if output.lowercased().hasSuffix(".gguf") {
+            let type = Self.ggufType(for: collection, dtype: dtype?.dtype)
+            let (report, written) = try Self.mergeToGGUF(base: collection, adapter: lora, scale: scale, unmerge: unmerge, output: output, type: type)
+            print(Self.summary(report, base: base, adapter: adapter, format: lora.format)
+                .replacingOccurrences(of: report.outputPath, with: "\(output) (GGUF \(type.name), \(written.tensorsWritten) tensors)"))
+            return
+        }
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
         let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype?.dtype,
                                          unmerge: unmerge) { done, _ in progress?.update(done) }

@@ -190,4 +190,22 @@ import TestSupport
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("it holds: notes.txt"), "\(refused.stderr)")
     }
+
+    @Test func loraMergeIntoGGUFEqualsMergeIntoItsDequantizedWeights() throws {
+        let gguf = dir.file("base.gguf"), dequantized = dir.file("base.safetensors")
+        let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
+        #expect(try flowguard("convert", Repository.path("fixtures/sd35_tiny/original.safetensors"), gguf, "--dtype", "q8_0", "--quiet").status == 0)
+        #expect(try flowguard("convert", gguf, dequantized, "--layout", "original", "--dtype", "fp32", "--quiet").status == 0)
+        let merged = dir.file("merged.safetensors"), reference = dir.file("reference.safetensors")
+        #expect(try flowguard("lora", "merge", gguf, lora, merged, "--dtype", "fp32").status == 0)
+        #expect(try flowguard("lora", "merge", dequantized, lora, reference).status == 0)
+        #expect(try readBytes(merged) == readBytes(reference))
+        // GGUF out: the same types, re-quantized by the same rule (= converting the merged file).
+        let mergedGGUF = dir.file("merged.gguf"), expected = dir.file("expected.gguf")
+        let result = try flowguard("lora", "merge", gguf, lora, mergedGGUF)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try flowguard("convert", reference, expected, "--dtype", "q8_0", "--quiet").status == 0)
+        #expect(try readBytes(mergedGGUF) == readBytes(expected))
+        #expect(dir.listing().allSatisfy { !$0.hasPrefix(".flowguard-merge") })
+    }
 }
