@@ -53,7 +53,9 @@ public enum LoRAMerge {
         if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
         try checkFinite(adapter)
         try checkOutput(output, inputs: base.files.map(\.path))
-        let detected = try Architecture.detect(base.infos)
+        // An all-in-one base: the transformer is detected and merged, every other component
+        // is copied byte for byte.
+        let detected = try Architecture.detect(base.transformerOnly().infos)
         var shapes: [String: [Int]] = [:]
         for info in base.infos { shapes[info.name] = info.shape }
         let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)

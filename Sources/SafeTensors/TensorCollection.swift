@@ -79,6 +79,24 @@ public final class TensorCollection: @unchecked Sendable {
         self.byName = byName
     }
 
+    /// A view of some of this collection's tensors (same files, same order), with `note` added to
+    /// `notes`: how a command reads one component of an all-in-one file.
+    public func subset(note: String?, keeping keep: (TensorEntry) -> Bool) -> TensorCollection {
+        TensorCollection(of: self, entries: entries.filter(keep), notes: notes + (note.map { [$0] } ?? []))
+    }
+
+    private init(of parent: TensorCollection, entries: [TensorEntry], notes: [String]) {
+        path = parent.path
+        files = parent.files
+        index = parent.index
+        indexPath = parent.indexPath
+        self.entries = entries
+        self.notes = notes
+        var byName: [String: Int] = [:]
+        for (i, entry) in entries.enumerated() { byName[entry.info.name] = i }
+        self.byName = byName
+    }
+
     /// The file `path` stands for: itself, or for a folder the one shard index or the one
     /// `.safetensors` file it holds.
     public static func resolve(_ path: String) throws(SafeTensorsError) -> String {

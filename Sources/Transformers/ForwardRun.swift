@@ -76,6 +76,8 @@ extension ForwardRun {
         let loadStart = clock.now
         progress("loading \(modelPath)")
         let weights = try TransformerWeights(path: modelPath, configPath: configPath)
+        // What opening decided (a pipeline folder's transformer/, an all-in-one file's transformer).
+        for note in weights.notes where note.hasPrefix(modelPath) { progress("note: \(note)") }
         let model = try TransformerModel.load(weights)
         let inputs = try Self.readInputs(inputsPath, names: model.inputNames)
         do {

@@ -15,7 +15,7 @@ struct OpenedCheckpoint {
 
     init(path: String, configPath explicitConfig: String?) throws(TransformerError) {
         let collection: TensorCollection
-        do { collection = try TensorCollection.checkpoint(path) } catch { throw .unreadable(error) }
+        do { collection = try TensorCollection.transformerCheckpoint(path) } catch { throw .unreadable(error) }
         let entries = collection.infos.map(TensorShapeEntry.init)
 
         let config = explicitConfig ?? Self.folderConfig(path)
@@ -36,7 +36,7 @@ struct OpenedCheckpoint {
         // axes) are not needed to read weights: they are reported in `notes`, and a model that
         // needs them refuses to run.
         let architecture = detected.architecture
-        notes = architecture.notes
+        notes = collection.notes + architecture.notes
         self.architecture = architecture
         layout = detected.layout
         configPath = config

@@ -72,7 +72,7 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
-        let source = try TensorCollection.checkpoint(input)
+        let source = try TensorCollection.transformerCheckpoint(input)
         for note in source.notes { log.note("note: \(note)") }
         if writesGGUF { return try runGGUF(source) }
         let converter = try Converter(source: source, to: layout ?? .original, prefix: prefix, dtype: dtype?.float?.dtype)

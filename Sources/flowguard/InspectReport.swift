@@ -43,7 +43,17 @@ enum InspectReport {
         let headerBytes = collection.files.reduce(0) { $0 + $1.header.dataStart }
         out += "  \(formatCount(infos.count)) tensors, \(formatCount(infos.reduce(0) { $0 + $1.elementCount })) parameters, "
         out += "\(formatBytes(collection.dataBytes)) of data, header \(formatCount(headerBytes)) bytes\n"
-        out += architectureText(infos)
+        if let components = AllInOne.components(infos) {
+            out += "  all-in-one checkpoint, \(components.count) components:\n"
+            for c in components {
+                let dtypes = c.parametersByDType.map { "\($0.dtype.rawValue) \(formatCount($0.parameters))" }.joined(separator: ", ")
+                out += "    \(pad(c.name, 32)) \(pad(c.prefix.isEmpty ? "(other keys)" : c.prefix + "*", 24)) \(padLeft(formatCount(c.tensors.count), 6)) tensors  "
+                    + "\(padLeft(formatCount(c.parameterCount), 14)) parameters  (\(dtypes))\n"
+            }
+            out += architectureText(collection.transformerOnly().infos).replacingOccurrences(of: "  architecture:", with: "  transformer architecture:")
+        } else {
+            out += architectureText(infos)
+        }
         let totalParams = max(1, infos.reduce(0) { $0 + $1.elementCount })
         out += "  parameters by dtype:\n"
         for (dtype, count) in parametersByStorage(collection.entries) {
@@ -102,7 +112,7 @@ enum InspectReport {
             ("tensor_count", .int(Int64(infos.count))),
             ("parameter_count", .int(Int64(infos.reduce(0) { $0 + $1.elementCount }))),
             ("data_bytes", .int(Int64(collection.dataBytes))),
-            ("architecture", architectureJSON(infos)),
+            ("architecture", architectureJSON(collection.transformerOnly().infos)),
             ("parameters_by_dtype", .object(parametersByStorage(collection.entries).map { ($0.0, .int(Int64($0.1))) })),
             ("metadata", collection.metadata.map { .object($0.map { ($0.key, .string($0.value)) }) } ?? .null),
             ("files", .array(collection.files.map { file in
@@ -115,6 +125,13 @@ enum InspectReport {
                 return .object(fields)
             })),
         ]
+        if let components = AllInOne.components(infos) {
+            members.append(("components", .array(components.map { c in
+                .object([("name", .string(c.name)), ("prefix", .string(c.prefix)), ("tensors", .int(Int64(c.tensors.count))),
+                         ("parameters", .int(Int64(c.parameterCount))),
+                         ("parameters_by_dtype", .object(c.parametersByDType.map { ($0.dtype.rawValue, .int(Int64($0.parameters))) }))])
+            })))
+        }
         if grouped {
             members.append(("groups", .array(TensorGrouping.groups(infos).map { g in
                 .object([("pattern", .string(g.pattern)), ("count", .int(Int64(g.names.count))),

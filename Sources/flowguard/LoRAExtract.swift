@@ -50,8 +50,8 @@ struct LoRAExtractCommand: ParsableCommand {
     }
 
     func run() throws {
-        let baseCollection = try TensorCollection.checkpoint(base)
-        let tunedCollection = try TensorCollection.checkpoint(tuned)
+        let baseCollection = try TensorCollection.transformerCheckpoint(base)
+        let tunedCollection = try TensorCollection.transformerCheckpoint(tuned)
         let progress = log.progress("extracting", total: 1)
         var (adapter, report) = try LoRAExtract.extract(base: baseCollection, tuned: tunedCollection, rank: rank,
                                                         naming: LoRAWriter.layout(of: format)) { done, total in

@@ -55,7 +55,10 @@ struct LoRAMergeCommand: ParsableCommand {
     func run() throws {
         let collection = try TensorCollection.checkpoint(base)
         for note in collection.notes { log.note("note: \(note)") }
-        let detected = try Architecture.detect(collection.infos)
+        let detected = try Architecture.detect(collection.transformerOnly().infos)
+        if AllInOne.components(collection.infos) != nil {
+            log.note("note: \(base) is an all-in-one checkpoint: merging into its transformer; every other component is copied byte for byte")
+        }
         let lora = try LoRAReader.read(path: adapter, architecture: detected.architecture)
         if output.lowercased().hasSuffix(".gguf") {
             let type = Self.ggufType(for: collection, dtype: dtype?.dtype)
