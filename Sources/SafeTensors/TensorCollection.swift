@@ -16,6 +16,14 @@ public struct TensorEntry: @unchecked Sendable {
         self.file = file
         encoding = file.encodings[info.name]
     }
+
+    /// A tensor of `file` read through `encoding` (a scaled fp8 weight: its values times its scale);
+    /// `info.dtype` is then the type its values decode to.
+    public init(info: TensorInfo, file: SafeTensorsFile, encoding: (any BlockEncoding)?) {
+        self.info = info
+        self.file = file
+        self.encoding = encoding
+    }
 }
 
 /// A set of tensors opened from a single `.safetensors` file, a shard index, or a folder holding
@@ -83,6 +91,12 @@ public final class TensorCollection: @unchecked Sendable {
     /// `notes`: how a command reads one component of an all-in-one file.
     public func subset(note: String?, keeping keep: (TensorEntry) -> Bool) -> TensorCollection {
         TensorCollection(of: self, entries: entries.filter(keep), notes: notes + (note.map { [$0] } ?? []))
+    }
+
+    /// A view of this collection's files with `entries` in place of its own (tensors dropped or
+    /// read through another encoding), with `note` added to `notes`.
+    public func replacing(entries: [TensorEntry], note: String?) -> TensorCollection {
+        TensorCollection(of: self, entries: entries, notes: notes + (note.map { [$0] } ?? []))
     }
 
     private init(of parent: TensorCollection, entries: [TensorEntry], notes: [String]) {

@@ -68,7 +68,7 @@ struct OpenedCheckpoint {
                                      reason: "rows \(slice.rows.lowerBound)..<\(slice.rows.upperBound) of shape \(info.shape) "
                                          + "do not fit \"\(output.name)\" of shape \(output.shape)")
                 }
-                pieces.append(MappedPiece(file: entry.file, info: info, rows: slice.rows))
+                pieces.append(MappedPiece(entry: entry, rows: slice.rows))
             }
             table[output.name] = StoredWeight(shape: output.shape, storage: .mapped(pieces))
             names.append(output.name)

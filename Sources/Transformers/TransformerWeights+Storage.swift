@@ -20,8 +20,17 @@ struct MappedPiece: @unchecked Sendable {
     /// Absolute file offset of the stored tensor's first data byte.
     var tensorStart: Int { file.fileOffset(of: info) }
 
-    /// How the stored tensor's bytes decode when they are blocks (GGUF quant types).
-    var encoding: (any BlockEncoding)? { file.encodings[info.name] }
+    /// How the stored tensor's bytes decode when they are blocks (GGUF quant types) or scaled
+    /// (ComfyUI scaled fp8); nil for plain `info.dtype` values.
+    let encoding: (any BlockEncoding)?
+
+    /// The rows `rows` of the collection's tensor `entry`.
+    init(entry: TensorEntry, rows: Range<Int>) {
+        file = entry.file
+        info = entry.info
+        encoding = entry.encoding
+        self.rows = rows
+    }
 
     /// Absolute file byte range of the piece, for dtypes of whole bytes.
     var byteRange: Range<Int> {
@@ -195,7 +204,7 @@ extension StoredWeight {
     /// The encoding was checked decodable when the checkpoint was opened.
     static func decodeBlocks(_ piece: MappedPiece, elements range: Range<Int>, outputOffset: Int,
                              _ body: (UnsafeBufferPointer<Float>, Int) -> Void) {
-        let entry = TensorEntry(info: piece.info, file: piece.file)
+        let entry = TensorEntry(info: piece.info, file: piece.file, encoding: piece.encoding)
         guard entry.rowByteCount != nil else {
             guard let all = try? entry.floats() else { preconditionFailure("undecodable blocks in \(piece.info.name)") }
             let first = piece.firstElement
