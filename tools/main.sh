@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled default: installs what is missing, builds flowguard (release), then
 # fine-tunes a LoRA on the bundled tiny SD3.5-style model and prompt set with GRPO-Guard on a
-# built-in reward (about a minute on 2 cores), writes the delta archive, the diffusers/PEFT/kohya
+# built-in reward (a few minutes on 2 cores), writes the delta archive, the diffusers/PEFT/kohya
 # exports and an HTML report, and prints where they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."

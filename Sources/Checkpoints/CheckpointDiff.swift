@@ -110,7 +110,7 @@ public struct CheckpointDiff: Sendable {
     public var differs: Bool { differCount + onlyInACount + onlyInBCount > 0 }
 
     /// Compares `a` with `b`. Throws `CheckpointError` when `mapLayouts` is asked for and either
-    /// side is not a recognisable transformer. `progress(bytesDone, bytesTotal)` counts A's bytes.
+    /// side is not a recognisable transformer, or they are of different families. `progress(bytesDone, bytesTotal)` counts A's bytes.
     static func compareFiles(_ a: TensorCollection, _ b: TensorCollection, options: Options = Options(),
                                progress: ((Int, Int) -> Void)? = nil) throws -> CheckpointDiff {
         var operandsB: [Operand] = b.entries.map(Operand.init(entry:))
@@ -118,6 +118,10 @@ public struct CheckpointDiff: Sendable {
         if options.mapLayouts {
             let detectedA = try Architecture.detect(a.infos)
             let detectedB = try Architecture.detect(b.infos)
+            guard detectedA.architecture.family == detectedB.architecture.family else {
+                throw CheckpointError.differentFamilies(a: "\(detectedA.architecture.name) (\(detectedA.layout.rawValue) layout)",
+                                                        b: "\(detectedB.architecture.name) (\(detectedB.layout.rawValue) layout)")
+            }
             if detectedA.layout != detectedB.layout || detectedA.prefix != detectedB.prefix {
                 let plan = ConversionPlan(source: detectedB, to: detectedA.layout, prefix: detectedA.prefix)
                 operandsB = try plan.outputs.map { try Operand(planned: $0, in: b) }

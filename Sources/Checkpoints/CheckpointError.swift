@@ -45,6 +45,10 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
     /// Reading or writing a file failed; the description is the file error's own sentence.
     case file(SafeTensorsError)
 
+    /// Two checkpoints of different model families were to be compared as one model in two
+    /// layouts (`diff --map-layouts`).
+    case differentFamilies(a: String, b: String)
+
     /// The sentence shown to the user.
     public var description: String {
         switch self {
@@ -65,6 +69,8 @@ public enum CheckpointError: Error, Sendable, Hashable, CustomStringConvertible 
             }
             return subject + keyCounts(unexpected: unexpected, unexpectedCount: unexpectedCount,
                                        missing: missing, missingCount: missingCount)
+        case let .differentFamilies(a, b):
+            return "A is \(a) and B is \(b): --map-layouts compares the two layouts of one model, not models of different families."
         case let .mixedLayouts(original, diffusers):
             return "The checkpoint mixes the original layout (" + list(original, total: original.count)
                 + ") with the diffusers layout (" + list(diffusers, total: diffusers.count) + ")."

@@ -15,8 +15,9 @@ extension Converter {
     }
 
     /// Writes the folder form of the output. Everything is written into a hidden staging folder
-    /// first (beside `path` when it does not exist yet, inside it otherwise) and moved into place
-    /// only when complete; a failure removes the staging folder, so nothing is left behind.
+    /// beside `path` and put in place only when complete, replacing an existing folder whole (no
+    /// file of it is left beside the new ones); a failure removes the staging folder, so nothing
+    /// is left behind. A folder that holds the input is refused.
     func writeFolder(_ path: String, specs: [TensorSpec], shardSize: Int,
                      produce: (TensorSink) throws -> Void) throws -> [String] {
         if FileSystem.isFolder(path), let target = FileSystem.identity(of: path) {
@@ -26,12 +27,15 @@ extension Converter {
                                               message: "the folder holds the input '\(input)'; choose another output folder")
                 }
             }
+            // Staging folders an older FlowGuard left inside the folder.
+            StaleTemporaries.remove(in: FileSystem.trimmingTrailingSlashes(path), prefix: ".convert-tmp-")
         }
-        // Staging folders of killed earlier conversions to this folder are removed first; if a
-        // source file is truncated under us, the SIGBUS handler empties and removes the staging
-        // folder.
+        // The new folder is staged beside the old one and replaces it whole (no file of the old
+        // folder is left beside the new ones). Staging folders of killed earlier conversions are
+        // removed first; if a source file is truncated under us, the SIGBUS handler empties and
+        // removes the staging folder.
         let folder: AtomicFolder
-        do { folder = try AtomicFolder(destination: path, placement: .merge(tag: "convert")) } catch { throw SafeTensorsError.system(error) }
+        do { folder = try AtomicFolder(destination: path, placement: .replace()) } catch { throw SafeTensorsError.system(error) }
         var staged = try ShardedWriter.write(folder: folder.stagingPath, baseName: Converter.folderBaseName, specs: specs,
                                              metadata: outputMetadata, maxShardBytes: shardSize, produce: produce)
         if plan.targetLayout == .diffusers {

@@ -206,7 +206,7 @@ extension FluxConfig: FamilyConfiguration {
     public var notes: [String] {
         if axesDimsRope == nil {
             return ["axes_dims_rope cannot be derived from the weights (head size \(attentionHeadDim), "
-                    + "not 128); supply it with --config"]
+                    + "not 128) and is written as null; pass --config with the model's config.json"]
         }
         return []
     }

@@ -20,6 +20,9 @@ public protocol FamilyConfiguration: Sendable, Hashable {
     var underivedConfigKeys: [String] { get }
     /// Sentences about values that were assumed or could not be derived from the weights.
     var notes: [String] { get }
+    /// diffusers configuration keys the weights never hold and that are written with diffusers'
+    /// default unless a `config.json` gives them, each with that default (`sample_size` 128 for SD3).
+    var defaultedConfigKeys: [(key: String, value: String)] { get }
     /// The diffusers `config.json` entries other than `_class_name`, in any order; values the
     /// weights do not determine are `.null`.
     var diffusersConfigEntries: [(key: String, value: ConfigValue)] { get }
@@ -30,6 +33,8 @@ extension FamilyConfiguration {
     public var underivedConfigKeys: [String] { [] }
     /// By default there is nothing to note.
     public var notes: [String] { [] }
+    /// By default every written value is derived or underived (null), none defaulted.
+    public var defaultedConfigKeys: [(key: String, value: String)] { [] }
 }
 
 /// The configuration of a transformer of any family: a `FamilyConfiguration` behind one

@@ -247,6 +247,10 @@ extension SD3Config: FamilyConfiguration {
         return parts
     }
 
+    /// `sample_size`: the latent side diffusers crops the position table to by default; no weight
+    /// holds it.
+    public var defaultedConfigKeys: [(key: String, value: String)] { [("sample_size", String(sampleSize))] }
+
     /// `attention_head_dim`/`num_attention_heads` when the head size is unknown.
     public var underivedConfigKeys: [String] {
         attentionHeadDim == nil ? ["attention_head_dim", "num_attention_heads"] : []
@@ -256,7 +260,7 @@ extension SD3Config: FamilyConfiguration {
     public var notes: [String] {
         if attentionHeadDim == nil {
             return ["attention_head_dim cannot be derived: the checkpoint has no q/k norm weights and width "
-                    + "\(hiddenSize) is not a multiple of 64; supply it with --config"]
+                    + "\(hiddenSize) is not a multiple of 64; pass --config with the model's config.json"]
         }
         if attentionHeadDimIsAssumed, let d = attentionHeadDim {
             return ["attention_head_dim \(d) is assumed (SD3 convention): the checkpoint has no q/k norm weights"]

@@ -84,8 +84,8 @@ public enum SyntheticWriter {
 
     /// Writes a synthetic checkpoint of `architecture` in `layout` and `dtype` (a floating-point
     /// kind) to `path`: a `.safetensors` file for the original layout; for the diffusers layout a
-    /// folder (created if missing) holding `diffusion_pytorch_model.safetensors` (or shards and
-    /// their index) and `config.json`. Each file appears atomically.
+    /// folder holding `diffusion_pytorch_model.safetensors` (or shards and their index) and
+    /// `config.json`, staged beside `path` and put in place whole (replacing a folder there).
     /// `progress(bytesDone, bytesTotal)` is called after each tensor.
     static func writeFiles(architecture: Architecture, layout: KeyLayout, dtype: DType, to path: String,
                              options: SyntheticOptions = SyntheticOptions(),
@@ -123,17 +123,18 @@ public enum SyntheticWriter {
             try SafeTensorsWriter.write(to: path, specs: specs, metadata: options.metadata, progress: progress, produce: produce)
             paths = [path]
         case .diffusers:
-            try makeFolder(path)
-            paths = try ShardedWriter.write(folder: path, baseName: "diffusion_pytorch_model", specs: specs,
-                                            metadata: options.metadata, maxShardBytes: options.maxShardBytes,
-                                            progress: progress, produce: produce)
-            let configPath = path + "/config.json"
+            let folder: AtomicFolder
+            do { folder = try AtomicFolder(destination: path, placement: .replace()) } catch { throw SafeTensorsError.system(error) }
+            var names = try ShardedWriter.write(folder: folder.stagingPath, baseName: "diffusion_pytorch_model", specs: specs,
+                                                metadata: options.metadata, maxShardBytes: options.maxShardBytes,
+                                                progress: progress, produce: produce).map(FileSystem.lastComponent(of:))
             do {
-                let config = try AtomicFile(destination: configPath)
+                let config = try AtomicFile(destination: folder.stagingPath + "/config.json")
                 try config.write(Array(architecture.diffusersConfigJSON().utf8))
                 try config.commit()
+                names.append("config.json")
+                paths = try folder.commit(order: names)
             } catch { throw SafeTensorsError.system(error) }
-            paths.append(configPath)
         }
         return SyntheticResult(architecture: architecture.name, layout: layout, dtype: dtype, tensorCount: specs.count,
                                parameterCount: specs.reduce(0) { $0 + ($1.elementCount ?? 0) },
@@ -162,17 +163,6 @@ public enum SyntheticWriter {
             for i in 0..<(hi - lo) { output[written + i] = generator.value(key: key, index: first + i) }
             written += hi - lo
         }
-    }
-
-    /// Creates `path` as a folder unless it already is one.
-    static func makeFolder(_ path: String) throws(SafeTensorsError) {
-        if let status = FileSystem.status(of: path) {
-            guard status.kind == .folder else {
-                throw .io(file: path, operation: "create folder", message: "a file of that name exists (the diffusers layout is written as a folder)")
-            }
-            return
-        }
-        do { try FileSystem.makeFolder(path) } catch { throw .system(error) }
     }
 }
 

@@ -2,20 +2,9 @@ import SafeTensors
 
 /// IEEE half-precision conversions as numpy performs them (the arithmetic gguf-py relies on).
 enum Half {
-    /// half → float, exact (numpy `astype(np.float32)` of a float16).
+    /// half → float, exact (numpy `astype(np.float32)` of a float16): the format layer's conversion.
     @inline(__always)
-    static func toFloat(_ h: UInt16) -> Float {
-        let sign = UInt32(h & 0x8000) << 16
-        let exponent = UInt32(h >> 10) & 0x1F
-        let mantissa = UInt32(h) & 0x3FF
-        if exponent == 0 {
-            // Zero or subnormal: mantissa × 2^-24, exact in Float.
-            let magnitude = Float(mantissa) * 0x1p-24
-            return Float(bitPattern: magnitude.bitPattern | sign)
-        }
-        if exponent == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13)) }
-        return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
-    }
+    static func toFloat(_ h: UInt16) -> Float { FloatCodec.halfToFloat(h) }
 
     /// float → half as numpy's `astype(np.float16)`: round to nearest even, overflow to ±inf; a
     /// NaN keeps its sign and the top 10 bits of its payload (numpy's `npy_floatbits_to_halfbits`:

@@ -22,6 +22,26 @@ public enum AdapterInitialization {
         return modules.sorted()
     }
 
+    /// The target names the attention linears of `weights` answer to (`to_q`, `to_out.0`,
+    /// `add_k_proj`, …), sorted.
+    public static func availableTargets(_ weights: TransformerWeights) -> [String] {
+        var targets = Set<String>()
+        for name in weights.names where name.hasSuffix(".weight") && (try? weights.shape(of: name))?.count == 2 {
+            let parts = name.dropLast(".weight".count).split(separator: ".").map(String.init)
+            guard let i = parts.lastIndex(where: { $0.hasPrefix("attn") }), i + 1 < parts.count else { continue }
+            targets.insert(parts[(i + 1)...].joined(separator: "."))
+        }
+        return targets.sorted()
+    }
+
+    /// Throws `TrainingError.unknownTarget` for the first of `targets` that matches no attention
+    /// module of `weights`, naming it and the targets there are.
+    public static func checkTargets(_ weights: TransformerWeights, targets: [String]) throws(TrainingError) {
+        for target in targets where targetModules(weights, targets: [target]).isEmpty {
+            throw .unknownTarget(target: target, model: weights.path, known: availableTargets(weights))
+        }
+    }
+
     /// A fresh adapter set (scale α/r) for `modules` of `weights`, drawn from `seed`.
     public static func make(_ weights: TransformerWeights, modules: [String], rank: Int, alpha: Double,
                             seed: UInt64) throws(TrainingError) -> AdapterSet {

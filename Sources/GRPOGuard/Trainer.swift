@@ -61,6 +61,7 @@ public final class Trainer {
         self.weights = weights
         self.reward = reward
         driver = try ModelDriver(model: model, prompts: prompts, config: config)
+        try AdapterInitialization.checkTargets(weights, targets: config.loraTargets)
         modules = AdapterInitialization.targetModules(weights, targets: config.loraTargets)
         guard !modules.isEmpty else {
             throw .badConfigValue(source: "config", key: "lora_targets",

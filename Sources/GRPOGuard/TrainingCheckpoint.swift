@@ -54,6 +54,34 @@ public enum TrainingCheckpoint {
         }
     }
 
+    /// Removes every checkpoint in `folder` (`RUN/checkpoints`) but the newest `keep` and the
+    /// older ones their XOR chains need (each archive's reference, transitively), so every kept
+    /// checkpoint still decodes. A checkpoint is renamed aside (`.old-…`) before it is deleted,
+    /// so a kill leaves it whole or gone. Returns the steps removed. `keep` 0 keeps all.
+    @discardableResult
+    public static func prune(in folder: String, keep: Int) -> [Int] {
+        guard keep > 0 else { return [] }
+        let all = list(in: folder)
+        guard all.count > keep else { return [] }
+        var needed = Set<String>()
+        var pending = all.suffix(keep).map { ($0.path as NSString).lastPathComponent }
+        let byName = Dictionary(uniqueKeysWithValues: all.map { (($0.path as NSString).lastPathComponent, $0) })
+        while let name = pending.popLast() {
+            guard needed.insert(name).inserted, let reference = byName[name]?.reference else { continue }
+            pending.append((reference as NSString).deletingLastPathComponent)
+        }
+        var removed: [Int] = []
+        for checkpoint in all where !needed.contains((checkpoint.path as NSString).lastPathComponent) {
+            let aside = folder + "/.old-" + (checkpoint.path as NSString).lastPathComponent
+            FileSystem.removeTree(aside)
+            guard (try? FileSystem.rename(checkpoint.path, to: aside)) != nil else { continue }
+            FileSystem.removeTree(aside)
+            removed.append(checkpoint.step)
+        }
+        if !removed.isEmpty { FileSystem.sync(folder) }
+        return removed
+    }
+
     /// Reads `checkpoint.json` of a checkpoint folder.
     public static func info(at path: String) throws(TrainingError) -> Info {
         let file = path + "/checkpoint.json"

@@ -106,6 +106,12 @@ public struct TrainingConfig: Sendable, Equatable {
     public var checkpointEvery: Int = 10
     /// Store each checkpoint's adapter as an XOR delta of the previous checkpoint's archive.
     public var checkpointXOR: Bool = true
+    /// Keep only the newest this many checkpoints (and every older one their XOR chains need);
+    /// 0 keeps all.
+    public var keepCheckpoints: Int = 0
+    /// The dtype of the exported adapters' factors in `RUN/final/` (float32, bf16 or fp16;
+    /// checkpoints are always float32).
+    public var exportDType: DType = .f32
     /// Compute threads.
     public var threads: Int = 1
 
@@ -188,13 +194,13 @@ public struct TrainingConfig: Sendable, Equatable {
         "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range", "bias_mode",
         "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
         "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "ema_decay",
-        "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "threads",
+        "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "threads",
     ]
 
     /// Sets `key` from CLI text: JSON when it parses as a JSON number/bool/array/null, else the string itself.
     public mutating func set(key: String, text: String, source: String) throws(TrainingError) {
         let stringKeys: Set<String> = ["model", "model_config", "prompts", "reward", "reward_on_failure", "output",
-                                       "objective", "bias_mode", "advantage_scale", "lora_targets"]
+                                       "objective", "bias_mode", "advantage_scale", "lora_targets", "export_dtype"]
         let value: JSONValue
         let t = text.trimmingCharacters(in: .whitespaces)
         if stringKeys.contains(key) {
@@ -268,6 +274,8 @@ public struct TrainingConfig: Sendable, Equatable {
         case "ema": useEMA = try v.bool()
         case "checkpoint_every": checkpointEvery = try v.int(min: 0)
         case "checkpoint_xor": checkpointXOR = try v.bool()
+        case "keep_checkpoints": keepCheckpoints = try v.int(min: 0)
+        case "export_dtype": exportDType = try v.choice(DType.self, Self.exportDTypeNames)
         case "threads": threads = try v.int(min: 1)
             if threads > 1024 { throw v.bad("must be at most 1024, found \(threads)") }
         default:
@@ -319,9 +327,13 @@ public struct TrainingConfig: Sendable, Equatable {
             ("adam_beta1", d(adamBeta1)), ("adam_beta2", d(adamBeta2)), ("adam_epsilon", d(adamEpsilon)),
             ("weight_decay", d(weightDecay)), ("max_grad_norm", d(maxGradNorm)), ("ema_decay", d(emaDecay)),
             ("ema_interval", i(emaInterval)), ("ema", .bool(useEMA)), ("checkpoint_every", i(checkpointEvery)),
-            ("checkpoint_xor", .bool(checkpointXOR)), ("threads", i(threads)),
+            ("checkpoint_xor", .bool(checkpointXOR)), ("keep_checkpoints", i(keepCheckpoints)),
+            ("export_dtype", .string(Self.exportDTypeNames.first { $0.value == exportDType }?.key ?? "fp32")), ("threads", i(threads)),
         ])
     }
+
+    /// The spellings of `export_dtype`.
+    static let exportDTypeNames: [String: DType] = ["fp32": .f32, "bf16": .bf16, "fp16": .f16]
 
     /// The keys a resumed run must agree on with the checkpoint's run: everything but the output
     /// folder, the step count (a run may be extended), checkpoint cadence, reward transport
@@ -329,7 +341,7 @@ public struct TrainingConfig: Sendable, Equatable {
     /// is promised only for the same count).
     var fingerprintJSON: JSONValue {
         guard case let .object(members) = json else { return json }
-        let ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
+        let ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
         return .object(members.filter { !ignored.contains($0.key) })
     }
 }

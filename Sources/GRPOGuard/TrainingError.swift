@@ -5,6 +5,8 @@ public enum TrainingError: Error, Sendable, CustomStringConvertible {
     case unreadableConfig(path: String, reason: String)
     /// A config key is unknown, or its value has the wrong type or lies outside its range.
     case badConfigValue(source: String, key: String, reason: String)
+    /// A `lora_targets` name that matches no attention module of the model.
+    case unknownTarget(target: String, model: String, known: [String])
     /// A required config key is missing.
     case missingConfigValue(source: String, key: String)
     /// The model cannot be loaded.
@@ -25,6 +27,8 @@ public enum TrainingError: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .unreadableConfig(path, reason):
             return "config \(path): \(reason)"
+        case let .unknownTarget(target, model, known):
+            return "lora_targets: \"\(target)\" matches no attention module of \(model) (its attention modules: \(known.joined(separator: ", ")))"
         case let .badConfigValue(source, key, reason):
             return "config \(source): key \"\(key)\": \(reason)"
         case let .missingConfigValue(source, key):

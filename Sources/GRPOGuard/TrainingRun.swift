@@ -40,9 +40,13 @@ public enum TrainingRun {
     /// Trains per `config`. With `resume` the newest complete checkpoint in the run folder is
     /// continued (bit-identical to an uninterrupted run); without it the folder must hold none.
     /// `stopAfter` ends the process's work after that many training steps in all (for tests of
-    /// interruption: no export). `log` receives progress lines.
-    public static func run(config: TrainingConfig, resume: Bool, stopAfter: Int? = nil,
-                           log: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
+    /// interruption: no export). With `replace`, an existing run folder is moved aside and removed
+    /// once the model, prompts and reward have loaded, and the run starts afresh in a new one.
+    /// `log` receives notes (`resuming …`); `progress` receives the status line of each training
+    /// step (the caller decides how often to show it).
+    public static func run(config: TrainingConfig, resume: Bool, replace: Bool = false, stopAfter: Int? = nil,
+                           log: (String) -> Void = { _ in },
+                           progress: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
         let started = Date()
         let weights: TransformerWeights
         let model: any DiffusionTransformer
@@ -60,13 +64,14 @@ public enum TrainingRun {
         let run = config.output
         let checkpoints = run + "/checkpoints"
         let fingerprint = config.fingerprintJSON.compactText
+        if replace && !resume { try removeRunFolder(run) }
         let (resumedFrom, diagnosticsLength) = try openRunFolder(trainer, resume: resume, fingerprint: fingerprint, log: log)
         let diagnosticsPath = run + "/diagnostics.jsonl"
         let diagnostics = try DiagnosticsLog(path: diagnosticsPath, truncateTo: diagnosticsLength)
         try writeFileAtomically(Array((config.json.compactText + "\n").utf8), to: run + "/config.json")
 
         let target = min(config.steps, stopAfter ?? config.steps)
-        let lastReward = try train(trainer, until: target, diagnostics: diagnostics, fingerprint: fingerprint, log: log)
+        let lastReward = try train(trainer, until: target, diagnostics: diagnostics, fingerprint: fingerprint, progress: progress)
         var exports: [(kind: String, path: String)] = []
         var evaluation: (base: Double, trained: Double)?
         if trainer.step >= config.steps {
@@ -77,6 +82,19 @@ public enum TrainingRun {
                               checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
                               evaluation: evaluation, modules: trainer.modules.count,
                               parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+    }
+
+    /// Removes an earlier run folder: renamed aside in one step (so it is whole or gone), then
+    /// deleted.
+    static func removeRunFolder(_ run: String) throws(TrainingError) {
+        let folder = FileSystem.trimmingTrailingSlashes(run)
+        guard FileSystem.exists(folder) else { return }
+        let aside = FileSystem.parentFolder(of: folder) + "/." + FileSystem.lastComponent(of: folder) + ".old-\(ProcessControl.currentID)"
+        FileSystem.removeTree(aside)
+        do { try FileSystem.rename(folder, to: aside, operation: "replace the run folder") } catch {
+            throw .io(path: folder, reason: "cannot replace the run folder: \(error)")
+        }
+        FileSystem.removeTree(aside)
     }
 
     /// Creates `RUN/checkpoints` (removing a killed run's leftovers) and, with `resume`, restores
@@ -108,11 +126,11 @@ public enum TrainingRun {
         return (nil, 0)
     }
 
-    /// Trains until step `target`: each step's records go to the diagnostics log and a progress
-    /// line to `log`; a checkpoint every `checkpointEvery` steps and at the last step. Returns the
+    /// Trains until step `target`: each step's records go to the diagnostics log and a status
+    /// line to `progress`; a checkpoint every `checkpointEvery` steps and at the last step. Returns the
     /// last step's mean reward (nil when no step ran).
     static func train(_ trainer: Trainer, until target: Int, diagnostics: DiagnosticsLog, fingerprint: String,
-                      log: (String) -> Void) throws(TrainingError) -> Double? {
+                      progress: (String) -> Void) throws(TrainingError) -> Double? {
         let config = trainer.config
         let checkpoints = config.output + "/checkpoints"
         var lastReward: Double?
@@ -122,7 +140,7 @@ public enum TrainingRun {
             for r in records { try diagnostics.append(r.json) }
             let seconds = Date().timeIntervalSince(t0)
             lastReward = records.last?.rewardMean
-            if let r = records.last { log(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
+            if let r = records.last { progress(progressLine(r, total: config.steps, secondsPerStep: seconds, done: trainer.step)) }
             let due = config.checkpointEvery > 0 && trainer.step % config.checkpointEvery == 0
             if due || trainer.step == config.steps {
                 try checkpoint(trainer, diagnostics: diagnostics, fingerprint: fingerprint, folder: checkpoints)
@@ -164,11 +182,11 @@ public enum TrainingRun {
         }
     }
 
-    /// Writes the exported adapter as a diffusers file to `path`.
-    static func writeAdapter(_ trainer: Trainer, to path: String) throws(TrainingError) {
+    /// Writes the exported adapter as a diffusers file to `path` (factors in `dtype`).
+    static func writeAdapter(_ trainer: Trainer, to path: String, dtype: DType = .f32) throws(TrainingError) {
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
-        do { try LoRAWriter.write(adapter, format: .diffusers, to: path, architecture: trainer.weights.architecture) } catch {
+        do { try LoRAWriter.write(adapter, format: .diffusers, to: path, architecture: trainer.weights.architecture, dtype: dtype) } catch {
             throw .io(path: path, reason: "cannot write the adapter: \(error)")
         }
     }
@@ -182,6 +200,7 @@ public enum TrainingRun {
         _ = try TrainingCheckpoint.write(state: trainer.state, diagnosticsBytes: diagnostics.length, fingerprint: fingerprint,
                                          modules: trainer.modules, adapterFile: scratch, useXOR: trainer.config.checkpointXOR,
                                          threads: trainer.config.threads, in: folder)
+        TrainingCheckpoint.prune(in: folder, keep: trainer.config.keepCheckpoints)
     }
 
     /// Exports the adapter into `RUN/final/` (written in a temporary folder, then renamed).
@@ -192,12 +211,14 @@ public enum TrainingRun {
             throw .io(path: run + "/.final-tmp", reason: "cannot create: \(error.message)")
         }
         let temp = staging.stagingPath
-        try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors")
+        let dtype = trainer.config.exportDType
+        try writeAdapter(trainer, to: temp + "/pytorch_lora_weights.safetensors", dtype: dtype)
         let adapter = AdapterInitialization.adapter(modules: trainer.modules, values: trainer.exportedFactors,
                                                     alpha: trainer.config.loraAlpha, family: trainer.weights.architecture.family)
         do {
-            try LoRAWriter.write(adapter, format: .peft, to: temp + "/peft", architecture: trainer.weights.architecture)
-            try LoRAWriter.write(adapter, format: .kohya, to: temp + "/adapter_kohya.safetensors", architecture: trainer.weights.architecture)
+            try LoRAWriter.write(adapter, format: .peft, to: temp + "/peft", architecture: trainer.weights.architecture, dtype: dtype)
+            try LoRAWriter.write(adapter, format: .kohya, to: temp + "/adapter_kohya.safetensors", architecture: trainer.weights.architecture,
+                                 dtype: dtype)
         } catch {
             throw .io(path: temp, reason: "cannot export the adapter: \(error)")
         }

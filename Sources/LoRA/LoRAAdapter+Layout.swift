@@ -1,5 +1,6 @@
 import BLAS
 import Checkpoints
+import JSON
 import SafeTensors
 
 extension LoRAAdapter {
@@ -96,6 +97,25 @@ extension LoRAAdapter {
                            extraMetadata: extraMetadata)
     }
 
+    /// The modules `converted(to:architecture:)` fuses from several split LoRAs (their B is
+    /// block-diagonal, one block per part), each with its parts and their ranks, in module order.
+    public func fusedModules(to target: KeyLayout, architecture: Architecture) throws -> [FusedModule] {
+        guard target != layout else { return [] }
+        var order: [String] = []
+        var parts: [String: [Int]] = [:]
+        for (i, m) in modules.enumerated() {
+            for p in try architecture.mapModule(m.name, from: layout).pieces {
+                if parts[p.target] == nil { order.append(p.target) }
+                if parts[p.target]?.contains(i) != true { parts[p.target, default: []].append(i) }
+            }
+        }
+        return order.compactMap { name in
+            let sources = parts[name]!
+            guard sources.count > 1 else { return nil }
+            return FusedModule(name: name, parts: sources.map { modules[$0].name }, ranks: sources.map { modules[$0].rank })
+        }
+    }
+
     /// ΔW of every adapted base weight, keyed by the ORIGINAL-layout module name (no prefix), each
     /// [out, in]: what merging the adapter adds to the base model. Computed from the module mappings
     /// directly (not through `converted`), so it can check conversions.
@@ -180,3 +200,26 @@ extension LoRAAdapter {
 /// The most blocks an architecture is inferred with from an adapter's block indices (published
 /// models have at most 57): a hostile index must not size a huge (or overflowing) module list.
 let maximumInferredBlocks = 1024
+
+/// A module written as the fusion of several split LoRAs: A stacks the parts' A's (rank Σr) and
+/// B is block-diagonal, one block per part, each part's scale folded in. Exact, but the rank is
+/// not a free rank-Σr LoRA's: the metadata of a kohya or ComfyUI file says which modules these are.
+public struct FusedModule: Sendable, Hashable {
+    /// The fused module (the target layout's name, e.g. `joint_blocks.0.x_block.attn.qkv`).
+    public var name: String
+    /// The split modules fused into it, in block order.
+    public var parts: [String]
+    /// Their ranks: the sizes of B's diagonal blocks.
+    public var ranks: [Int]
+
+    /// The `__metadata__` key listing fused modules.
+    public static let metadataKey = "flowguard.fused_block_diagonal"
+
+    /// `{"<module>": {"parts": [...], "ranks": [...]}, ...}` (compact JSON, module order).
+    static func metadataJSON(_ modules: [FusedModule]) -> String {
+        JSONValue.object(modules.map { m in
+            (key: m.name, value: JSONValue.object([("parts", .array(m.parts.map { .string($0) })),
+                                                   ("ranks", .array(m.ranks.map { .int(Int64($0)) }))]))
+        }).compactText
+    }
+}

@@ -27,8 +27,10 @@ public struct MergeReport: Sendable {
     public var conversion: ConversionReport
     /// Number of output tensors of each dtype.
     public var tensorsByDType: [DType: Int]
-    /// The file written.
+    /// The file or folder written.
     public var outputPath: String
+    /// The files written (one `.safetensors` file, or a diffusers folder's weights and `config.json`).
+    public var outputFiles: [String]
     /// Wall-clock seconds.
     public var elapsedSeconds: Double
 }
@@ -41,8 +43,11 @@ public enum LoRAMerge {
     /// tensors are copied byte for byte by the kernel (or converted when `dtype` differs);
     /// touched tensors are widened to Float32, receive ΔW row slices through sgemm, and are
     /// encoded back in their own dtype (or `dtype`). Peak memory: one base tensor in Float32.
-    /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded or folder base is
-    /// written as one file. Throws `LoRAError` (misplaced module, NaN/∞ in a factor),
+    /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded base is written as
+    /// one file; a base given as a folder (a diffusers model folder) is written as a folder
+    /// unless `output` ends in `.safetensors` (see `writesFolder`): its weights in one
+    /// `diffusion_pytorch_model.safetensors` beside the base's `config.json` (or the one derived
+    /// from the shapes), staged and put in place whole. Throws `LoRAError` (misplaced module, NaN/∞ in a factor),
     /// `CheckpointError` (base not recognised), `LoRAMergeError` or `SafeTensorsError`; on
     /// failure nothing is left at `output`.
     @discardableResult
@@ -52,7 +57,8 @@ public enum LoRAMerge {
         let start = monotonicSeconds()
         if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
         try checkFinite(adapter)
-        try checkOutput(output, inputs: base.files.map(\.path))
+        let asFolder = writesFolder(output, base: base)
+        try checkOutput(output, folder: asFolder, inputs: base.files.map(\.path) + (base.indexPath.map { [$0] } ?? []))
         // An all-in-one base: the transformer is detected and merged, every other component
         // is copied byte for byte.
         let detected = try Architecture.detect(base.transformerOnly().infos)
@@ -78,7 +84,10 @@ public enum LoRAMerge {
         for (key, value) in base.metadata ?? [] { metadata[key] = value }
         if metadata["format"] == nil { metadata["format"] = "pt" }
 
-        try SafeTensorsWriter.write(to: output, specs: specs, metadata: metadata) { sink in
+        let staged: AtomicFolder?
+        do { staged = asFolder ? try AtomicFolder(destination: output, placement: .replace()) : nil } catch { throw SafeTensorsError.system(error) }
+        let weightsPath = staged.map { $0.stagingPath + "/diffusion_pytorch_model.safetensors" } ?? output
+        try SafeTensorsWriter.write(to: weightsPath, specs: specs, metadata: metadata) { sink in
             guard let entry = base.entry(sink.info.name) else {
                 throw SafeTensorsError.tensorNotFound(file: base.path, tensor: sink.info.name)
             }
@@ -102,13 +111,23 @@ public enum LoRAMerge {
             done += sink.info.byteCount
             progress?(done, total)
         }
+        var files = [output]
+        if let staged {
+            let configBytes = try baseConfig(base) ?? Array(detected.architecture.diffusersConfigJSON().utf8)
+            do {
+                let config = try AtomicFile(destination: staged.stagingPath + "/config.json")
+                try config.write(configBytes)
+                try config.commit()
+                files = try staged.commit(order: ["diffusion_pytorch_model.safetensors", "config.json"])
+            } catch { throw SafeTensorsError.system(error) }
+        }
         var byDType: [DType: Int] = [:]
         for spec in specs { byDType[spec.dtype, default: 0] += 1 }
         return MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
                            adapterLayout: adapter.layout, modulesMerged: adapter.modules.count,
                            touchedTensors: placement.touchedTensors, tensorsWritten: specs.count, dataBytes: total,
                            scale: scale, unmerged: unmerge, conversion: report, tensorsByDType: byDType,
-                           outputPath: output, elapsedSeconds: monotonicSeconds() - start)
+                           outputPath: output, outputFiles: files, elapsedSeconds: monotonicSeconds() - start)
     }
 
     /// Adds each slice's rows of factor·B·A (or factor·bias) to `values`, a row-major tensor
@@ -160,15 +179,30 @@ public enum LoRAMerge {
         }
     }
 
-    /// Refuses an output that is a folder or one of the input files.
-    static func checkOutput(_ output: String, inputs: [String]) throws {
-        if output.hasSuffix("/") || FileSystem.isFolder(output) {
+    /// Whether the merge of `base` into `output` writes a diffusers folder: the base was given as
+    /// a folder and `output` does not end in `.safetensors`.
+    public static func writesFolder(_ output: String, base: TensorCollection) -> Bool {
+        FileSystem.isFolder(base.path) && !output.hasSuffix(".safetensors")
+    }
+
+    /// The `config.json` beside the base's weights, when the base is a folder holding one.
+    static func baseConfig(_ base: TensorCollection) throws -> [UInt8]? {
+        guard FileSystem.isFolder(base.path), FileSystem.exists(base.path + "/config.json") else { return nil }
+        return try readWholeFile(base.path + "/config.json", limit: 16 << 20)
+    }
+
+    /// Refuses an output of the wrong kind (a folder where a file is written), one of the input
+    /// files, or the folder holding them.
+    static func checkOutput(_ output: String, folder: Bool, inputs: [String]) throws {
+        if !folder && (output.hasSuffix("/") || FileSystem.isFolder(output)) {
             throw LoRAMergeError.badOutput(path: output, reason: "is a folder; the output is a single .safetensors file")
         }
         guard let target = FileSystem.identity(of: output) else { return }
         for input in inputs {
-            if FileSystem.identity(of: input) == target {
-                throw LoRAMergeError.badOutput(path: output, reason: "is an input file; refusing to overwrite it")
+            let candidate = folder ? FileSystem.parentFolder(of: input) : input
+            if FileSystem.identity(of: candidate) == target {
+                throw LoRAMergeError.badOutput(path: output, reason: folder ? "holds the base's files; refusing to replace it"
+                                                                            : "is an input file; refusing to overwrite it")
             }
         }
     }

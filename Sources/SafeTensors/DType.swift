@@ -62,7 +62,7 @@ public enum DType: String, CaseIterable, Sendable, Hashable, Codable {
         case "fp16", "f16", "half", "float16": self = .f16
         case "fp32", "f32", "float", "float32": self = .f32
         case "fp64", "f64", "double", "float64": self = .f64
-        case "f8_e4m3", "fp8", "fp8_e4m3", "f8e4m3", "float8_e4m3fn": self = .f8e4m3
+        case "f8_e4m3", "fp8", "fp8_e4m3", "f8e4m3", "float8_e4m3fn", "fp8_e4m3fn", "f8_e4m3fn": self = .f8e4m3
         case "f8_e5m2", "fp8_e5m2", "f8e5m2", "float8_e5m2": self = .f8e5m2
         default:
             if let upper = DType(rawValue: text.uppercased()) { self = upper } else { return nil }

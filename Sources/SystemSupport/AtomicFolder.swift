@@ -7,8 +7,10 @@
 package final class AtomicFolder {
     /// How the staged files take the destination's place.
     package enum Placement: Sendable {
-        /// The staged folder replaces the destination whole: staged beside it, the old folder
-        /// (if any) is moved aside, the new one renamed into place and the old one removed.
+        /// The staged folder replaces the destination whole: staged beside it, then swapped with
+        /// an existing folder in one atomic `renameat2` exchange where the kernel offers it
+        /// (otherwise the old folder is moved aside and the new one renamed into place), and the
+        /// old one removed.
         /// `staging` and `aside` name the hidden folders beside the destination (default
         /// `.NAME.tmp-PID-RANDOM` and `.NAME.old-PID-RANDOM`); a named staging folder left by an
         /// earlier run is removed first.
@@ -84,6 +86,9 @@ package final class AtomicFolder {
                 FileSystem.removeEmptyFolder(stagingPath)
             case .merge:
                 try FileSystem.rename(stagingPath, to: destination, operation: "move into place")
+            case .replace where FileSystem.isFolder(destination) && FileSystem.exchange(stagingPath, destination):
+                // One atomic swap: the new folder is in place and the old one at the staging path.
+                FileSystem.removeTree(stagingPath)
             case let .replace(_, aside):
                 var old: String?
                 if FileSystem.exists(destination) {
@@ -112,4 +117,21 @@ package final class AtomicFolder {
 
     /// Removes the staging folder and everything in it; the destination is untouched.
     package func abandon() { staging.discard() }
+}
+
+extension AtomicFile {
+    /// Throws the error writing `destination` would meet (its folder missing or not writable), by
+    /// creating and removing the temporary file a writer would use: for commands that compute a
+    /// while before they write.
+    package static func checkWritable(_ destination: String) throws(SystemError) {
+        try AtomicFile(destination: destination).abandon()
+    }
+}
+
+extension AtomicFolder {
+    /// Throws the error writing folder `destination` would meet (its parent missing or not
+    /// writable, a file in its place), by creating and removing the staging folder.
+    package static func checkWritable(_ destination: String) throws(SystemError) {
+        try AtomicFolder(destination: destination, placement: .replace()).abandon()
+    }
 }

@@ -15,6 +15,8 @@ enum DynamicSymbols {
     typealias ListFolder = @convention(c) (Int32, UnsafeMutableRawPointer, Int) -> Int
     /// `mallopt(3)`: parameter, value.
     typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    /// `renameat2(2)`: old folder fd, old path, new folder fd, new path, flags.
+    typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
 
     static let copyFileRange: CopyFileRange? = lookUp("copy_file_range")
     static let syncFileRange: SyncFileRange? = lookUp("sync_file_range")
@@ -23,6 +25,9 @@ enum DynamicSymbols {
     /// Async-signal-safe folder listing for the SIGBUS handler (opendir would allocate).
     static let listFolder: ListFolder? = lookUp("getdents64")
     static let mallopt: Mallopt? = lookUp("mallopt")
+    static let renameAt2: RenameAt2? = lookUp("renameat2")
+    /// RENAME_EXCHANGE: swap the two paths atomically.
+    static let renameExchange: UInt32 = 2
 
     /// The function called `name`, cast to `F`. The caller's `F` must be the function's true C
     /// signature: the cast is unchecked.

@@ -22,6 +22,9 @@ package struct FileDescriptor: Sendable, Hashable {
     /// Standard error (descriptor 2).
     package static let standardError = FileDescriptor(rawValue: 2, path: "<standard error>")
 
+    /// Whether the descriptor is a terminal (`isatty(3)`): progress is redrawn in place only there.
+    package var isTerminal: Bool { isatty(rawValue) == 1 }
+
     // MARK: opening and closing
 
     /// Opens `path` read-only (close-on-exec).

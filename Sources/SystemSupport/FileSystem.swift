@@ -104,6 +104,13 @@ package enum FileSystem {
         guard systemRename(source, destination) == 0 else { throw .last(path: destination, operation: operation) }
     }
 
+    /// Swaps `a` and `b` atomically (`renameat2(2)` with RENAME_EXCHANGE; both must exist, in one
+    /// filesystem). False, having changed nothing, where the kernel or C library cannot.
+    package static func exchange(_ a: String, _ b: String) -> Bool {
+        guard let renameAt2 = DynamicSymbols.renameAt2 else { return false }
+        return renameAt2(AT_FDCWD, a, AT_FDCWD, b, DynamicSymbols.renameExchange) == 0
+    }
+
     /// Removes the file (not folder) `path`; true when it is gone.
     @discardableResult
     package static func removeFile(_ path: String) -> Bool { unlink(path) == 0 }

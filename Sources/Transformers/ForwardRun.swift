@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import SystemSupport
 import TensorRuntime
 
 /// One forward pass of a transformer from files to a file: what `flowguard run` does. Inputs are
@@ -70,8 +71,10 @@ public struct ForwardRunReport: Sendable {
 
 extension ForwardRun {
     /// Loads the model, the inputs and the adapters, runs the forward pass and writes `output`.
-    /// `progress` receives one line per stage. Nothing is written when anything fails.
+    /// `progress` receives one line per stage. Nothing is written when anything fails; an output
+    /// that cannot be written (its folder missing or read-only) is an error before any work.
     public func run(progress: (String) -> Void = { _ in }) throws -> ForwardRunReport {
+        do { try AtomicFile.checkWritable(outputPath) } catch { throw SafeTensorsError.system(error) }
         let clock = ContinuousClock()
         let loadStart = clock.now
         progress("loading \(modelPath)")

@@ -8,10 +8,11 @@ import SafeTensors
 // a usage error (exit 2) that lists the valid ones, and `--help` shows them.
 
 /// `--dtype`: the floating-point dtypes a checkpoint can be written in. Common spellings
-/// (`bfloat16`, `half`, `float32`, `fp8`, ...) are accepted too.
+/// (`bfloat16`, `half`, `float32`, `fp8`, and ComfyUI's `fp8_e4m3fn` and `fp8_e5m2`) are accepted too.
 enum OutputDType: String, CaseIterable, ExpressibleByArgument {
     case bf16, fp16, fp32
     case f8e4m3 = "f8_e4m3"
+    case f8e5m2 = "f8_e5m2"
 
     init?(argument: String) {
         guard let dtype = DType(userSpelling: argument),
@@ -26,6 +27,27 @@ enum OutputDType: String, CaseIterable, ExpressibleByArgument {
         case .fp16: return .f16
         case .fp32: return .f32
         case .f8e4m3: return .f8e4m3
+        case .f8e5m2: return .f8e5m2
+        }
+    }
+}
+
+/// `--dtype` of an adapter: the factors' dtype (α stays float32). Common spellings are accepted.
+enum AdapterDType: String, CaseIterable, ExpressibleByArgument {
+    case bf16, fp16, fp32
+
+    init?(argument: String) {
+        guard let dtype = DType(userSpelling: argument),
+              let match = Self.allCases.first(where: { $0.dtype == dtype }) else { return nil }
+        self = match
+    }
+
+    /// The dtype written.
+    var dtype: DType {
+        switch self {
+        case .bf16: return .bf16
+        case .fp16: return .f16
+        case .fp32: return .f32
         }
     }
 }

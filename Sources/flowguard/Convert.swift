@@ -46,6 +46,11 @@ struct Convert: ParsableCommand {
     @Option(help: "Key prefix of an original-layout output (default: sai for SD3, none for FLUX).")
     var prefix: KeyPrefix?
 
+    @Option(help: "A diffusers config.json for the values the weights do not hold (sample_size, a head size, RoPE axes); default: IN's own when IN is a model folder.")
+    var config: String?
+
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -62,6 +67,7 @@ struct Convert: ParsableCommand {
                 throw ValidationError("--dtype \(dtype.text) cannot be written to GGUF; choose one of "
                                       + Converter.ggufOutputTypes.map { $0.name.lowercased() }.joined(separator: ", ") + ".")
             }
+            try overwrite.check(output, writes: .file)
             return
         }
         guard let layout else { throw ValidationError("Missing expected argument '--layout <layout>'.") }
@@ -69,13 +75,21 @@ struct Convert: ParsableCommand {
         if let dtype, dtype.float == nil {
             throw ValidationError("--dtype \(dtype.text) is a GGUF block type: it is written only to a .gguf output.")
         }
+        try overwrite.check(output, writes: Converter.writesFolder(output, layout: layout, shardSize: shardSize) ? .folder : .file)
     }
 
     func run() throws {
         let source = try TensorCollection.transformerCheckpoint(input)
         for note in source.notes { log.note("note: \(note)") }
         if writesGGUF { return try runGGUF(source) }
-        let converter = try Converter(source: source, to: layout ?? .original, prefix: prefix, dtype: dtype?.float?.dtype)
+        let layout = self.layout ?? .original
+        let described = try Architecture.describe(source, configPath: config)
+        let converter = Converter(source: source, plan: ConversionPlan(source: described.detected, to: layout, prefix: prefix),
+                                  dtype: dtype?.float?.dtype)
+        // What the written config.json could not take from the weights or a configuration.
+        if layout == .diffusers && Converter.writesFolder(output, layout: layout, shardSize: shardSize) && !style.json {
+            for note in described.notes { log.note("note: " + note) }
+        }
         let outputBytes = try converter.outputSpecs().reduce(0) { $0 + ($1.byteCount ?? 0) }
         let progress = log.progress("converting \(input)", total: outputBytes)
         let result = try converter.write(to: output, shardSize: shardSize) { done, _ in progress?.update(done) }
@@ -137,13 +151,13 @@ struct Convert: ParsableCommand {
             ("architecture", .string(r.architecture)),
             ("source_layout", .string(r.sourceLayout.rawValue)),
             ("target_layout", .string(r.targetLayout.rawValue)),
-            ("tensors", .int(Int64(r.tensorsWritten))),
+            ("tensor_count", .int(Int64(r.tensorsWritten))),
             ("tensors_by_dtype", .object(dtypes)),
             ("data_bytes", .int(Int64(r.dataBytes))),
             ("file_bytes", .int(Int64(r.fileBytes))),
-            ("saturated", .int(Int64(r.report.saturated))),
-            ("nan_replaced", .int(Int64(r.report.nanReplaced))),
-            ("unrepresentable", .int(Int64(r.report.unrepresentable))),
+            ("saturated_count", .int(Int64(r.report.saturated))),
+            ("nan_replaced_count", .int(Int64(r.report.nanReplaced))),
+            ("unrepresentable_count", .int(Int64(r.report.unrepresentable))),
             ("files", .array(r.outputPaths.map { .string($0) })),
             ("elapsed_seconds", .double(r.elapsedSeconds)),
         ])

@@ -56,12 +56,32 @@ struct Diff: ParsableCommand {
             progress?.update(done)
         }
         progress?.finish()
+        let hint = mapLayouts ? nil : Diff.layoutHint(diff, left, right)
         if style.json {
-            print(Diff.json(diff, a: a, b: b).compactText)
+            var object = Diff.json(diff, a: a, b: b)
+            if case .object(var members) = object {
+                members.append(("hint", hint.map { .string($0) } ?? .null))
+                object = .object(members)
+            }
+            print(object.compactText)
         } else {
             print(Diff.text(diff, a: a, b: b), terminator: "")
+            if let hint { log.note("note: " + hint) }
         }
         if diff.differs { throw ExitCode(1) }
+    }
+
+    /// A suggestion for a plain diff whose names do not line up because A and B are the same
+    /// model in two layouts (or with two key prefixes): compare with `--map-layouts`.
+    static func layoutHint(_ diff: CheckpointDiff, _ left: TensorCollection, _ right: TensorCollection) -> String? {
+        guard diff.onlyInACount + diff.onlyInBCount > 0,
+              let x = try? Architecture.detect(left.infos), let y = try? Architecture.detect(right.infos),
+              x.architecture.family == y.architecture.family, x.layout != y.layout || x.prefix != y.prefix else { return nil }
+        func form(_ d: DetectedCheckpoint) -> String {
+            d.layout.rawValue + " layout" + (d.prefix == .none ? "" : " (prefix '\(d.prefix.rawValue)')")
+        }
+        return "A is \(x.architecture.name) in the \(form(x)) and B in the \(form(y)): "
+            + "their names differ by layout; compare them with --map-layouts"
     }
 
     /// "N identical (bytes), M equal within tolerance, K differ, X only in A, Y only in B".
@@ -109,9 +129,9 @@ struct Diff: ParsableCommand {
             ("mapping", mapping),
             ("differ", .bool(diff.differs)),
             ("summary", .object([
-                ("identical_bytes", .int(Int64(diff.identicalCount))), ("equal_within_tolerance", .int(Int64(diff.equalCount))),
-                ("differ", .int(Int64(diff.differCount))), ("only_in_a", .int(Int64(diff.onlyInACount))),
-                ("only_in_b", .int(Int64(diff.onlyInBCount))),
+                ("identical_count", .int(Int64(diff.identicalCount))), ("equal_within_tolerance_count", .int(Int64(diff.equalCount))),
+                ("differ_count", .int(Int64(diff.differCount))), ("only_in_a_count", .int(Int64(diff.onlyInACount))),
+                ("only_in_b_count", .int(Int64(diff.onlyInBCount))),
             ])),
             ("tensors", .array(diff.tensors.map { t in
                 .object([
@@ -120,7 +140,7 @@ struct Diff: ParsableCommand {
                     ("dtype_b", t.dtypeB.map { .string($0.rawValue) } ?? .null),
                     ("shape_a", shape(t.shapeA)), ("shape_b", shape(t.shapeB)),
                     ("max_abs_diff", real(t.maxAbsDifference)), ("max_rel_diff", real(t.maxRelativeDifference)),
-                    ("rms_diff", real(t.rmsDifference)), ("nan_mismatches", .int(Int64(t.nanMismatches))),
+                    ("rms_diff", real(t.rmsDifference)), ("nan_mismatch_count", .int(Int64(t.nanMismatches))),
                 ])
             })),
         ])

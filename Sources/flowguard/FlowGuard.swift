@@ -1,4 +1,5 @@
 import ArgumentParser
+import JSON
 import SafeTensors
 import SystemSupport
 
@@ -13,26 +14,28 @@ struct FlowGuard: ParsableCommand {
 
         Exit status: 0 success, 1 bad input (the message names file, tensor and byte offset), 2 usage error (a missing or unknown option, a bad option value).
         """,
+        version: FlowGuardVersion.text,
         subcommands: [Inspect.self, Verify.self, Convert.self, Diff.self, Synth.self, LoRACommand.self, Run.self, Train.self, Report.self]
     )
 
-    /// Runs the command, mapping argument errors to exit status 2 and input errors to 1.
+    /// Runs the command, mapping argument errors to exit status 2 and input errors to 1. With
+    /// `--json`, an error is also printed as `{"error": message}` on standard output (the one
+    /// JSON object of the run), with the same exit status.
     static func main() {
         // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
         ProcessControl.ignoreFileSizeLimitSignal()
         // A checkpoint truncated by another process while mapped: a clean error, not a crash.
         MappingGuard.installSignalHandler()
+        let json = CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch let exit as ExitCode {
             ProcessControl.exit(exit.rawValue)
         } catch let failure as CommandFailure {
-            if !failure.message.isEmpty { printError(failure.message) }
-            ProcessControl.exit(1)
+            fail(failure.message, json: json)
         } catch let error as SafeTensorsError {
-            printError("error: \(error.description)")
-            ProcessControl.exit(1)
+            fail("error: \(error.description)", json: json)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
@@ -40,13 +43,27 @@ struct FlowGuard: ParsableCommand {
                 ProcessControl.exit(0)
             }
             if code == .validationFailure {
+                if json { printJSONError(message(for: error)) }
                 printError(fullMessage(for: error))
                 printError("Run 'flowguard --help' for usage.")
                 ProcessControl.exit(2)
             }
-            printError("error: \(error)")
-            ProcessControl.exit(1)
+            fail("error: \(error)", json: json)
         }
+    }
+
+    /// Reports an input error (`line` is what standard error shows, "error: …") and exits 1.
+    static func fail(_ line: String, json: Bool) -> Never {
+        if !line.isEmpty {
+            if json { printJSONError(line.hasPrefix("error: ") ? String(line.dropFirst(7)) : line) }
+            printError(line)
+        }
+        ProcessControl.exit(1)
+    }
+
+    /// `{"error": message}` on standard output.
+    static func printJSONError(_ message: String) {
+        print(JSONValue.object([("error", .string(message))]).compactText)
     }
 }
 

@@ -29,6 +29,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Also read every value (streamed): min, max, mean, std and NaN/Inf counts per tensor, and NaN/Inf totals.")
     var stats = false
 
+    @Option(help: "A diffusers config.json for the values the weights do not hold (sample_size, a head size, RoPE axes); default: a model folder's own.")
+    var config: String?
+
     @OptionGroup var log: LogOptions
 
     func run() throws {
@@ -47,9 +50,9 @@ struct Inspect: ParsableCommand {
                 if style.json { reports.append(StatsReport.json(collection, values, grouped: group)) }
                 else { print(StatsReport.text(collection, values, grouped: group), terminator: "") }
             } else if style.json {
-                reports.append(InspectReport.json(collection, grouped: group))
+                reports.append(InspectReport.json(collection, grouped: group, config: config))
             } else {
-                print(InspectReport.text(collection, grouped: group), terminator: "")
+                print(InspectReport.text(collection, grouped: group, config: config), terminator: "")
             }
         }
         if style.json { print(JSONValue.object([("files", .array(reports))]).compactText) }

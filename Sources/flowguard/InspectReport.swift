@@ -33,7 +33,7 @@ enum InspectReport {
         return out
     }
 
-    static func text(_ collection: TensorCollection, grouped: Bool) -> String {
+    static func text(_ collection: TensorCollection, grouped: Bool, config: String? = nil) -> String {
         let infos = collection.infos
         let foreign = isForeign(collection)
         var out = "\(collection.path)\n"
@@ -50,9 +50,9 @@ enum InspectReport {
                 out += "    \(pad(c.name, 32)) \(pad(c.prefix.isEmpty ? "(other keys)" : c.prefix + "*", 24)) \(padLeft(formatCount(c.tensors.count), 6)) tensors  "
                     + "\(padLeft(formatCount(c.parameterCount), 14)) parameters  (\(dtypes))\n"
             }
-            out += architectureText(collection.transformerOnly().infos).replacingOccurrences(of: "  architecture:", with: "  transformer architecture:")
+            out += architectureText(collection.transformerOnly(), config: config).replacingOccurrences(of: "  architecture:", with: "  transformer architecture:")
         } else {
-            out += architectureText(infos)
+            out += architectureText(collection, config: config)
         }
         let totalParams = max(1, infos.reduce(0) { $0 + $1.elementCount })
         out += "  parameters by dtype:\n"
@@ -96,23 +96,27 @@ enum InspectReport {
         return out
     }
 
-    /// The detected architecture and derived diffusers config, or why none was recognised.
-    static func architectureText(_ infos: [TensorInfo]) -> String {
-        Architecture.inspectText(infos)
+    /// The detected architecture and derived diffusers config (with the values no weight holds
+    /// from `config`, or a folder's own config.json), or why none was recognised.
+    static func architectureText(_ collection: TensorCollection, config: String?) -> String {
+        do { return Architecture.inspectText(try Architecture.describe(collection, configPath: config)) } catch {
+            return "  architecture: not recognised (\(String(describing: error)))\n"
+        }
     }
 
-    static func architectureJSON(_ infos: [TensorInfo]) -> JSONValue {
-        Architecture.inspectJSON(infos)
+    static func architectureJSON(_ collection: TensorCollection, config: String?) -> JSONValue {
+        guard let described = try? Architecture.describe(collection, configPath: config) else { return .null }
+        return Architecture.inspectJSON(described)
     }
 
-    static func json(_ collection: TensorCollection, grouped: Bool) -> JSONValue {
+    static func json(_ collection: TensorCollection, grouped: Bool, config: String? = nil) -> JSONValue {
         let infos = collection.infos
         var members: [(key: String, value: JSONValue)] = [
             ("path", .string(collection.path)),
             ("tensor_count", .int(Int64(infos.count))),
             ("parameter_count", .int(Int64(infos.reduce(0) { $0 + $1.elementCount }))),
             ("data_bytes", .int(Int64(collection.dataBytes))),
-            ("architecture", architectureJSON(collection.transformerOnly().infos)),
+            ("architecture", architectureJSON(collection.transformerOnly(), config: config)),
             ("parameters_by_dtype", .object(parametersByStorage(collection.entries).map { ($0.0, .int(Int64($0.1))) })),
             ("metadata", collection.metadata.map { .object($0.map { ($0.key, .string($0.value)) }) } ?? .null),
             ("files", .array(collection.files.map { file in
@@ -134,10 +138,10 @@ enum InspectReport {
         }
         if grouped {
             members.append(("groups", .array(TensorGrouping.groups(infos).map { g in
-                .object([("pattern", .string(g.pattern)), ("count", .int(Int64(g.names.count))),
+                .object([("pattern", .string(g.pattern)), ("tensor_count", .int(Int64(g.names.count))),
                          ("dtypes", .array(g.dtypes.map { .string($0.rawValue) })),
                          ("shapes", .array(g.shapes.map { .array($0.map { .int(Int64($0)) }) })),
-                         ("parameters", .int(Int64(g.parameters)))])
+                         ("parameter_count", .int(Int64(g.parameters)))])
             })))
         } else {
             members.append(("tensors", .array(collection.entries.map { entry in
@@ -145,7 +149,7 @@ enum InspectReport {
                 let bits: [(key: String, value: JSONValue)] = entry.file.format == "safetensors" ? [] : [("bits_per_weight", .double(entry.bitsPerWeight))]
                 return .object([("name", .string(entry.info.name)), ("dtype", .string(entry.storageName))] + bits + [
                                 ("shape", .array(entry.info.shape.map { .int(Int64($0)) })),
-                                ("parameters", .int(Int64(entry.info.elementCount))),
+                                ("parameter_count", .int(Int64(entry.info.elementCount))),
                                 ("data_offsets", .array([.int(Int64(entry.info.dataRange.lowerBound)), .int(Int64(entry.info.dataRange.upperBound))])),
                                 ("file", .string(entry.file.path)),
                                 ("file_offsets", .array([.int(Int64(start)), .int(Int64(start + entry.info.byteCount))]))])

@@ -41,12 +41,30 @@ struct LoRAConvert: ParsableCommand {
     @Option(help: "diffusers transformer config.json describing the base architecture.")
     var config: String?
 
+    @Option(help: "Dtype of the factors written (α stays float32).")
+    var dtype: AdapterDType = .fp32
+
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         if base != nil && config != nil { throw ValidationError("Give --base or --config, not both.") }
+        try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
+    }
+
+    /// The usage checks of an adapter output: `--to peft` writes a folder, so a name ending in
+    /// `.safetensors` is refused (with the folder name to use instead); an existing output
+    /// needs `--force`.
+    static func checkOutput(_ output: String, format: LoRAFormat, overwrite: OutputOptions) throws {
+        if format == .peft && output.hasSuffix(".safetensors") {
+            let folder = String(output.dropLast(".safetensors".count))
+            throw ValidationError("--to peft writes a folder (adapter_config.json + adapter_model.safetensors), not a .safetensors file: "
+                                  + "give a folder name such as '\(folder.isEmpty ? "adapter" : folder)'.")
+        }
+        try overwrite.check(output, writes: format == .peft ? .folder : .file)
     }
 
     func run() throws {
@@ -64,7 +82,9 @@ struct LoRAConvert: ParsableCommand {
             printError("warning: \(n.key): \(n.nanCount) NaN, \(n.infCount) Inf (copied unchanged)")
         }
         let converted = try adapter.converted(to: LoRAWriter.layout(of: format), architecture: architecture!)
-        try LoRAWriter.write(converted, format: format, to: output, architecture: architecture)
+        // Written from the adapter as read, so the writer knows which modules it fuses (named in
+        // kohya and ComfyUI metadata).
+        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)),
@@ -72,7 +92,7 @@ struct LoRAConvert: ParsableCommand {
                 ("source_layout", .string(adapter.layout.rawValue)), ("target_layout", .string(converted.layout.rawValue)),
                 ("architecture", .string(architecture!.name)),
                 ("architecture_inferred", .bool(!notes.isEmpty)),
-                ("source_modules", .int(Int64(adapter.modules.count))), ("target_modules", .int(Int64(converted.modules.count))),
+                ("source_module_count", .int(Int64(adapter.modules.count))), ("target_module_count", .int(Int64(converted.modules.count))),
                 ("nan_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.nanCount }))),
                 ("inf_count", .int(Int64(read.nonFinite.reduce(0) { $0 + $1.infCount }))),
                 ("notes", .array(notes.map { .string($0) })),

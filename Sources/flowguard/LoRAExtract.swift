@@ -41,15 +41,24 @@ struct LoRAExtractCommand: ParsableCommand {
     @Option(name: .customLong("to"), help: ArgumentHelp("Adapter dialect.", valueName: "format"))
     var format: LoRAFormat = .diffusers
 
+    @Option(help: "Dtype of the factors written (α stays float32).")
+    var dtype: AdapterDType = .fp32
+
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard rank >= 1 else { throw ValidationError("--rank must be at least 1, not \(rank).") }
+        try LoRAConvert.checkOutput(output, format: format, overwrite: overwrite)
     }
 
     func run() throws {
+        do {
+            if format == .peft { try AtomicFolder.checkWritable(output) } else { try AtomicFile.checkWritable(output) }
+        } catch { throw SafeTensorsError.system(error) }
         let baseCollection = try TensorCollection.transformerCheckpoint(base)
         let tunedCollection = try TensorCollection.transformerCheckpoint(tuned)
         let progress = log.progress("extracting", total: 1)
@@ -63,7 +72,7 @@ struct LoRAExtractCommand: ParsableCommand {
         }
         adapter.format = format
         let architecture = try Architecture.detect(baseCollection.infos).architecture
-        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture)
+        try LoRAWriter.write(adapter, format: format, to: output, architecture: architecture, dtype: dtype.dtype)
         if style.json {
             print(Self.json(report, base: base, tuned: tuned, output: output, format: format).compactText)
         } else {
@@ -110,7 +119,7 @@ struct LoRAExtractCommand: ParsableCommand {
             ("naming", .string(r.naming.rawValue)),
             ("rank", .int(Int64(r.requestedRank))),
             ("captured_energy", .double(r.totalCapturedEnergy)),
-            ("unchanged_modules", .int(Int64(r.unchangedModules))),
+            ("unchanged_module_count", .int(Int64(r.unchangedModules))),
             ("other_changed_tensors", .array(r.otherChangedTensors.map { .string($0) })),
             ("modules", .array(r.modules.map { m in
                 .object([

@@ -85,7 +85,7 @@ struct LoRAInspect: ParsableCommand {
             ("layout", .string(a.layout.rawValue)),
             ("rslora", .bool(a.rsLoRA)),
             ("module_count", .int(Int64(a.modules.count))),
-            ("parameters", .int(Int64(a.modules.reduce(0) { $0 + $1.down.values.count + $1.up.values.count + ($1.upBias?.values.count ?? 0) }))),
+            ("parameter_count", .int(Int64(a.modules.reduce(0) { $0 + $1.down.values.count + $1.up.values.count + ($1.upBias?.values.count ?? 0) }))),
             ("modules", .array(a.modules.map { m in
                 .object([("name", .string(m.name)), ("rank", .int(Int64(m.rank))),
                          ("alpha", .double(Double(m.alpha ?? Float(m.rank)))), ("scale", .double(Double(m.scale(rsLoRA: a.rsLoRA)))),
@@ -96,7 +96,7 @@ struct LoRAInspect: ParsableCommand {
             ("inf_count", .int(Int64(r.nonFinite.reduce(0) { $0 + $1.infCount }))),
             ("non_finite", .array(r.nonFinite.map {
                 .object([("key", .string($0.key)), ("byte_offset", .int(Int64($0.byteOffset))),
-                         ("nan", .int(Int64($0.nanCount))), ("inf", .int(Int64($0.infCount)))])
+                         ("nan_count", .int(Int64($0.nanCount))), ("inf_count", .int(Int64($0.infCount)))])
             })),
             ("metadata", .object(a.extraMetadata.sorted { $0.key < $1.key }.map { (key: $0.key, value: JSONValue.string($0.value)) })),
         ])

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import Foundation
 import JSON
 import LoRA
 import SafeTensors
@@ -12,7 +13,7 @@ struct LoRAMergeCommand: ParsableCommand {
         discussion: """
         BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, XLabs) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout (a sharded or folder base is written as one file), or a .gguf file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
@@ -32,7 +33,7 @@ struct LoRAMergeCommand: ParsableCommand {
     @Argument(help: "Adapter: a .safetensors file in any dialect or a PEFT folder.")
     var adapter: String
 
-    @Argument(help: "Output .safetensors file.")
+    @Argument(help: "Output .safetensors file (or folder, for a folder base).")
     var output: String
 
     @Option(parsing: .unconditional, help: "Multiplier of the adapter's delta (on top of its own α/r); may be negative.")
@@ -44,12 +45,17 @@ struct LoRAMergeCommand: ParsableCommand {
     @Flag(help: "Subtract the delta instead of adding it.")
     var unmerge = false
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         guard scale.isFinite else { throw ValidationError("--scale must be a finite number.") }
+        var isFolder: ObjCBool = false
+        let baseIsFolder = FileManager.default.fileExists(atPath: base, isDirectory: &isFolder) && isFolder.boolValue
+        try overwrite.check(output, writes: baseIsFolder && !output.hasSuffix(".safetensors") ? .folder : .file)
     }
 
     func run() throws {
@@ -96,16 +102,17 @@ struct LoRAMergeCommand: ParsableCommand {
             ("adapter_format", .string(format.rawValue)),
             ("adapter_layout", .string(r.adapterLayout.rawValue)),
             ("output", .string(r.outputPath)),
+            ("files", .array(r.outputFiles.map { .string($0) })),
             ("architecture", .string(r.architecture)),
             ("layout", .string(r.baseLayout.rawValue)),
             ("scale", .double(Double(r.scale))),
             ("unmerge", .bool(r.unmerged)),
-            ("modules", .int(Int64(r.modulesMerged))),
-            ("tensors", .int(Int64(r.tensorsWritten))),
+            ("module_count", .int(Int64(r.modulesMerged))),
+            ("tensor_count", .int(Int64(r.tensorsWritten))),
             ("changed_tensors", .array(r.touchedTensors.map { .string($0) })),
             ("data_bytes", .int(Int64(r.dataBytes))),
-            ("saturated", .int(Int64(r.conversion.saturated))),
-            ("nan_replaced", .int(Int64(r.conversion.nanReplaced))),
+            ("saturated_count", .int(Int64(r.conversion.saturated))),
+            ("nan_replaced_count", .int(Int64(r.conversion.nanReplaced))),
             ("elapsed_seconds", .double(r.elapsedSeconds)),
         ])
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DeltaArchive
+import Foundation
 import JSON
 import SafeTensors
 import SystemSupport
@@ -32,16 +33,18 @@ struct LoRAPack: ParsableCommand {
     @Option(help: "Store tensors as XOR deltas of this earlier checkpoint (.safetensors or .fgdelta).") var reference: String?
     @Option(help: "Record the fingerprint of this base checkpoint (file, shard index or folder).") var base: String?
     @Option(help: "Record this adapter config file (JSON) instead of __metadata__'s lora_adapter_metadata.") var config: String?
+    @OptionGroup var overwrite: OutputOptions
     @OptionGroup var style: JSONOutput
     @OptionGroup var log: LogOptions
 
     func validate() throws {
         if !Zstd.levels.contains(level) { throw ValidationError("--level must be in \(Zstd.levels.lowerBound)...\(Zstd.levels.upperBound)") }
+        try overwrite.check(output, writes: .file)
     }
 
     func run() throws {
         var options = PackOptions(level: level, bytePlanes: !noBytePlanes, literalsOnly: !matchSearch, threads: compute.count(default: activeProcessors()))
-        if let reference { options.reference = try DeltaReference.open(path: reference) }
+        if let reference { options.reference = try DeltaReference.openResolvingChain(path: reference) }
         if let base { options.baseFingerprint = try BaseFingerprint.compute(path: base) }
         if let config {
             options.config = String(decoding: try readWholeFile(config, limit: 16 << 20), as: UTF8.self)
@@ -53,14 +56,14 @@ struct LoRAPack: ParsableCommand {
         if style.json {
             let tensors: [JSONValue] = report.tensors.map {
                 .object([("name", .string($0.name)), ("dtype", .string($0.dtype.rawValue)), ("raw_bytes", .int(Int64($0.rawBytes))),
-                         ("compressed_bytes", .int(Int64($0.compressedBytes))), ("byte_planes", .int(Int64($0.bytePlanes))),
+                         ("compressed_bytes", .int(Int64($0.compressedBytes))), ("byte_plane_count", .int(Int64($0.bytePlanes))),
                          ("xor_reference", .bool($0.xorReference))])
             }
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(report.inputBytes))),
                 ("output_bytes", .int(Int64(report.outputBytes))), ("ratio", .double((report.ratio * 1000).rounded() / 1000)),
                 ("base_fingerprint", options.baseFingerprint.map { .string($0) } ?? .null),
-                ("seconds", .double((report.seconds * 1000).rounded() / 1000)),
+                ("elapsed_seconds", .double((report.seconds * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
                 ("threads", .int(Int64(report.threads))),
@@ -80,25 +83,38 @@ struct LoRAUnpack: ParsableCommand {
         commandName: "unpack",
         abstract: "Restore the exact original safetensors file from a delta archive (.fgdelta).",
         discussion: """
-        Validates the whole archive layout and index before writing, checks every frame's size and checksums while decoding, and writes the output atomically: on any error nothing is left at OUT. Archives packed with --reference need the same reference.
+        Validates the whole archive layout and index before writing, checks every frame's size and checksums while decoding, and writes the output atomically: on any error nothing is left at OUT. Archives packed with --reference need the same reference; a checkpoint of a training run (RUN/checkpoints/step-N/adapter.fgdelta, or the step-N folder itself) finds its chain of references by itself, from the checkpoint.json files of the run.
 
         Examples:
           flowguard lora unpack adapter.fgdelta pytorch_lora_weights.safetensors
           flowguard lora unpack step-2000.fgdelta step-2000.safetensors \\
               --reference step-1000.safetensors
+          flowguard lora unpack runs/a/checkpoints/step-000030 step-30.safetensors
         """
     )
 
-    @Argument(help: "The archive to read.") var input: String
+    /// The archive a path names: itself, or a checkpoint folder's `adapter.fgdelta`.
+    static func archivePath(_ path: String) -> String {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return path }
+        return (path.hasSuffix("/") ? path : path + "/") + "adapter.fgdelta"
+    }
+
+    @Argument(help: "The archive to read (or a training checkpoint folder).") var input: String
     @Argument(help: "The safetensors file to write.") var output: String
     @OptionGroup var compute: ThreadOptions
     @Option(help: "The reference the archive's XOR deltas were taken against (.safetensors or .fgdelta).") var reference: String?
+    @OptionGroup var overwrite: OutputOptions
     @OptionGroup var style: JSONOutput
     @OptionGroup var log: LogOptions
 
+    func validate() throws {
+        try overwrite.check(output, writes: .file)
+    }
+
     func run() throws {
-        let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.open(path: path) }
-        let reader = try DeltaArchiveReader(path: input, reference: ref)
+        let ref = try reference.map { path throws(DeltaArchiveError) in try DeltaReference.openResolvingChain(path: path) }
+        let reader = try DeltaArchiveReader.openingChain(path: LoRAUnpack.archivePath(input), reference: ref)
         let progress = log.progress("unpacking \(input)", total: reader.sourceHeader.dataSize)
         let started = monotonicSeconds()
         let report = try DeltaArchive.unpack(reader, output: output, threads: compute.count(default: activeProcessors())) { done, _ in
@@ -108,8 +124,8 @@ struct LoRAUnpack: ParsableCommand {
         if style.json {
             print(JSONValue.object([
                 ("input", .string(input)), ("output", .string(output)), ("input_bytes", .int(Int64(reader.fileSize))),
-                ("output_bytes", .int(Int64(reader.originalSize))), ("tensors", .int(Int64(reader.entries.count))),
-                ("seconds", .double(((monotonicSeconds() - started) * 1000).rounded() / 1000)),
+                ("output_bytes", .int(Int64(reader.originalSize))), ("tensor_count", .int(Int64(reader.entries.count))),
+                ("elapsed_seconds", .double(((monotonicSeconds() - started) * 1000).rounded() / 1000)),
                 ("codec_seconds", .double(((report.seconds - report.commitSeconds) * 10000).rounded() / 10000)),
                 ("commit_seconds", .double((report.commitSeconds * 10000).rounded() / 10000)),
             ]).compactText)

@@ -24,7 +24,13 @@ struct Report: ParsableCommand {
     @Option(help: "Where to write the page (default RUN/report.html).")
     var output: String?
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
+
+    func validate() throws {
+        try overwrite.check(output ?? folder + "/report.html", writes: .file)
+    }
 
     func run() throws {
         let written: (report: RunReport, output: String)

@@ -55,6 +55,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var compute: ThreadOptions
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -64,6 +66,7 @@ struct Run: ParsableCommand {
             throw ValidationError("--lora-scale was given \(loraScale.count) times but --lora only \(lora.count) times.")
         }
         guard loraScale.allSatisfy(\.isFinite) else { throw ValidationError("--lora-scale must be a finite number.") }
+        try overwrite.check(output, writes: .file)
     }
 
     func run() throws {
@@ -72,7 +75,12 @@ struct Run: ParsableCommand {
         }
         let request = ForwardRun(modelPath: model, configPath: config, inputsPath: inputs, outputPath: output,
                                  adapters: adapters, threads: compute.count(default: 1))
-        let report = try request.run { log.note($0) }
+        let stages = log.stages()
+        let report: ForwardRunReport
+        do {
+            defer { stages.finish() }
+            report = try request.run { stages.stage($0) }
+        }
         if style.json {
             print(Self.json(report).compactText)
         } else {
@@ -99,7 +107,7 @@ struct Run: ParsableCommand {
             ("layout", .string(r.layout)),
             ("inputs", .object(r.inputs.map { ($0.name, .array($0.shape.map { .int(Int64($0)) })) })),
             ("adapters", .array(r.adapters.map {
-                .object([("path", .string($0.path)), ("scale", .double(Double($0.scale))), ("modules", .int(Int64($0.modules)))])
+                .object([("path", .string($0.path)), ("scale", .double(Double($0.scale))), ("module_count", .int(Int64($0.modules)))])
             })),
             ("output", .string(r.outputPath)),
             ("output_shape", .array(r.outputShape.map { .int(Int64($0)) })),

@@ -66,8 +66,8 @@ enum StatsReport {
             })))
         }
         members.append(("statistics", .object([
-            ("nan", .int(Int64(stats.nanCount))), ("pos_inf", .int(Int64(stats.positiveInfinityCount))),
-            ("neg_inf", .int(Int64(stats.negativeInfinityCount))), ("skipped", .int(Int64(stats.skippedCount))),
+            ("nan_count", .int(Int64(stats.nanCount))), ("pos_inf_count", .int(Int64(stats.positiveInfinityCount))),
+            ("neg_inf_count", .int(Int64(stats.negativeInfinityCount))), ("skipped_count", .int(Int64(stats.skippedCount))),
         ])))
         return .object(members)
     }
@@ -77,11 +77,11 @@ enum StatsReport {
         guard let s = item.statistics else { return .object([("note", .string(item.note ?? "skipped"))]) }
         func real(_ x: Double?) -> JSONValue { x.map { $0.isFinite ? .double($0) : .null } ?? .null }
         return .object([
-            ("count", .int(Int64(s.count))), ("finite", .int(Int64(s.finiteCount))),
+            ("count", .int(Int64(s.count))), ("finite_count", .int(Int64(s.finiteCount))),
             ("min", real(s.min.map(Double.init))), ("max", real(s.max.map(Double.init))),
             ("mean", real(s.mean)), ("std", real(s.std)),
-            ("nan", .int(Int64(s.nanCount))), ("pos_inf", .int(Int64(s.positiveInfinityCount))),
-            ("neg_inf", .int(Int64(s.negativeInfinityCount))), ("zeros", .int(Int64(s.zeroCount))),
+            ("nan_count", .int(Int64(s.nanCount))), ("pos_inf_count", .int(Int64(s.positiveInfinityCount))),
+            ("neg_inf_count", .int(Int64(s.negativeInfinityCount))), ("zero_count", .int(Int64(s.zeroCount))),
         ])
     }
 

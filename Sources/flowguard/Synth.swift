@@ -44,6 +44,8 @@ struct Synth: ParsableCommand {
     @Option(help: "Distribution of the values (normal is approximate, bounded at ±3.46·scale).")
     var distribution: SyntheticOptions.Distribution = .normal
 
+    @OptionGroup var overwrite: OutputOptions
+
     @OptionGroup var style: JSONOutput
 
     @OptionGroup var log: LogOptions
@@ -81,6 +83,7 @@ struct Synth: ParsableCommand {
         guard scale.isFinite, scale >= 0 else {
             throw ValidationError("--scale must be a finite number >= 0, not \(scale).")
         }
+        try overwrite.check(output, writes: layout == .diffusers ? .folder : .file)
     }
 
     func run() throws {
@@ -100,8 +103,8 @@ struct Synth: ParsableCommand {
                 ("dtype", .string(result.dtype.rawValue)), ("seed", .uint(seed)), ("scale", .double(Double(scale))),
                 ("distribution", .string(distribution.rawValue)),
                 ("tensor_count", .int(Int64(result.tensorCount))), ("parameter_count", .int(Int64(result.parameterCount))),
-                ("data_bytes", .int(Int64(result.dataBytes))), ("saturated", .int(Int64(result.report.saturated))),
-                ("files", .array(result.paths.map { .string($0) })), ("seconds", .double(seconds)),
+                ("data_bytes", .int(Int64(result.dataBytes))), ("saturated_count", .int(Int64(result.report.saturated))),
+                ("files", .array(result.paths.map { .string($0) })), ("elapsed_seconds", .double(seconds)),
             ]).compactText)
         } else {
             print("wrote \(result.architecture) (\(result.layout.rawValue) layout, \(result.dtype.rawValue)): "

@@ -3,6 +3,7 @@ import Foundation
 import GRPOGuard
 import JSON
 import SafeTensors
+import Transformers
 
 /// `flowguard train`: fine-tunes a LoRA adapter with GRPO-Guard (or Flow-GRPO) on the CPU.
 struct Train: ParsableCommand {
@@ -12,9 +13,11 @@ struct Train: ParsableCommand {
         discussion: """
         The config is a JSON object whose keys are the flags below with dashes written as underscores (docs/training.md); every flag overrides the config's value. Relative paths in the config file are relative to its folder. Required: model, prompts, reward, output.
 
+        --prompts is a prompt-embedding file: FlowGuard runs no text encoder, so encode your prompts once with diffusers, python3 tools/prompts/encode_prompts.py --model-dir PIPELINE ... (format and options: tools/prompts/README.md).
+
         The run folder receives diagnostics.jsonl (one JSON line per optimizer step), config.json, checkpoints/step-NNNNNN/ (written atomically) and, at the end, final/ with the adapter in diffusers (pytorch_lora_weights.safetensors), PEFT (peft/) and kohya (adapter_kohya.safetensors) form and as a delta archive (adapter.fgdelta).
 
-        --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run.
+        --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run. A run folder that holds anything needs --resume (continue it) or --force (replace it with a new run). --keep-checkpoints N keeps the newest N checkpoints and every older one their XOR chains need.
 
         Examples:
           flowguard train --config fixtures/train/sd35_tiny_demo.json
@@ -28,6 +31,8 @@ struct Train: ParsableCommand {
 
     @Flag(help: "Continue from the newest complete checkpoint in the run folder.")
     var resume = false
+
+    @OptionGroup var overwrite: OutputOptions
 
     @OptionGroup var style: JSONOutput
 
@@ -165,6 +170,12 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("checkpoint-xor"), help: "Store checkpoints as XOR deltas of the previous one (true).")
     var checkpointXor: String?
 
+    @Option(name: .customLong("export-dtype"), help: "Dtype of the exported adapters' factors: fp32, bf16 or fp16 (fp32).")
+    var exportDtype: String?
+
+    @Option(name: .customLong("keep-checkpoints"), help: "Keep the newest N checkpoints and the older ones their XOR chains need; 0 = all (0).")
+    var keepCheckpoints: String?
+
     @OptionGroup var compute: ThreadOptions
 
     /// The flags given, as config overrides.
@@ -213,6 +224,8 @@ struct Train: ParsableCommand {
             ("ema", ema),
             ("checkpoint_every", checkpointEvery),
             ("checkpoint_xor", checkpointXor),
+            ("keep_checkpoints", keepCheckpoints),
+            ("export_dtype", exportDtype),
             ("threads", compute.threads.map(String.init))
         ]
         return all.compactMap { key, value in value.map { (key, $0) } }
@@ -235,6 +248,48 @@ struct Train: ParsableCommand {
         }
         if config == nil {
             do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
+        }
+        try checkRunFolder()
+        try checkTargets()
+    }
+
+    /// A `--lora-targets` name that matches no attention module of the model is a usage error
+    /// naming it (the model's headers are read; nothing else). A config or model that cannot be
+    /// read is left for run() to report as bad input.
+    func checkTargets() throws {
+        guard loraTargets != nil else { return }
+        let settings: TrainingConfig
+        if let config {
+            guard let loaded = try? TrainingConfig.load(path: config, overrides: overrides) else { return }
+            settings = loaded
+        } else {
+            guard let built = try? TrainingConfig.from(overrides: overrides) else { return }
+            settings = built
+        }
+        guard let weights = try? TransformerWeights(path: settings.model, configPath: settings.modelConfig) else { return }
+        do { try AdapterInitialization.checkTargets(weights, targets: settings.loraTargets) } catch {
+            throw ValidationError("--lora-targets: " + error.description.dropFirst("lora_targets: ".count))
+        }
+    }
+
+    /// The run folder's usage rules: a folder that already holds anything is continued with
+    /// `--resume` or replaced with `--force` (not both); an empty or missing one is started in.
+    func checkRunFolder() throws {
+        if resume && overwrite.force {
+            throw ValidationError("--resume continues the run folder and --force replaces it: give one of them.")
+        }
+        // The folder named by --output, or by the config file (a config that cannot be read is
+        // reported by run(), as bad input).
+        guard let folder = output ?? config.flatMap({ try? TrainingConfig.load(path: $0, overrides: []).output }) else { return }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else { return }
+        guard isFolder.boolValue else {
+            throw ValidationError("The run folder '\(folder)' is a file; give a folder name.")
+        }
+        let contents = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        if !contents.isEmpty && !resume && !overwrite.force {
+            throw ValidationError("The run folder '\(folder)' is not empty; pass --resume to continue its run, "
+                                  + "or --force to replace it with a new run.")
         }
     }
 
@@ -259,7 +314,10 @@ struct Train: ParsableCommand {
             } else {
                 settings = try TrainingConfig.from(overrides: overrides)
             }
-            report = try TrainingRun.run(config: settings, resume: resume, stopAfter: stopAfter) { log.note($0) }
+            let status = log.statusLine()
+            defer { status?.finish() }
+            report = try TrainingRun.run(config: settings, resume: resume, replace: overwrite.force, stopAfter: stopAfter,
+                                         log: { log.note($0) }, progress: { status?.update($0) })
         } catch {
             throw CommandFailure(message: "error: \(error.description)")
         }
@@ -287,13 +345,13 @@ struct Train: ParsableCommand {
     static func json(_ r: TrainingReport) -> JSONValue {
         .object([
             ("output", .string(r.output)),
-            ("steps", .int(Int64(r.steps))),
-            ("optimizer_steps", .int(Int64(r.optimizerSteps))),
+            ("step_count", .int(Int64(r.steps))),
+            ("optimizer_step_count", .int(Int64(r.optimizerSteps))),
             ("resumed_from", r.resumedFrom.map { .int(Int64($0)) } ?? .null),
-            ("seconds", .double(r.seconds)),
+            ("elapsed_seconds", .double(r.seconds)),
             ("last_reward_mean", r.lastRewardMean.map { .double($0) } ?? .null),
-            ("modules", .int(Int64(r.modules))),
-            ("parameters", .int(Int64(r.parameters))),
+            ("module_count", .int(Int64(r.modules))),
+            ("parameter_count", .int(Int64(r.parameters))),
             ("diagnostics", .string(r.diagnostics)),
             ("checkpoints", .array(r.checkpoints.map { .string($0) })),
             ("exports", .object(r.exports.map { ($0.kind, .string($0.path)) })),

@@ -236,12 +236,16 @@ import TestSupport
         #expect(dir.listing() == ["model.safetensors"])
     }
 
-    @Test func existingFolderReceivesTheFiles() throws {
+    /// An existing output folder is replaced whole (the CLI asks for --force first): nothing of the
+    /// old folder stays beside the new files, and no staging or old folder is left beside it.
+    @Test func existingFolderIsReplacedWhole() throws {
         let out = dir.file("existing")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
         try writeBytes([7], to: out + "/README")
+        try writeBytes([7], to: out + "/diffusion_pytorch_model-00001-of-00002.safetensors")
         try convert(Self.fluxComfy, out, .diffusers)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["README", "config.json", "diffusion_pytorch_model.safetensors"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["config.json", "diffusion_pytorch_model.safetensors"])
+        #expect(dir.listing() == ["existing"])
         try expectSameTensors(out + "/diffusion_pytorch_model.safetensors", Self.fluxDiffusers)
     }
 

@@ -44,7 +44,7 @@ import TestSupport
         #expect(json.status == 1)
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any]
         #expect(object["differ"] as? Bool == true)
-        #expect((object["summary"] as? [String: Int])?["differ"] == 1)
+        #expect((object["summary"] as? [String: Int])?["differ_count"] == 1)
         let tensor = (object["tensors"] as! [[String: Any]])[0]
         #expect(tensor["status"] as? String == "differ" && tensor["max_abs_diff"] as? Double == 0.5)
     }
@@ -123,9 +123,37 @@ import TestSupport
         let file = (object["files"] as! [[String: Any]])[0]
         let stats = (file["tensors"] as! [[String: Any]])[0]["stats"] as! [String: Any]
         #expect(stats["min"] as? Double == -2 && stats["max"] as? Double == 3 && stats["mean"] as? Double == 0.5)
-        #expect(stats["nan"] as? Int == 1 && stats["pos_inf"] as? Int == 1 && stats["zeros"] as? Int == 1)
-        #expect((file["statistics"] as? [String: Int])?["nan"] == 1)
+        #expect(stats["nan_count"] as? Int == 1 && stats["pos_inf_count"] as? Int == 1 && stats["zero_count"] as? Int == 1)
+        #expect((file["statistics"] as? [String: Int])?["nan_count"] == 1)
         // Without --stats nothing is read and the output is unchanged.
         #expect(try flowguard("inspect", path).stdout.contains("min") == false)
+    }
+}
+
+/// `diff` across layouts and families: a plain diff of one model's two layouts suggests
+/// `--map-layouts`; `--map-layouts` across families is an error.
+@Suite struct DiffLayoutsCLITests {
+    let sd3 = Repository.path("fixtures/sd35_tiny/original.safetensors")
+    let sd3Diffusers = Repository.path("fixtures/sd35_tiny/diffusers")
+    let flux = Repository.path("fixtures/flux_tiny/diffusers")
+
+    @Test func plainDiffOfTwoLayoutsSuggestsMapLayouts() throws {
+        let result = try runProcess(CLITests.binary, ["diff", sd3, sd3Diffusers])
+        #expect(result.status == 1)
+        #expect(result.stdout.hasSuffix("0 identical (bytes), 0 equal within tolerance, 0 differ, 95 only in A, 127 only in B\n"))
+        #expect(result.stderr == "note: A is SD3-style in the original layout (prefix 'model.diffusion_model.') and B in the "
+                + "diffusers layout: their names differ by layout; compare them with --map-layouts\n")
+        let mapped = try runProcess(CLITests.binary, ["diff", sd3, sd3Diffusers, "--map-layouts"])
+        #expect(mapped.status == 0 && mapped.stderr.isEmpty, "\(mapped.stdout)\(mapped.stderr)")
+        let json = try runProcess(CLITests.binary, ["diff", sd3, sd3Diffusers, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any]
+        #expect((object["hint"] as? String)?.hasSuffix("compare them with --map-layouts") == true)
+    }
+
+    @Test func mapLayoutsAcrossFamiliesIsAnError() throws {
+        let result = try runProcess(CLITests.binary, ["diff", sd3, flux, "--map-layouts"])
+        #expect(result.status == 1 && result.stdout.isEmpty)
+        #expect(result.stderr == "error: A is SD3-style (original layout) and B is FLUX-style (diffusers layout): "
+                + "--map-layouts compares the two layouts of one model, not models of different families.\n")
     }
 }

@@ -176,8 +176,8 @@ import Glibc
 
     @Test func concurrentConvertsToOneOutput() throws {
         let out = dir.file("out.safetensors")
-        let a = ["convert", original, out, "--layout", "diffusers", "--dtype", "bf16"]
-        let b = ["convert", original, out, "--layout", "diffusers", "--dtype", "fp32"]
+        let a = ["convert", original, out, "--layout", "diffusers", "--dtype", "bf16", "--force"]
+        let b = ["convert", original, out, "--layout", "diffusers", "--dtype", "fp32", "--force"]
         #expect(try runProcess(CLITests.binary, a).status == 0)
         let expectedA = try readBytes(out)
         #expect(try runProcess(CLITests.binary, b).status == 0)
@@ -188,7 +188,7 @@ import Glibc
 
     @Test func concurrentMergesAndPacksToOneOutput() throws {
         let merged = dir.file("merged.safetensors")
-        let m1 = ["lora", "merge", original, lora, merged, "--scale", "0.5"], m2 = ["lora", "merge", original, lora, merged, "--scale", "1"]
+        let m1 = ["lora", "merge", original, lora, merged, "--scale", "0.5", "--force"], m2 = ["lora", "merge", original, lora, merged, "--scale", "1", "--force"]
         #expect(try runProcess(CLITests.binary, m1).status == 0)
         let e1 = try readBytes(merged)
         #expect(try runProcess(CLITests.binary, m2).status == 0)
@@ -196,7 +196,7 @@ import Glibc
         try race([m1, m2], out: merged, expected: [e1, e2])
 
         let archive = dir.file("a.fgdelta")
-        let p1 = ["lora", "pack", lora, archive], p2 = ["lora", "pack", lora, archive, "--no-byte-planes"]
+        let p1 = ["lora", "pack", lora, archive, "--force"], p2 = ["lora", "pack", lora, archive, "--no-byte-planes", "--force"]
         #expect(try runProcess(CLITests.binary, p1).status == 0)
         let a1 = try readBytes(archive)
         #expect(try runProcess(CLITests.binary, p2).status == 0)

@@ -43,7 +43,7 @@ import TestSupport
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         #expect(json["adapter_format"] as? String == "peft")
         #expect(json["layout"] as? String == "diffusers")
-        #expect(json["tensors"] as? Int == 127)
+        #expect(json["tensor_count"] as? Int == 127)
         #expect((json["changed_tensors"] as? [String])?.count == 31)
         #expect(try TensorCollection(path: out).infos.allSatisfy { $0.dtype == .bf16 })
     }
@@ -62,7 +62,7 @@ import TestSupport
         let missing = try flowguard("lora", "merge", original, lora)
         #expect(missing.status == 2)
         let dtype = try flowguard("lora", "merge", original, lora, dir.file("x.safetensors"), "--dtype", "int8")
-        #expect(dtype.status == 2 && dtype.stderr.hasPrefix("Error: The value 'int8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32' or 'f8_e4m3'.\n"))
+        #expect(dtype.status == 2 && dtype.stderr.hasPrefix("Error: The value 'int8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32', 'f8_e4m3' or 'f8_e5m2'.\n"))
         let rank = try flowguard("lora", "extract", original, original, dir.file("x.safetensors"), "--rank", "0")
         #expect(rank.status == 2 && rank.stderr.contains("--rank must be at least 1, not 0."))
         let to = try flowguard("lora", "extract", original, original, dir.file("x.safetensors"), "--rank", "2", "--to", "xlabs")

@@ -34,7 +34,7 @@ import TestSupport
     @Test func helpShowsUsageAndAnExample() throws {
         let result = try flowguard(["report", "--help"])
         #expect(result.status == 0)
-        #expect(result.stdout.contains("USAGE: flowguard report <run> [--output <output>] [--json]"))
+        #expect(result.stdout.contains("USAGE: flowguard report <run> [--output <output>] [--force] [--json]"))
         #expect(result.stdout.contains("  flowguard report runs/a --output /tmp/a.html --json"))
         let top = try flowguard(["--help"])
         #expect(top.stdout.contains("report") && top.stdout.contains("train"))

@@ -68,7 +68,7 @@ import TestSupport
         #expect(json["layout"] as? String == "original")
         #expect(json["family"] as? String == (model == "sd35_tiny" ? "sd3" : "flux"))
         let adapters = json["adapters"] as! [[String: Any]]
-        #expect(adapters.count == 1 && adapters[0]["path"] as? String == lora && (adapters[0]["modules"] as? Int ?? 0) > 0)
+        #expect(adapters.count == 1 && adapters[0]["path"] as? String == lora && (adapters[0]["module_count"] as? Int ?? 0) > 0)
         let expected = try tensors(io)["output"]!, got = try tensors(out)["output"]!
         let error = relativeL2(got.values, expected.values)
         #expect(error <= 1e-4, "relative L2 error \(error)")

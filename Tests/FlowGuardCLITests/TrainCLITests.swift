@@ -35,11 +35,13 @@ import Glibc
         let result = try flowguard(tiny(out, steps: 2) + ["--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
-        #expect(json["steps"] as? Int == 2 && json["optimizer_steps"] as? Int == 4)
+        #expect(json["step_count"] as? Int == 2 && json["optimizer_step_count"] as? Int == 4)
         let exports = json["exports"] as! [String: String]
         #expect(Set(exports.keys) == ["diffusers", "peft", "kohya", "archive"])
         for path in exports.values { #expect(FileManager.default.fileExists(atPath: path), "\(path)") }
         #expect(result.stderr.contains("step 2/2") && result.stderr.contains("s/step") && result.stderr.contains("ETA"))
+        // Standard error is a pipe here: plain lines, never a carriage return.
+        #expect(!result.stderr.contains("\r"))
         // What it exports loads as an adapter of the model.
         let inspect = try flowguard(["lora", "inspect", exports["peft"]!])
         #expect(inspect.status == 0 && inspect.stdout.contains("31 modules"), "\(inspect.stdout)\(inspect.stderr)")
@@ -117,3 +119,28 @@ import Glibc
     }
 }
 
+
+/// `--lora-targets` names modules: one that matches nothing is a usage error naming it.
+@Suite struct LoRATargetsCLITests {
+    @Test func aTargetThatMatchesNothingIsNamed() throws {
+        let dir = TemporaryDirectory(prefix: "flowguard-targets")
+        let config = Repository.path("fixtures/train/sd35_tiny_demo.json")
+        let result = try runProcess(CLITests.binary, ["train", "--config", config, "--output", dir.file("run"), "--lora-targets", "to_q,foo"])
+        #expect(result.status == 2 && result.stdout.isEmpty)
+        let first = result.stderr.split(separator: "\n").first.map(String.init)
+        #expect(first == "Error: --lora-targets: \"foo\" matches no attention module of \(Repository.path("fixtures/sd35_tiny/diffusers")) "
+                + "(its attention modules: add_k_proj, add_q_proj, add_v_proj, to_add_out, to_k, to_out.0, to_q, to_v)", "\(result.stderr)")
+        #expect(dir.listing().isEmpty)
+    }
+}
+
+/// Where prompts come from is said where a new user looks: `train --help` and the README.
+@Suite struct PromptEncoderPointerTests {
+    @Test func trainHelpAndReadmeNameTheEncoder() throws {
+        let help = try runProcess(CLITests.binary, ["train", "--help"]).stdout
+        #expect(help.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains("python3 tools/prompts/encode_prompts.py --model-dir PIPELINE"))
+        let readme = try String(contentsOfFile: Repository.path("README.md"), encoding: .utf8)
+        #expect(readme.contains("tools/prompts/encode_prompts.py --model-dir"))
+        #expect(FileManager.default.fileExists(atPath: Repository.path("tools/prompts/encode_prompts.py")))
+    }
+}

@@ -26,7 +26,7 @@ import TestSupport
     /// Every command and a bad value for it, with the first line of the usage error it must give.
     var badValues: [(arguments: [String], message: String)] {
         let out = dir.file("out.safetensors")
-        let invalidDType = "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32' or 'f8_e4m3'."
+        let invalidDType = "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32', 'f8_e4m3' or 'f8_e5m2'."
         return [
             (["inspect", "--group=3", model], "The option '--group' does not take any value, but '3' was specified."),
             (["verify", "--read-data=yes", model], "The option '--read-data' does not take any value, but 'yes' was specified."),
@@ -125,10 +125,18 @@ import TestSupport
     }
 
     @Test func quietSilencesProgressAndNotes() throws {
+        // run's stage lines appear only for work over a second (FLOWGUARD_PROGRESS_AFTER=0: for all
+        // work); a millisecond run prints none, and --quiet none in any case.
         let io = Repository.path("fixtures/sd35_tiny/lora/io_lora.safetensors")
-        let loud = try flowguard(["run", "--model", model, "--inputs", io, "--output", dir.file("a.safetensors")])
-        #expect(loud.status == 0 && loud.stderr.contains("running the forward pass on 1 thread"), "\(loud.stderr)")
-        let quiet = try flowguard(["run", "--model", model, "--inputs", io, "--output", dir.file("b.safetensors"), "--quiet"])
+        let run = ["run", "--model", model, "--inputs", io, "--output"]
+        let quick = try flowguard(run + [dir.file("q.safetensors")])
+        #expect(quick.status == 0 && quick.stderr.isEmpty, "\(quick.stderr)")
+        var always = Self.environment
+        always["FLOWGUARD_PROGRESS_AFTER"] = "0"
+        let loud = try runProcess(CLITests.binary, run + [dir.file("a.safetensors")], environment: always)
+        #expect(loud.status == 0, "\(loud.stderr)")
+        #expect(loud.stderr == "loading \(model)\nrunning the forward pass on 1 thread\nwriting \(dir.file("a.safetensors"))\n")
+        let quiet = try runProcess(CLITests.binary, run + [dir.file("b.safetensors"), "--quiet"], environment: always)
         #expect(quiet.status == 0 && quiet.stderr.isEmpty, "\(quiet.stderr)")
         #expect(try readBytes(dir.file("a.safetensors")) == readBytes(dir.file("b.safetensors")))
 
@@ -164,6 +172,7 @@ import TestSupport
         USAGE: flowguard <subcommand>
 
         OPTIONS:
+          --version               Show the version.
           -h, --help              Show help information.
 
         SUBCOMMANDS:
@@ -204,11 +213,13 @@ import TestSupport
         fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation
         halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout (a sharded or folder
-        base is written as one file). Tensors without a delta are copied unchanged;
-        merged tensors are computed in float32 and written back in their own dtype, or
-        in --dtype (which then applies to every floating-point tensor). Streamed: one
-        base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout; when BASE is a model
+        folder and OUT does not end in .safetensors, OUT is a diffusers folder
+        (diffusion_pytorch_model.safetensors and the base's config.json). Tensors
+        without a delta are copied unchanged; merged tensors are computed in float32
+        and written back in their own dtype, or in --dtype (which then applies to every
+        floating-point tensor). Streamed: one base tensor in memory at a time. The
+        output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same
         scale).
@@ -221,26 +232,30 @@ import TestSupport
           flowguard lora merge merged.safetensors my_lora.safetensors \\
               restored.safetensors --unmerge
 
-        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--json] [--quiet]
+        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--force] [--json] [--quiet]
 
         ARGUMENTS:
           <base>                  Base checkpoint: a .safetensors file, a shard index
                                   or a model folder.
           <adapter>               Adapter: a .safetensors file in any dialect or a PEFT
                                   folder.
-          <output>                Output .safetensors file.
+          <output>                Output .safetensors file (or folder, for a folder
+                                  base).
 
         OPTIONS:
           --scale <scale>         Multiplier of the adapter's delta (on top of its own
                                   α/r); may be negative. (default: 1.0)
           --dtype <dtype>         Dtype of floating-point tensors in the output
                                   (default: each keeps its own). (values: bf16, fp16,
-                                  fp32, f8_e4m3)
+                                  fp32, f8_e4m3, f8_e5m2)
           --unmerge               Subtract the delta instead of adding it.
+          --force                 Replace the output if it exists (the whole file or
+                                  folder, atomically, once the new one is complete).
           --json                  Print one JSON object on standard output instead of
                                   text.
           --quiet                 Print no progress lines or notes on standard error
                                   (warnings and errors still appear).
+          --version               Show the version.
           -h, --help              Show help information.
 
 
@@ -293,7 +308,7 @@ import TestSupport
                     "shift", "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range",
                     "bias_mode", "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
                     "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "ema_decay",
-                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "threads"]
+                    "ema_interval", "ema", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "threads"]
         for key in keys {
             let flag = "--" + key.replacingOccurrences(of: "_", with: "-")
             #expect(help.contains("\n  \(flag) <"), "\(flag)")

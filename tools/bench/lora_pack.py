@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: FlowGuard delta archive (`flowguard lora pack`) vs `zstd -3` vs ZipNN on a LoRA adapter.
 
-Run by hand (not a test):  python3 tools/bench/lora_pack.py [--adapter FILE] [--quick]
+Run by hand (not a test):  .build/test-venv/bin/python tools/bench/lora_pack.py [--adapter FILE] [--quick]
 
-Needs numpy + safetensors; installs zipnn into .build/bench-venv (pip) when missing and runs it
+Needs Python 3 with numpy and safetensors — the test venv `bash tools/install-deps.sh` makes
+(.build/test-venv) has both; a Python without them is told so and how to run it. Installs zipnn into .build/bench-venv (pip) when missing and runs it
 there in a subprocess. Builds `flowguard` in release mode. Adapter: a trained one when given with
 --adapter (the trainer's output), else random-normal in the SD3.5-Medium rank-32 layout of design
 §6 (A ~ N(0, 1/1536), B ~ N(0, 0.01): "trained-like", non-zero B). The output says which.
@@ -19,7 +20,13 @@ MB/s = raw file bytes / 1e6 / seconds.
 """
 import argparse, json, math, os, shutil, statistics, subprocess, sys, time
 
-import numpy as np
+try:
+    import numpy as np
+    import safetensors  # noqa: F401  (used when writing the adapter)
+except ModuleNotFoundError as missing:
+    sys.exit(f"tools/bench/lora_pack.py needs Python 3 with numpy and safetensors; {sys.executable} has no "
+             f"'{missing.name}'. Run it with the test venv (made by `bash tools/install-deps.sh`):\n"
+             f"  .build/test-venv/bin/python tools/bench/lora_pack.py")
 
 from release_build import release_binary
 
@@ -184,11 +191,11 @@ def ours(fg, path, work, reps, threads, reference=None):
     tp, outs = timed([fg, "lora", "pack", path, arc, "--threads", str(threads), "--json"] + ref, reps, arc)
     runs = [json.loads(o) for o in outs]
     # (binaries from before codec/commit seconds were reported: the whole run counts as codec)
-    codec_p = min(r.get("codec_seconds", r["seconds"]) for r in runs)
+    codec_p = min(r.get("codec_seconds", r.get("elapsed_seconds", r.get("seconds"))) for r in runs)
     commit_p = min(r.get("commit_seconds", 0.0) for r in runs)
     tu, outs = timed([fg, "lora", "unpack", arc, back, "--threads", str(threads), "--json"] + ref, reps, back)
     runs = [json.loads(o) for o in outs]
-    codec_u = min(r.get("codec_seconds", r["seconds"]) for r in runs)
+    codec_u = min(r.get("codec_seconds", r.get("elapsed_seconds", r.get("seconds"))) for r in runs)
     commit_u = min(r.get("commit_seconds", 0.0) for r in runs)
     ok = same(path, back)
     os.remove(back)

@@ -560,7 +560,8 @@ def main():
                     h.fail(name, f"the uninterrupted output does not verify: {text}")
             log(f"{name}: uninterrupted run {seconds:.2f} s, {h.size_of(ref_dest) / 1e9:.2f} GB")
             old_digest = h.tree_digest(old) if old else None
-            return dict(name=name, argv=argv_without_out + [dest], dest=dest, expected=expected, old=old,
+            # --force: the old output placed at dest is to be replaced (whole or not at all).
+            return dict(name=name, argv=argv_without_out + [dest, "--force"], dest=dest, expected=expected, old=old,
                         old_digest=old_digest, verify=verify, seconds=seconds)
 
         if "convert" in commands:

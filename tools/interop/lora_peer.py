@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Opt-in interop check of FlowGuard's LoRA exports against diffusers and PEFT (not run by CI).
 
-  /opt/fg-venv/bin/python tools/interop/lora_peer.py [--flowguard .build/debug/flowguard]
+  /opt/fg-venv/bin/python tools/interop/lora_peer.py [--flowguard PATH]
+
+The flowguard binary is --flowguard when given, else the release build the README makes
+(`swift build -c release`; built here when missing), else a debug build. The fixture venv
+(torch, diffusers, peft, safetensors: `bash tools/fixtures/setup_venv.sh`) is needed; another
+Python is told so.
 
 For each fixture model (fixtures/sd35_tiny, fixtures/flux_tiny) the fixture's diffusers adapter is
 converted by `flowguard lora convert` along a chain that crosses both layouts
@@ -27,9 +32,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+try:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    import diffusers  # noqa: F401
+    import peft  # noqa: F401
+except ModuleNotFoundError as missing:
+    sys.exit(f"tools/interop/lora_peer.py needs the fixture venv (torch, diffusers, peft, safetensors); "
+             f"{sys.executable} has no '{missing.name}'. Make it with `bash tools/fixtures/setup_venv.sh`, then run\n"
+             f"  /opt/fg-venv/bin/python tools/interop/lora_peer.py")
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
@@ -176,13 +188,35 @@ def run_fixture(binary, name):
             kohya_through_diffusers(name, sub_paths[fmt], ref_out, io, f"{name} {fmt} export via diffusers (double blocks only)")
 
 
+def find_flowguard(given):
+    """`given` (which must exist), else the release build (built when missing), else the debug build."""
+    if given:
+        if not os.access(given, os.X_OK):
+            sys.exit(f"no flowguard binary at {given}")
+        return given
+    release = ROOT / ".build" / "release" / "flowguard"
+    if release.exists():
+        return str(release)
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    from release_build import release_binary
+    try:
+        return release_binary()
+    except (OSError, subprocess.CalledProcessError) as e:
+        debug = ROOT / ".build" / "debug" / "flowguard"
+        if debug.exists():
+            print(f"(release build failed: {e}; using {debug})", file=sys.stderr)
+            return str(debug)
+        sys.exit(f"no flowguard binary: `swift build -c release` failed ({e}); pass --flowguard PATH")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--flowguard", default=str(ROOT / ".build" / "debug" / "flowguard"))
+    parser.add_argument("--flowguard", help="the flowguard binary (default: the release build, built when missing)")
     a = parser.parse_args()
+    binary = find_flowguard(a.flowguard)
     torch.manual_seed(0)
     for name in ["sd35_tiny", "flux_tiny"]:
-        run_fixture(a.flowguard, name)
+        run_fixture(binary, name)
     print(f"{len(FAILURES)} check(s) failed" if FAILURES else "all checks passed")
     sys.exit(1 if FAILURES else 0)
 

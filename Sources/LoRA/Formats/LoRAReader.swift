@@ -1,4 +1,5 @@
 import Checkpoints
+import DeltaArchive
 import Foundation
 import JSON
 import SafeTensors
@@ -87,8 +88,8 @@ public enum LoRAReader {
     /// The dialect of the adapter at `path`.
     public static func detectFormat(path: String) throws -> LoRAFormat {
         if FileSystem.isFolder(path) { return .peft }
-        let file = try SafeTensorsFile(path: path)
-        return try detectFormat(keys: file.tensors.map(\.name), file: path, isFolder: false)
+        let source = try FactorSource(path: path)
+        return try detectFormat(keys: source.keys, file: path, isFolder: false)
     }
 
     /// The dialect of a list of tensor keys; throws `LoRAError.unknownDialect` naming up to five keys.
@@ -108,35 +109,71 @@ enum FactorRole: Hashable {
     case down, up, alpha, upBias
 }
 
-/// The tensors of one adapter file, read as floats, with the non-finite values counted.
+/// The tensors of one adapter file — a safetensors file, or a delta archive (`.fgdelta`, decoded
+/// tensor by tensor, its XOR chain resolved as `DeltaArchiveReader.openingChain(path:)` does) — read as
+/// floats, with the non-finite values counted. Byte offsets are those of the (packed) safetensors file.
 final class FactorSource {
     let path: String
-    let file: SafeTensorsFile
+    let header: SafeTensorsHeader
+    private let file: SafeTensorsFile?
+    private let archive: DeltaArchiveReader?
     var nonFinite: [NonFiniteReport] = []
-    var keys: [String] { file.tensors.map(\.name) }
+    var keys: [String] { header.tensors.map(\.name) }
     var metadata: [String: String] {
         var out: [String: String] = [:]
-        for (k, v) in file.header.metadata ?? [] { out[k] = v }
+        for (k, v) in header.metadata ?? [] { out[k] = v }
         return out
     }
 
     init(path: String) throws {
         self.path = path
-        self.file = try SafeTensorsFile(path: path)
+        if DeltaArchiveReader.hasMagic(path: path) {
+            let reader = try DeltaArchiveReader.openingChain(path: path)
+            archive = reader
+            file = nil
+            header = reader.sourceHeader
+        } else {
+            let opened = try SafeTensorsFile(path: path)
+            file = opened
+            archive = nil
+            header = opened.header
+        }
+    }
+
+    /// The tensor `key`'s entry.
+    func info(_ key: String) throws -> TensorInfo {
+        guard let info = header.info(key) else { throw SafeTensorsError.tensorNotFound(file: path, tensor: key) }
+        return info
+    }
+
+    /// Where the tensor's data starts in the (packed) safetensors file.
+    func fileOffset(of info: TensorInfo) -> Int { header.dataStart + info.dataRange.lowerBound }
+
+    /// The tensor's values widened to Float.
+    func floats(of info: TensorInfo) throws -> [Float] {
+        if let file { return try file.floats(of: info) }
+        let bytes = try archive!.readTensor(info.name, threads: 1)
+        let count = info.elementCount
+        return bytes.withUnsafeBytes { raw in
+            [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                FloatCodec.decode(info.dtype, from: raw, into: buffer)
+                initialized = count
+            }
+        }
     }
 
     /// The tensor `key` as a matrix of floats (counting NaN/Inf).
     func matrix(_ key: String) throws -> Matrix {
-        let info = try file.info(key)
+        let info = try info(key)
         guard FloatCodec.canDecode(info.dtype), info.dtype.isFloatingPoint else {
-            throw LoRAError.badTensor(file: path, key: key, byteOffset: file.fileOffset(of: info),
+            throw LoRAError.badTensor(file: path, key: key, byteOffset: fileOffset(of: info),
                                       reason: "dtype \(info.dtype.rawValue) is not a floating-point type")
         }
-        let values = try file.floats(of: info)
+        let values = try floats(of: info)
         var nan = 0, inf = 0
         for v in values where !v.isFinite { if v.isNaN { nan += 1 } else { inf += 1 } }
         if nan + inf > 0 {
-            nonFinite.append(NonFiniteReport(key: key, byteOffset: file.fileOffset(of: info), nanCount: nan, infCount: inf))
+            nonFinite.append(NonFiniteReport(key: key, byteOffset: fileOffset(of: info), nanCount: nan, infCount: inf))
         }
         return Matrix(shape: info.shape, values: values)
     }
@@ -145,8 +182,8 @@ final class FactorSource {
     func scalar(_ key: String) throws -> Float {
         let m = try matrix(key)
         guard m.values.count == 1 else {
-            let info = try file.info(key)
-            throw LoRAError.badTensor(file: path, key: key, byteOffset: file.fileOffset(of: info),
+            let info = try info(key)
+            throw LoRAError.badTensor(file: path, key: key, byteOffset: fileOffset(of: info),
                                       reason: "alpha must be a scalar, found shape \(m.shape)")
         }
         return m.values[0]

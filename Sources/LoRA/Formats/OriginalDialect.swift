@@ -79,8 +79,11 @@ enum OriginalDialect {
     }
 
     /// Writes a kohya or ComfyUI file; `adapter` must use original naming. rsLoRA scales are folded
-    /// into α (α' = α·√r) since these formats know only α/r.
-    static func write(_ adapter: LoRAAdapter, format: LoRAFormat, to path: String) throws {
+    /// into α (α' = α·√r) since these formats know only α/r. `fused` names the modules whose B is
+    /// block-diagonal because split LoRAs were fused into them (recorded in the metadata as
+    /// `flowguard.fused_block_diagonal`); factors are written in `dtype`, α in float32.
+    static func write(_ adapter: LoRAAdapter, format: LoRAFormat, to path: String, dtype: DType = .f32,
+                      fused: [FusedModule] = []) throws {
         var tensors: [(String, Matrix)] = []
         for m in adapter.modules {
             let base = format == .kohya ? kohyaPrefix + m.name.replacingOccurrences(of: ".", with: "_") : comfyPrefix + m.name
@@ -97,13 +100,20 @@ enum OriginalDialect {
         if format == .kohya {
             let ranks = adapter.modules.map(\.rank)
             let alphas = adapter.modules.map { effectiveAlpha($0, rsLoRA: adapter.rsLoRA) }
-            metadata["ss_network_dim"] = String(dialectMostCommon(ranks) ?? 0)
-            metadata["ss_network_alpha"] = pythonFloatText(dialectMostCommon(alphas) ?? 0)
+            // kohya's loaders read these as the rank and α of every module: written only when
+            // every module agrees (a fused q/k/v of rank 3r beside rank-r modules does not).
+            metadata["ss_network_dim"] = nil
+            metadata["ss_network_alpha"] = nil
+            if let rank = ranks.first, ranks.allSatisfy({ $0 == rank }), let alpha = alphas.first, alphas.allSatisfy({ $0 == alpha }) {
+                metadata["ss_network_dim"] = String(rank)
+                metadata["ss_network_alpha"] = pythonFloatText(alpha)
+            }
             // An adapter of unknown family is written with FLUX's module name, as it always was.
             metadata["ss_network_module"] = (adapter.family ?? .flux).kohyaNetworkModule
         }
+        if !fused.isEmpty { metadata[FusedModule.metadataKey] = FusedModule.metadataJSON(fused) }
         metadata["format"] = "pt"
-        try writeF32Tensors(tensors, metadata: metadata, to: path)
+        try writeF32Tensors(tensors, metadata: metadata, to: path, dtype: dtype)
     }
 
     /// α such that α/r equals the module's scale.

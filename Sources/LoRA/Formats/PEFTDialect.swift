@@ -113,7 +113,7 @@ enum PEFTDialect {
     }
 
     /// Writes a PEFT folder or a diffusers file; `adapter` must use diffusers naming.
-    static func write(_ adapter: LoRAAdapter, format: LoRAFormat, to path: String) throws {
+    static func write(_ adapter: LoRAAdapter, format: LoRAFormat, to path: String, dtype: DType = .f32) throws {
         let prefix = format == .peft ? peftPrefix : diffusersPrefix
         var tensors: [(String, Matrix)] = []
         for m in adapter.modules {
@@ -123,18 +123,18 @@ enum PEFTDialect {
         }
         let members = config(of: adapter, peftFolder: format == .peft)
         if format == .peft {
-            // The folder appears with both files or not at all (files of an existing folder that
-            // are not the adapter's stay).
+            // The folder is staged beside `path` and replaces whatever was there whole (no stale
+            // adapter_model.bin or other file of an earlier adapter stays beside the new one).
             let parent = FileSystem.parentFolder(of: FileSystem.trimmingTrailingSlashes(path))
             if !FileSystem.exists(parent) { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
             let folder: AtomicFolder
-            do { folder = try AtomicFolder(destination: path, placement: .merge(tag: "peft")) } catch { throw SafeTensorsError.system(error) }
-            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: folder.stagingPath + "/adapter_model.safetensors")
+            do { folder = try AtomicFolder(destination: path, placement: .replace()) } catch { throw SafeTensorsError.system(error) }
+            try writeF32Tensors(tensors, metadata: ["format": "pt"], to: folder.stagingPath + "/adapter_model.safetensors", dtype: dtype)
             try writeTextFileAtomically(indentedJSON(.object(members)) + "\n", to: folder.stagingPath + "/adapter_config.json")
             do { try folder.commit(order: ["adapter_model.safetensors", "adapter_config.json"]) } catch { throw SafeTensorsError.system(error) }
         } else {
             let prefixed = JSONValue.object(members.map { (key: diffusersPrefix + $0.key, value: $0.value) })
-            try writeF32Tensors(tensors, metadata: ["format": "pt", "lora_adapter_metadata": indentedJSON(prefixed)], to: path)
+            try writeF32Tensors(tensors, metadata: ["format": "pt", "lora_adapter_metadata": indentedJSON(prefixed)], to: path, dtype: dtype)
         }
     }
 }
@@ -234,10 +234,11 @@ func indentedJSON(_ value: JSONValue, depth: Int = 0) -> String {
 }
 
 /// Writes F32 tensors atomically through `SafeTensorsWriter`.
-func writeF32Tensors(_ tensors: [(String, Matrix)], metadata: [String: String], to path: String) throws {
+func writeF32Tensors(_ tensors: [(String, Matrix)], metadata: [String: String], to path: String, dtype: DType = .f32) throws {
     var byName: [String: Matrix] = [:]
     for (k, m) in tensors { byName[k] = m }
-    let specs = tensors.map { TensorSpec(name: $0.0, dtype: .f32, shape: $0.1.shape) }
+    // α tensors stay float32 whatever `dtype` is: the scale α/r must be exact.
+    let specs = tensors.map { TensorSpec(name: $0.0, dtype: $0.0.hasSuffix(".alpha") ? .f32 : dtype, shape: $0.1.shape) }
     try SafeTensorsWriter.write(to: path, specs: specs, metadata: metadata) { sink in
         _ = try sink.write(floats: byName[sink.info.name]!.values)
     }
