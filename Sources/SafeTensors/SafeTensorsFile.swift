@@ -60,8 +60,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
             encodings = layout.encodings
             details = layout.details
         } else {
-            if let what = ForeignFile.describe(magic, path: path) { throw .container(file: path, reason: what) }
-            header = try SafeTensorsHeader.parse(mapping.bytes, fileSize: size, file: path)
+            // Safetensors first: its 8-byte length can begin like another format's magic. Only a
+            // file that is not valid safetensors is named for what else it looks like.
+            do { header = try SafeTensorsHeader.parse(mapping.bytes, fileSize: size, file: path) } catch {
+                if let what = ForeignFile.describe(magic, path: path) { throw .container(file: path, reason: what) }
+                throw error
+            }
             format = "safetensors"
             encodings = [:]
             details = []

@@ -36,7 +36,7 @@ struct Convert: ParsableCommand {
     @Option(help: "Key layout of the output (required for safetensors outputs; a .gguf output is original).")
     var layout: KeyLayout?
 
-    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own); for a .gguf output f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1 (default f16).")
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own; f16 for a .gguf output, which also takes q8_0, q4_0, q4_1, q5_0 and q5_1).")
     var dtype: ConvertDType?
 
     @Option(help: ArgumentHelp("Write shards of at most this size (e.g. 5GB) plus an index, in a folder.", valueName: "size"),
@@ -180,6 +180,11 @@ struct ConvertDType: ExpressibleByArgument {
         let aliases = ["fp32": "f32", "float32": "f32", "fp16": "f16", "float16": "f16", "half": "f16", "bfloat16": "bf16"]
         let name = aliases[lower] ?? lower
         gguf = GGUFType(name: name).flatMap { Converter.ggufOutputTypes.contains($0) ? $0 : nil }
-        if float == nil && gguf == nil && GGUFType(name: name) == nil { return nil }
+        if float == nil && gguf == nil { return nil }
+    }
+
+    /// The float dtypes, then the GGUF block types.
+    static var allValueStrings: [String] {
+        OutputDType.allValueStrings + Converter.ggufOutputTypes.filter(\.isBlockQuantized).map { $0.name.lowercased() }
     }
 }

@@ -77,7 +77,7 @@ import TestSupport
                                    Repository.path("fixtures/gguf/types.expected.safetensors"), "--json")
         #expect(result.status == 0 || result.status == 1, "\(result.stderr)")
         // Tolerance 0: every value of every type equals gguf-py's, nothing missing on either side.
-        #expect(result.stdout.contains("\"differ\":0,\"only_in_a\":0,\"only_in_b\":0"), "\(result.stdout)")
+        #expect(result.stdout.contains("\"differ_count\":0,\"only_in_a_count\":0,\"only_in_b_count\":0"), "\(result.stdout)")
         #expect(result.stdout.contains("\"name\":\"kquant.q6_k\",\"status\":\"equal\""))
     }
 
