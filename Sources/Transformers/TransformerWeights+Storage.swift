@@ -32,8 +32,16 @@ struct MappedPiece: @unchecked Sendable {
         self.rows = rows
     }
 
-    /// Absolute file byte range of the piece, for dtypes of whole bytes.
+    /// Whether the piece is ggml Q8_0 blocks (GGUF), which the runtime multiplies from the
+    /// mapping as they are (`WeightMatrix.Element.q8_0`).
+    var isQ8_0: Bool { encoding?.name == "Q8_0" && info.shape.count == 2 }
+
+    /// Absolute file byte range of the piece, for dtypes of whole bytes and Q8_0 rows.
     var byteRange: Range<Int> {
+        if isQ8_0 {
+            let rowBytes = WeightMatrix.Element.q8_0.rowByteCount(rowElements)
+            return (tensorStart + rows.lowerBound * rowBytes)..<(tensorStart + rows.upperBound * rowBytes)
+        }
         let width = info.dtype.bits / 8
         let start = tensorStart + firstElement * width
         return start..<(start + elementCount * width)
@@ -112,6 +120,19 @@ struct StoredWeight: Sendable {
             return WeightMatrix(rows: rows, columns: columns, element: .float32, bytes: storage.pointer, owner: storage)
         case .mapped(let pieces):
             let stored = dtype
+            if !pieces.isEmpty, pieces.allSatisfy(\.isQ8_0), columns % WeightMatrix.Element.q8BlockValues == 0 {
+                // Q8_0 blocks stay blocks: decoded panel by panel where the product needs them.
+                if let (file, range) = Self.contiguousBlocks(pieces), !range.isEmpty {
+                    return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: file.mappedAddress(of: range), owner: file)
+                }
+                let copy = WeightStorage(byteCount: rows * WeightMatrix.Element.q8_0.rowByteCount(columns))
+                var offset = 0
+                for piece in pieces {
+                    copy.copyBytes(from: piece.file, fileRange: piece.byteRange, toOffset: offset)
+                    offset += piece.byteRange.count
+                }
+                return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: copy.pointer, owner: copy)
+            }
             let blocks = pieces.contains { $0.encoding != nil }
             if !blocks, let element = WeightMatrix.Element(stored) {
                 if let (file, range) = Self.contiguousRange(pieces), !range.isEmpty {
@@ -137,6 +158,18 @@ struct StoredWeight: Sendable {
             }
             return WeightMatrix(rows: rows, columns: columns, element: element, bytes: copy.pointer, owner: copy)
         }
+    }
+
+    /// The one file range Q8_0 pieces cover when they are consecutive rows of one file.
+    static func contiguousBlocks(_ pieces: [MappedPiece]) -> (SafeTensorsFile, Range<Int>)? {
+        guard let first = pieces.first else { return nil }
+        var range = first.byteRange
+        for piece in pieces.dropFirst() {
+            let next = piece.byteRange
+            guard piece.file === first.file, next.lowerBound == range.upperBound else { return nil }
+            range = range.lowerBound..<next.upperBound
+        }
+        return (first.file, range)
     }
 
     /// The one file range the pieces cover when they are consecutive bytes of one file.
