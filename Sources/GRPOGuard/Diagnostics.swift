@@ -90,3 +90,50 @@ public struct StepDiagnostics: Sendable, Equatable {
         return (mean, variance.squareRoot())
     }
 }
+
+/// The 5, 25, 50, 75 and 95 % quantiles of one per-sample quantity (the importance ratio r or r̂
+/// of one trained timestep in one optimizer step), as the report draws them: a whisker from 5 to
+/// 95 %, a box from 25 to 75 %, the median. Quantiles interpolate linearly between order
+/// statistics (numpy's default, Hyndman–Fan type 7): for sorted x₀ … xₙ₋₁ and level p,
+/// h = (n − 1)·p, q = x⌊h⌋ + (h − ⌊h⌋)·(x⌊h⌋₊₁ − x⌊h⌋).
+public struct SampleQuantiles: Sendable, Equatable {
+    /// The levels, in the order of `values`.
+    public static let levels: [Double] = [0.05, 0.25, 0.5, 0.75, 0.95]
+    /// One value per level of `levels`, non-decreasing.
+    public var values: [Double]
+
+    /// A value from already computed quantiles (one per level; the report reading the log back).
+    public init(values: [Double]) {
+        precondition(values.count == Self.levels.count, "SampleQuantiles: \(values.count) values for \(Self.levels.count) levels")
+        self.values = values
+    }
+
+    /// The quantiles of `samples`; nil when there are none. Non-finite samples are kept (NaN
+    /// sorts last here, so a NaN sample shows up in the upper quantiles rather than vanishing).
+    public init?(of samples: [Double]) {
+        guard !samples.isEmpty else { return nil }
+        let sorted = samples.sorted { $0 < $1 || (!$0.isNaN && $1.isNaN) }
+        values = Self.levels.map { Self.quantile(sorted: sorted, level: $0) }
+    }
+
+    /// The type-7 quantile at `level` (0…1) of non-empty, ascending `sorted`.
+    public static func quantile(sorted: [Double], level: Double) -> Double {
+        precondition(!sorted.isEmpty, "SampleQuantiles.quantile: no values")
+        let h = Double(sorted.count - 1) * Swift.min(1, Swift.max(0, level))
+        let k = Int(h.rounded(.down))
+        guard k + 1 < sorted.count else { return sorted[sorted.count - 1] }
+        let f = h - Double(k)
+        return f == 0 ? sorted[k] : sorted[k] + f * (sorted[k + 1] - sorted[k])
+    }
+
+    /// The 5 % quantile (whisker end).
+    public var low: Double { values[0] }
+    /// The 25 % quantile (box end).
+    public var lowerQuartile: Double { values[1] }
+    /// The median.
+    public var median: Double { values[2] }
+    /// The 75 % quantile (box end).
+    public var upperQuartile: Double { values[3] }
+    /// The 95 % quantile (whisker end).
+    public var high: Double { values[4] }
+}

@@ -215,6 +215,7 @@ public final class Trainer {
         for j in 0..<trained {
             let sde = schedule.sdeStep(at: j, noiseLevel: config.noiseLevel)
             var diagnostics: [StepDiagnostics] = []
+            var ratios: [Double] = [], normalizedRatios: [Double] = []
             var loss = 0.0
             for range in minibatches {
                 let ids = Array(batch.promptIDs[range])
@@ -238,6 +239,8 @@ public final class Trainer {
                 let seed = sde.velocityGradient(fromMeanGradient: result.meanGradient.map { $0 / share }, shape: result.shape)
                 graph.backward(from: output, seed: driver.outputSeed(seed))
                 diagnostics.append(result.diagnostics)
+                ratios += result.ratios
+                normalizedRatios += result.normalizedRatios
                 loss += result.loss / share
             }
             // This timestep's gradient: its norm, then its share of the mean over timesteps.
@@ -255,7 +258,9 @@ public final class Trainer {
                 variable.gradient = nil
             }
             timesteps.append(TimestepRecord(index: j, sigma: schedule.sigmas[j], diagnostics: StepDiagnostics.average(diagnostics)!,
-                                            gradientNorm: squares.squareRoot(), loss: loss))
+                                            gradientNorm: squares.squareRoot(), loss: loss,
+                                            ratioQuantiles: SampleQuantiles(of: ratios),
+                                            normalizedRatioQuantiles: SampleQuantiles(of: normalizedRatios)))
             totalLoss += loss / Double(trained)
         }
         for (k, variable) in variables.enumerated() {

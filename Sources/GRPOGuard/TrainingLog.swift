@@ -15,14 +15,22 @@ public struct TimestepRecord: Sendable, Equatable {
     public var gradientNorm: Double
     /// The timestep's loss (reweighted; averaged over minibatches).
     public var loss: Double
+    /// Quantiles of the per-sample raw ratio r over all samples of the optimizer step (every
+    /// minibatch); nil in logs written before the field existed.
+    public var ratioQuantiles: SampleQuantiles?
+    /// Quantiles of the per-sample normalized ratio r̂, as `ratioQuantiles`.
+    public var normalizedRatioQuantiles: SampleQuantiles?
 
     /// A record from its fields (the trainer, and the report reading `diagnostics.jsonl` back).
-    public init(index: Int, sigma: Double, diagnostics: StepDiagnostics, gradientNorm: Double, loss: Double) {
+    public init(index: Int, sigma: Double, diagnostics: StepDiagnostics, gradientNorm: Double, loss: Double,
+                ratioQuantiles: SampleQuantiles? = nil, normalizedRatioQuantiles: SampleQuantiles? = nil) {
         self.index = index
         self.sigma = sigma
         self.diagnostics = diagnostics
         self.gradientNorm = gradientNorm
         self.loss = loss
+        self.ratioQuantiles = ratioQuantiles
+        self.normalizedRatioQuantiles = normalizedRatioQuantiles
     }
 }
 
@@ -81,7 +89,7 @@ public struct UpdateRecord: Sendable, Equatable {
             ("clip_fraction_negative", .double(mean(\.clipFractionNegative))),
             ("approx_kl", .double(mean(\.approximateKL))),
             ("timesteps", .array(timesteps.map { t in
-                .object([
+                var members: [(String, JSONValue)] = [
                     ("index", .int(Int64(t.index))), ("sigma", .double(t.sigma)),
                     ("ratio_mean", .double(t.diagnostics.ratioMean)), ("ratio_std", .double(t.diagnostics.ratioStd)),
                     ("normalized_ratio_mean", .double(t.diagnostics.normalizedRatioMean)),
@@ -92,7 +100,10 @@ public struct UpdateRecord: Sendable, Equatable {
                     ("clip_fraction_negative", .double(t.diagnostics.clipFractionNegative)),
                     ("approx_kl", .double(t.diagnostics.approximateKL)),
                     ("grad_norm", .double(t.gradientNorm)), ("loss", .double(t.loss)),
-                ])
+                ]
+                if let q = t.ratioQuantiles { members.append(("ratio_quantiles", .array(q.values.map { .double($0) }))) }
+                if let q = t.normalizedRatioQuantiles { members.append(("normalized_ratio_quantiles", .array(q.values.map { .double($0) }))) }
+                return .object(members)
             })),
             ("seconds", .double(seconds)),
         ])

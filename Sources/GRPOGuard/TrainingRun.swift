@@ -150,7 +150,8 @@ public enum TrainingRun {
     }
 
     /// After the last step: its checkpoint (if not written yet), the exports in `RUN/final/`, and
-    /// the evaluation of base and trained model on the first `evalPrompts` prompts (nil for none).
+    /// the evaluation of base and trained model on the first `evalPrompts` prompts (nil for none),
+    /// also saved as `RUN/evaluation.json`.
     static func finish(_ trainer: Trainer, promptCount: Int, diagnostics: DiagnosticsLog, fingerprint: String) throws(TrainingError)
         -> (exports: [(kind: String, path: String)], evaluation: (base: Double, trained: Double)?) {
         let config = trainer.config
@@ -163,7 +164,20 @@ public enum TrainingRun {
         guard !ids.isEmpty else { return (exports, nil) }
         let base = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: false)
         let trained = try trainer.evaluate(promptIDs: ids, steps: config.evalSteps, seed: config.seed &+ 1, adapted: true)
+        try writeFileAtomically(Array((evaluationJSON(base: base, adapted: trained, prompts: ids.count, config: config).compactText + "\n").utf8),
+                                to: config.output + "/evaluation.json")
         return (exports, (base, trained))
+    }
+
+    /// `RUN/evaluation.json`: the noise-free evaluation's mean reward without (`base`) and with
+    /// (`adapted`) the exported adapter, and how it was taken (prompts, Euler steps, noise seed).
+    public static func evaluationJSON(base: Double, adapted: Double, prompts: Int, config: TrainingConfig) -> JSONValue {
+        func number(_ x: Double) -> JSONValue { x.isFinite ? .double(x) : .null }
+        return .object([
+            ("base", number(base)), ("adapted", number(adapted)), ("prompts", .int(Int64(prompts))),
+            ("steps", .int(Int64(config.evalSteps))), ("seed", .uint(config.seed &+ 1)),
+            ("exported", .string(config.useEMA ? "ema" : "raw")), ("reward", .string(config.reward)),
+        ])
     }
 
     /// The reward a config names: `builtin:…` or an external command line.

@@ -40,6 +40,18 @@ public struct RunReport: Sendable {
         public var bytes: Int
     }
 
+    /// `RUN/evaluation.json`: the noise-free evaluation's mean reward without and with the adapter.
+    public struct Evaluation: Sendable, Equatable {
+        /// Mean reward without the adapter (NaN when not finite).
+        public var base: Double
+        /// Mean reward with the exported adapter.
+        public var adapted: Double
+        /// Prompts evaluated (one sample each), when recorded.
+        public var prompts: Int?
+        /// Euler steps of the noise-free sampling, when recorded.
+        public var steps: Int?
+    }
+
     /// The run folder.
     public var run: String
     /// `RUN/diagnostics.jsonl`.
@@ -51,6 +63,11 @@ public struct RunReport: Sendable {
     /// How many records lack `clip_fraction_positive` or `clip_fraction_negative` in some timestep
     /// (lines written before those fields existed); the missing values read as 0.
     public var recordsWithoutSignedClipFractions = 0
+    /// How many records lack the per-sample ratio quantiles (`ratio_quantiles`,
+    /// `normalized_ratio_quantiles`) in some timestep: lines written before those fields existed.
+    public var recordsWithoutQuantiles = 0
+    /// The end-of-run evaluation (`RUN/evaluation.json`), when the run wrote one.
+    public var evaluation: Evaluation?
     /// `RUN/config.json`'s members, when present.
     public var config: [(key: String, value: JSONValue)]?
     /// The complete checkpoints, oldest first.
@@ -83,6 +100,22 @@ public struct RunReport: Sendable {
         if fm.fileExists(atPath: diagnosticsPath) {
             (records, skipped, withoutSigned) = try parseDiagnosticLines(try readAll(diagnosticsPath), path: diagnosticsPath)
         }
+        var evaluation: Evaluation?
+        let evaluationPath = run + "/evaluation.json"
+        if fm.fileExists(atPath: evaluationPath) {
+            let json: JSONValue
+            do { json = try JSONValue.parse(try readAll(evaluationPath)) } catch let error as ReportError { throw error } catch {
+                throw .unreadable(path: evaluationPath, reason: "is not valid JSON: \(error)")
+            }
+            func number(_ key: String) throws(ReportError) -> Double {
+                guard let value = json[key] else { throw .unreadable(path: evaluationPath, reason: "\"\(key)\" is missing") }
+                if value == .null { return .nan }
+                guard let d = value.doubleValue else { throw .unreadable(path: evaluationPath, reason: "\"\(key)\" must be a number, found \(value.compactText)") }
+                return d
+            }
+            evaluation = Evaluation(base: try number("base"), adapted: try number("adapted"),
+                                    prompts: json["prompts"]?.nonNegativeInt, steps: json["steps"]?.nonNegativeInt)
+        }
         let checkpoints = TrainingCheckpoint.list(in: checkpointFolder)
         var exports: [Export] = []
         let final = run + "/final"
@@ -94,6 +127,10 @@ public struct RunReport: Sendable {
         var report = RunReport(run: run, diagnosticsPath: diagnosticsPath, records: records, skippedIncompleteLine: skipped,
                                config: config, checkpoints: checkpoints, exports: exports, prompts: nil)
         report.recordsWithoutSignedClipFractions = withoutSigned
+        report.recordsWithoutQuantiles = records.filter { r in
+            r.timesteps.contains { $0.ratioQuantiles == nil || $0.normalizedRatioQuantiles == nil }
+        }.count
+        report.evaluation = evaluation
         if let file = report.configText("prompts") { report.prompts = promptStrings(file) }
         return report
     }
@@ -244,9 +281,25 @@ public struct RunReport: Sendable {
             if positive == nil || negative == nil { hasSigned = false }
             diagnostics.clipFractionPositive = positive ?? 0
             diagnostics.clipFractionNegative = negative ?? 0
+            /// Five quantiles, or nil when the line predates them.
+            func quantiles(_ key: String) throws(ReportError) -> SampleQuantiles? {
+                guard let value = item[key] else { return nil }
+                guard let items = value.arrayValue, items.count == SampleQuantiles.levels.count else {
+                    throw bad("\(context)\"\(key)\" must be an array of \(SampleQuantiles.levels.count) numbers, found \(value.compactText)")
+                }
+                var values: [Double] = []
+                for v in items {
+                    if v == .null { values.append(.nan); continue }
+                    guard let d = v.doubleValue else { throw bad("\(context)\"\(key)\" must hold numbers, found \(v.compactText)") }
+                    values.append(d)
+                }
+                return SampleQuantiles(values: values)
+            }
             timesteps.append(TimestepRecord(index: try integer(item, "index", context: context)!, sigma: try number(item, "sigma", context: context),
                                             diagnostics: diagnostics, gradientNorm: try number(item, "grad_norm", context: context),
-                                            loss: try number(item, "loss", context: context)))
+                                            loss: try number(item, "loss", context: context),
+                                            ratioQuantiles: try quantiles("ratio_quantiles"),
+                                            normalizedRatioQuantiles: try quantiles("normalized_ratio_quantiles")))
         }
         let record = UpdateRecord(step: step, update: try integer(json, "update", required: false) ?? 0,
                             optimizerStep: try integer(json, "optimizer_step", required: false) ?? step,

@@ -1,3 +1,4 @@
+import FloatKernels
 /// Counts of values that could not be represented exactly in the target dtype's range.
 public struct ConversionReport: Sendable, Hashable {
     /// Values whose magnitude exceeded the target's largest finite value (including ±inf) and
@@ -43,17 +44,18 @@ public enum FloatCodec {
                      "decode: source buffer too small")
         switch dtype {
         case .f32:
-            for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            FloatKernels.widenF32(src, out, count: count)
         case .bf16:
-            for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            FloatKernels.widenBF16(src, out, count: count)
         case .f16:
-            for i in 0..<count { out[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            FloatKernels.widenF16(src, out, count: count)
         case .f64:
-            for i in 0..<count { out[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+            FloatKernels.widenF64(src, out, count: count)
         case .f8e4m3, .f8e5m2, .f8e4m3fnuz, .f8e5m2fnuz, .f8e8m0:
             let table = MiniFloat.table(for: dtype)
             let bytes = src.assumingMemoryBound(to: UInt8.self)
-            table.withUnsafeBufferPointer { t in for i in 0..<count { out[i] = t[Int(bytes[i])] } }
+            precondition(table.count == 256, "decode: an 8-bit table has 256 entries")
+            table.withUnsafeBufferPointer { t in FloatKernels.widenByTable(bytes, table: t.baseAddress!, out, count: count) }
         case .f4:
             let table = MiniFloat.table(for: dtype)
             let bytes = src.assumingMemoryBound(to: UInt8.self)
@@ -98,13 +100,13 @@ public enum FloatCodec {
         precondition(raw.count * 8 >= count * dtype.bits, "encode: destination buffer too small")
         switch dtype {
         case .f32:
-            for i in 0..<count { dst.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            FloatKernels.narrowF32(src, dst, count: count)
         case .f64:
-            for i in 0..<count { dst.storeBytes(of: Double(src[i]).bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self) }
+            FloatKernels.narrowF64(src, dst, count: count)
         case .bf16:
-            for i in 0..<count { dst.storeBytes(of: floatToBFloat16(src[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            FloatKernels.narrowBF16(src, dst, count: count)
         case .f16:
-            for i in 0..<count { dst.storeBytes(of: floatToHalf(src[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            FloatKernels.narrowF16(src, dst, count: count)
         case .f8e4m3, .f8e5m2, .f8e4m3fnuz, .f8e5m2fnuz, .f8e8m0:
             let format = MiniFloat.format(for: dtype)
             let bytes = dst.assumingMemoryBound(to: UInt8.self)
@@ -166,45 +168,15 @@ public enum FloatCodec {
 
     /// IEEE half → float, exact.
     @inline(__always)
-    public static func halfToFloat(_ h: UInt16) -> Float {
-        let sign = UInt32(h & 0x8000) << 16
-        let exponent = UInt32(h >> 10) & 0x1F
-        let mantissa = UInt32(h) & 0x3FF
-        if exponent == 0 {
-            // Zero or subnormal: mantissa × 2^-24, exact in Float.
-            let magnitude = Float(mantissa) * 0x1p-24
-            return Float(bitPattern: magnitude.bitPattern | sign)
-        }
-        if exponent == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13)) }
-        return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
-    }
+    public static func halfToFloat(_ h: UInt16) -> Float { FloatKernels.halfToFloat(h) }
 
     /// float → IEEE half, round to nearest even; overflow gives ±inf, NaN stays NaN.
     @inline(__always)
-    public static func floatToHalf(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        let sign = UInt16(truncatingIfNeeded: (bits >> 16) & 0x8000)
-        var a = bits & 0x7FFF_FFFF
-        if a >= 0x7F80_0000 { return sign | (a > 0x7F80_0000 ? 0x7E00 : 0x7C00) }
-        if a >= 0x477F_F000 { return sign | 0x7C00 }            // ≥ 65520 rounds to infinity
-        if a < 0x3880_0000 {                                    // below 2^-14: subnormal half
-            // Adding 0.5 makes the FPU round |x| to a multiple of 2^-24 (nearest even); the low
-            // bits of the sum are then the half's subnormal mantissa (0x400 if it rounds up to normal).
-            let sum = Float(bitPattern: a) + 0.5
-            return sign | UInt16(truncatingIfNeeded: sum.bitPattern - 0x3F00_0000)
-        }
-        let odd = (a >> 13) & 1
-        a = a &+ 0xC800_0FFF &+ odd                             // rebias 127→15 and round
-        return sign | UInt16(truncatingIfNeeded: a >> 13)
-    }
+    public static func floatToHalf(_ x: Float) -> UInt16 { FloatKernels.floatToHalf(x) }
 
     /// float → bfloat16, round to nearest even; NaN stays a (quiet) NaN.
     @inline(__always)
-    public static func floatToBFloat16(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        if bits & 0x7FFF_FFFF > 0x7F80_0000 { return UInt16(truncatingIfNeeded: bits >> 16) | 0x0040 }
-        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-    }
+    public static func floatToBFloat16(_ x: Float) -> UInt16 { FloatKernels.floatToBFloat16(x) }
 
     /// The 6-bit code of element `index` in a packed F6 buffer (element i at bits 6i..6i+5 of
     /// the little-endian bit stream).

@@ -53,9 +53,22 @@ import TestSupport
             #expect(t["clip_fraction_above"] as? Double == 0 && t["clip_fraction_below"] as? Double == 0)
             #expect(t["approx_kl"] as? Double == 0)
             #expect((t["grad_norm"] as? Double ?? 0) > 0)
+            // Every sample's ratio is 1, so are its quantiles.
+            #expect(t["ratio_quantiles"] as? [Double] == [1, 1, 1, 1, 1])
+            #expect(t["normalized_ratio_quantiles"] as? [Double] == [1, 1, 1, 1, 1])
         }
         let second = lines[1]["timesteps"] as! [[String: Any]]
         #expect(second.contains { ($0["ratio_mean"] as? Double) != 1 })
+        // Off-policy: ordered quantiles over the update's samples (both minibatches), spread out.
+        for t in second {
+            let q = try #require(t["ratio_quantiles"] as? [Double])
+            #expect(q.count == 5 && zip(q, q.dropFirst()).allSatisfy { $0 <= $1 })
+        }
+        #expect(second.contains { ($0["ratio_quantiles"] as! [Double]).first! < ($0["ratio_quantiles"] as! [Double]).last! })
+        // The run finished: its evaluation is saved beside the diagnostics.
+        let evaluation = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: c.output + "/evaluation.json"))) as! [String: Any]
+        #expect(evaluation["base"] is Double && evaluation["adapted"] is Double)
+        #expect(evaluation["prompts"] as? Int == 4 && evaluation["steps"] as? Int == 3)
     }
 
     @Test func trainingMovesTheAdapterDeterministicallyAndResumesBitExactly() throws {

@@ -13,18 +13,26 @@ import GRPOGuard
 
     /// One diagnostics line with `timesteps` trained steps; `ratio` replaces timestep 0's ratio mean;
     /// `signed` adds `clip_fraction_positive`/`_negative` to every timestep (without it the line
-    /// is as written before those fields existed).
-    static func line(step: Int, timesteps: Int = 3, reward: String? = nil, ratio: String? = nil, signed: (String, String)? = nil) -> String {
+    /// is as written before those fields existed); `update` is the update within the rollout (0:
+    /// on-policy); `quantiles` adds per-timestep ratio quantiles (raw r below 1 with a spread
+    /// growing with j, r̂ centred on 1).
+    static func line(step: Int, update: Int = 0, timesteps: Int = 3, reward: String? = nil, ratio: String? = nil,
+                     signed: (String, String)? = nil, quantiles: Bool = false) -> String {
         let ts = (0..<timesteps).map { j in
             let sigma = 1 - Double(j) / Double(timesteps + 1)
             let r = j == 0 && ratio != nil ? ratio! : String(1 - 1e-6 * Double(j + 1) * Double(step))
+            let spread = 1e-6 * Double(j + 1)
+            let q = quantiles
+                ? #""ratio_quantiles":[\#([-2.0, -1, 0, 1, 2].map { String(1 - spread + $0 * spread) }.joined(separator: ","))],"#
+                    + #""normalized_ratio_quantiles":[\#([-2.0, -1, 0, 1, 2].map { String(1 + $0 * 1e-6) }.joined(separator: ","))],"#
+                : ""
             return #"{"index":\#(j),"sigma":\#(sigma),"ratio_mean":\#(r),"ratio_std":\#(1e-6 * Double(j + 1)),"#
                 + #""normalized_ratio_mean":\#(1 + 1e-7 * Double(j)),"normalized_ratio_std":1e-6,"clip_fraction_above":0.25,"#
-                + #""clip_fraction_below":0.5,"#
+                + #""clip_fraction_below":0.5,"# + q
                 + (signed.map { #""clip_fraction_positive":\#($0.0),"clip_fraction_negative":\#($0.1),"# } ?? "")
                 + #""approx_kl":\#(1e-9 * Double(step)),"grad_norm":\#(0.1 * Double(j + 1)),"loss":-0.01}"#
         }.joined(separator: ",")
-        return #"{"step":\#(step),"update":0,"optimizer_step":\#(step),"reward_mean":\#(reward ?? String(0.1 * Double(step))),"#
+        return #"{"step":\#(step),"update":\#(update),"optimizer_step":\#(step + update),"reward_mean":\#(reward ?? String(0.1 * Double(step))),"#
             + #""reward_std":0.05,"loss":-0.01,"lr":0.0001,"grad_norm":0.5,"ratio_mean":1.0,"normalized_ratio_mean":1.0,"#
             + #""clip_fraction_above":0.25,"clip_fraction_below":0.5,"approx_kl":0.0,"timesteps":[\#(ts)],"seconds":1.5}"#
     }
@@ -60,6 +68,17 @@ import GRPOGuard
         }
     }
 
+    /// The fill colours of the cells of the heatmap whose title is `title`.
+    static func cellColors(in html: String, plot title: String) -> [String] {
+        guard let start = html.range(of: "<title>\(title)</title>") else { return [] }
+        let rest = html[start.upperBound...]
+        let body = rest[..<rest.range(of: "</svg>")!.lowerBound]
+        return body.components(separatedBy: "<rect class=\"cell\"").dropFirst().map { piece in
+            let p = piece.range(of: "fill=\"")!.upperBound
+            return String(piece[p..<piece[p...].firstIndex(of: "\"")!])
+        }
+    }
+
     @Test func rendersOneSVGPerPlotWithAPointPerStep() throws {
         let run = try makeRun((1...5).map { Self.line(step: $0) })
         let (report, output) = try RunReport.write(run: run)
@@ -67,23 +86,21 @@ import GRPOGuard
         let html = try String(contentsOfFile: output, encoding: .utf8)
         #expect(html.hasPrefix("<!DOCTYPE html>") && html.hasSuffix("</html>\n"))
         #expect(report.records.count == 5)
-        // 15 line plots and 2 heatmaps.
-        #expect(Self.count("<svg class=\"plot\"", in: html) == 15)
-        #expect(Self.count("<svg class=\"heatmap\"", in: html) == 2)
-        #expect(Self.count("<svg", in: html) == 17)
+        // One update per rollout (all on-policy): no ratio views; 6 line plots (reward, two of
+        // clip fractions, KL, gradient norm, loss) and 6 heatmaps (4 clip fractions, gradient
+        // norm, loss per timestep).
+        #expect(Self.count("<svg class=\"plot\"", in: html) == 6)
+        #expect(Self.count("<svg class=\"heatmap\"", in: html) == 6)
+        #expect(Self.count("<svg", in: html) == 12)
+        #expect(html.contains("Every update of this run is on-policy"))
         // Self-contained: no scripts, no external references.
         #expect(!html.contains("<script") && !html.contains("href=") && !html.contains("src="))
-        // Reward: one line of 5 points plus its band.
-        let reward = Self.polylines(in: html, plot: "Reward mean ± std per training step")
+        // Reward: the line of 5 points (too few steps to smooth), plus its band.
+        let reward = Self.polylines(in: html, plot: "Rollout reward per training step")
         #expect(reward.count == 1 && reward[0].count == 5)
         #expect(Self.count("<polygon class=\"band\"", in: html) == 1)
-        // Mean of r: one line per timestep, 5 points each.
-        let ratio = Self.polylines(in: html, plot: "mean of r (raw ratio)")
-        #expect(ratio.count == 3 && ratio.allSatisfy { $0.count == 5 })
-        // Gradient norm: 3 timesteps + the global norm.
-        #expect(Self.polylines(in: html, plot: "gradient norm per timestep (before clipping)").count == 4)
-        // Heatmap: 3 timesteps × 5 steps per map.
-        #expect(Self.count("<rect class=\"cell\"", in: html) == 2 * 15)
+        // Heatmaps: 3 timesteps × 5 steps per map.
+        #expect(Self.count("<rect class=\"cell\"", in: html) == 6 * 15)
         #expect(html.contains("j=2 σ=0.500"))
         // The header: checkpoints, exports and config.
         #expect(html.contains("Checkpoints") && html.contains("None yet"))
@@ -152,9 +169,12 @@ import GRPOGuard
         // The positive line is flat (all 0), the negative one alternates.
         #expect(Set(overall[0].map { $0.split(separator: ",")[1] }).count == 1)
         #expect(Set(overall[1].map { $0.split(separator: ",")[1] }).count == 2)
-        let positive = Self.polylines(in: html, plot: "clip fraction of A &gt; 0 samples above 1 + ε per timestep")
-        let negative = Self.polylines(in: html, plot: "clip fraction of A &lt; 0 samples below 1 − ε per timestep")
-        #expect(positive.count == 3 && negative.count == 3 && negative.allSatisfy { $0.count == 4 })
+        // Per timestep: heatmaps of 3 timesteps × 4 steps; the positive one is one colour (all 0),
+        // the negative one two (0.5 and 0.75).
+        let positive = Self.cellColors(in: html, plot: "clip fraction of A &gt; 0 samples above 1 + ε per timestep")
+        let negative = Self.cellColors(in: html, plot: "clip fraction of A &lt; 0 samples below 1 − ε per timestep")
+        #expect(positive.count == 12 && negative.count == 12)
+        #expect(Set(positive).count == 1 && Set(negative).count == 2)
         #expect(html.contains("among the samples with A &gt; 0, the fraction above 1 + ε"))
         #expect(!html.contains("written without"))
     }
@@ -172,26 +192,34 @@ import GRPOGuard
     }
 
     @Test func nonFiniteValuesAreGaps() throws {
-        // Step 3's reward is NaN (written as Swift prints it), step 4's timestep-0 ratio is null.
-        var lines = (1...6).map { Self.line(step: $0) }
-        lines[2] = Self.line(step: 3, reward: "nan")
-        lines[3] = Self.line(step: 4, ratio: "null")
-        lines[4] = Self.line(step: 5, ratio: "-inf")
+        // Two updates per rollout. Step 3's reward is NaN (written as Swift prints it); the
+        // off-policy update of step 4 has a null timestep-0 ratio, that of step 5 −inf.
+        var lines = (1...6).flatMap { [Self.line(step: $0), Self.line(step: $0, update: 1)] }
+        lines[4] = Self.line(step: 3, reward: "nan")
+        lines[5] = Self.line(step: 3, update: 1, reward: "nan")
+        lines[7] = Self.line(step: 4, update: 1, ratio: "null")
+        lines[9] = Self.line(step: 5, update: 1, ratio: "-inf")
         let run = try makeRun(lines)
         let (report, output) = try RunReport.write(run: run)
-        #expect(report.records[2].rewardMean.isNaN)
+        #expect(report.records[4].rewardMean.isNaN)
         let html = try String(contentsOfFile: output, encoding: .utf8)
-        let reward = Self.polylines(in: html, plot: "Reward mean ± std per training step")
+        let reward = Self.polylines(in: html, plot: "Rollout reward per training step")
         #expect(reward.map(\.count) == [2, 3])
-        let ratio = Self.polylines(in: html, plot: "mean of r (raw ratio)")
-        // Timestep 0: steps 1–3, then a gap over 4 and 5, then step 6 alone (a point, not a line).
-        #expect(ratio.map(\.count) == [3, 6, 6])
-        #expect(html.contains("<circle class=\"point\" data-series=\"j=0 σ=1.000\""))
-        #expect(html.contains("fill=\"#d0d0d0\""))
+        // The mean-r heatmap: 3 timesteps × 6 steps, grey exactly where timestep 0 had no finite mean.
+        let cells = Self.cellColors(in: html, plot: "mean of r per timestep")
+        #expect(cells.count == 18)
+        #expect(cells.indices.filter { cells[$0] == "#d0d0d0" } == [3, 4])
         // An all-NaN plot says so instead of crashing.
         let svg = ReportSVG.render(ReportSVG.LinePlot(title: "t", xLabel: "x", yLabel: "y",
                                                       series: [.init(name: "s", color: "#000", points: [(1, .nan), (2, .infinity)])]))
         #expect(svg.contains("no finite values"))
+        #expect(!Self.hasNonFiniteText(html))
+    }
+
+    /// Whether the page shows a non-finite number anywhere (text or attribute): "nan", "inf",
+    /// "infinity" as whole words, any case.
+    static func hasNonFiniteText(_ html: String) -> Bool {
+        html.range(of: #"(?i)(?<![a-z])(nan|inf|infinity)(?![a-z])"#, options: .regularExpression) != nil
     }
 
     @Test func malformedLinesNameTheFileAndLine() throws {

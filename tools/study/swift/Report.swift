@@ -50,16 +50,19 @@ enum StudyReport {
     }
 
     /// A plot of one seed curve per method: the mean as a line over its band (none for one seed).
+    /// The band is explained once, in the subtitle (each method's band has its line's colour).
     static func seedPlot(_ title: String, xLabel: String, yLabel: String, curves: [(MethodRuns, SeedCurve)], band: BandKind?,
-                         referenceLines: [(y: Double, label: String)] = []) -> ReportSVG.LinePlot {
+                         referenceLines: [(y: Double, label: String)] = [], integerX: Bool = true) -> ReportSVG.LinePlot {
         var series: [ReportSVG.Series] = [], bands: [ReportSVG.Band] = []
         for (m, curve) in curves {
             series.append(ReportSVG.Series(name: m.method.label, color: color(m.method), points: curve.map { ($0.x, $0.summary.mean) }))
             guard let band else { continue }
             let edges = curve.compactMap { p in band.edges(p.summary).map { (x: p.x, lower: $0.lower, upper: $0.upper) } }
-            if edges.count >= 2 { bands.append(ReportSVG.Band(name: m.method.label + " band", color: color(m.method), points: edges)) }
+            if edges.count >= 2 { bands.append(ReportSVG.Band(name: m.method.label + " band", color: color(m.method), points: edges, inLegend: false)) }
         }
-        return ReportSVG.LinePlot(title: title, xLabel: xLabel, yLabel: yLabel, series: series, bands: bands, referenceLines: referenceLines)
+        let subtitle = band.map { "lines: mean over seeds; shaded: \($0.text), in the line's colour" } ?? "lines: mean over seeds"
+        return ReportSVG.LinePlot(title: title, xLabel: xLabel, yLabel: yLabel, series: series, bands: bands, referenceLines: referenceLines,
+                                  subtitle: bands.isEmpty ? "lines: mean over seeds" : subtitle, integerX: integerX)
     }
 
     /// The horizontal "data" line of a metric with a known value on true data, drawn only when it
@@ -183,7 +186,8 @@ enum StudyReport {
                 return ReportSVG.Series(name: m.method.label, color: color(m.method), points: points)
             }
             let plot = ReportSVG.LinePlot(title: "\(metric.label) vs proxy reward", xLabel: GoldMetric.proxy.label, yLabel: metric.label,
-                                          series: series, referenceLines: dataLine(metric, near: series.flatMap { $0.points.map(\.y) }))
+                                          series: series, referenceLines: dataLine(metric, near: series.flatMap { $0.points.map(\.y) }),
+                                          subtitle: "each line: one method's evaluations in step order, mean over seeds")
             out.append(figures.link("proxy-vs-\(metric.key)", plot))
         }
         return out + [""]
@@ -251,16 +255,20 @@ enum StudyReport {
                        + "samples below 1 − ε (the samples whose gradient the clip removes). Off-policy updates, seed means.", ""]
         func series(_ curve: (MethodRuns, (StepDiagnostics) -> Double) -> [(x: Double, y: Double)]) -> [ReportSVG.Series] {
             data.methods.flatMap { m in [
-                ReportSVG.Series(name: m.method.label + " A>0", color: color(m.method), points: curve(m, { $0.clipFractionPositive })),
-                ReportSVG.Series(name: m.method.label + " A<0", color: color(m.method), points: curve(m, { $0.clipFractionNegative }), dashed: true),
+                ReportSVG.Series(name: m.method.label, color: color(m.method), points: curve(m, { $0.clipFractionPositive })),
+                ReportSVG.Series(name: m.method.label + " A<0", color: color(m.method), points: curve(m, { $0.clipFractionNegative }), dashed: true,
+                                 inLegend: false),
             ] }
         }
         let perTimestep = series { m, value in m.perTimestep(value).map { (Double($0.index), $0.summary.mean) } }
         let perStep = series { m, value in seedCurve(m.runs.map { $0.perStep(value) }).map { ($0.x, $0.summary.mean) } }
+        let key = "solid: A > 0 samples above 1 + ε; dashed: A < 0 samples below 1 − ε; off-policy updates, mean over seeds"
         out.append(figures.link("clip-fraction-timestep", ReportSVG.LinePlot(
-            title: "Clip fractions per timestep", xLabel: "timestep j", yLabel: "fraction clipped", series: perTimestep)))
+            title: "Clip fractions per timestep", xLabel: "timestep j (σ_j in the table above)", yLabel: "fraction clipped",
+            series: perTimestep, subtitle: key, integerX: true)))
         out.append(figures.link("clip-fraction-steps", ReportSVG.LinePlot(
-            title: "Clip fractions over training (mean over timesteps)", xLabel: "training step", yLabel: "fraction clipped", series: perStep)))
+            title: "Clip fractions over training (mean over timesteps)", xLabel: "training step", yLabel: "fraction clipped",
+            series: perStep, subtitle: key, integerX: true)))
         return out + [""]
     }
 
