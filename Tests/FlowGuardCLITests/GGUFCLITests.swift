@@ -208,4 +208,19 @@ import TestSupport
         #expect(try readBytes(mergedGGUF) == readBytes(expected))
         #expect(dir.listing().allSatisfy { !$0.hasPrefix(".flowguard-merge") })
     }
+
+    @Test func diffAcrossContainersAndLayouts() throws {
+        let gguf = dir.file("sd3-f32.gguf")
+        #expect(try flowguard("convert", Repository.path("fixtures/sd35_tiny/original.safetensors"), gguf, "--dtype", "f32", "--quiet").status == 0)
+        // city96 names (no prefix) against the diffusers folder: every tensor byte-identical.
+        let result = try flowguard("diff", "--map-layouts", gguf, Repository.path("fixtures/sd35_tiny/diffusers"))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasSuffix("95 identical (bytes), 0 equal within tolerance, 0 differ, 0 only in A, 0 only in B\n"), "\(result.stdout)")
+        // A Q8_0 file differs from its source by at most half a quantization step.
+        let q8 = dir.file("sd3-q8.gguf")
+        #expect(try flowguard("convert", Repository.path("fixtures/sd35_tiny/original.safetensors"), q8, "--dtype", "q8_0", "--quiet").status == 0)
+        let lossy = try flowguard("diff", "--map-layouts", q8, Repository.path("fixtures/sd35_tiny/original.safetensors"))
+        #expect(lossy.status == 1)
+        #expect(lossy.stdout.contains(" 0 only in A, 0 only in B"))
+    }
 }
