@@ -39,7 +39,9 @@ let package = Package(
         // -Ounchecked lets them vectorise (about 2x less CPU for a bf16 → fp16 convert).
         .target(name: "FloatKernels",
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "JSON"]),
+        // Checkpoints owns "open any container" (TensorCollection.checkpoint): it reads GGUF through
+        // the tensor source SafeTensors defines, so SafeTensors never imports GGUF.
+        .target(name: "Checkpoints", dependencies: ["SystemSupport", "SafeTensors", "GGUF", "JSON"]),
         // The delta archive (.fgdelta) beside the format layer: the only importer of CZstd.
         .target(name: "DeltaArchive", dependencies: ["SystemSupport", "SafeTensors", "JSON", "CZstd"]),
         // GGUF parses untrusted input: built with checks on (no -Ounchecked). It does no I/O
@@ -58,7 +60,7 @@ let package = Package(
         // The run report (HTML page, SVG plots) read from a run folder the trainer wrote.
         .target(name: "RunReports", dependencies: ["SystemSupport", "GRPOGuard", "SafeTensors", "JSON"]),
         .executableTarget(name: "flowguard", dependencies: [
-            "SystemSupport", "JSON", "SafeTensors", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
+            "SystemSupport", "JSON", "SafeTensors", "GGUF", "Checkpoints", "DeltaArchive", "LoRA", "TensorRuntime", "Transformers", "FlowMatching",
             "GRPOGuard", "RunReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -79,7 +81,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["SafeTensors", "TensorRuntime"], path: "Tests/TestSupport"),
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "TestSupport"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
-        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "SafeTensors", "GGUF", "JSON", "TestSupport"]),
         .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),

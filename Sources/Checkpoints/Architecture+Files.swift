@@ -6,7 +6,7 @@ extension Architecture {
     /// The architecture of the checkpoint at `path` (a .safetensors file, a shard index or a model
     /// folder), detected from its tensor names and shapes; see `detect(_:)`. Only headers are read.
     public init(checkpointAt path: String) throws {
-        self = try Architecture.detect(TensorCollection(path: path).infos).architecture
+        self = try Architecture.detect(TensorCollection.transformerCheckpoint(path).infos).architecture
     }
 
     /// The architecture described by the diffusers transformer `config.json` at `path`; see

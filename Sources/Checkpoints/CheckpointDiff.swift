@@ -274,14 +274,21 @@ struct Operand {
         return segments.allSatisfy { $0.entry.info.dtype == first } ? first : nil
     }
 
-    var canDecode: Bool { segments.allSatisfy { FloatCodec.canDecode($0.entry.info.dtype) } }
+    var canDecode: Bool { segments.allSatisfy { $0.entry.encoding?.isDecodable ?? FloatCodec.canDecode($0.entry.info.dtype) } }
 
-    var byteCount: Int { segments.reduce(0) { $0 + $1.entry.info.dtype.bits * $1.elements.count / 8 } }
+    var byteCount: Int {
+        segments.reduce(0) { total, s in
+            guard s.entry.isPlain else { return total + s.entry.info.byteCount * s.elements.count / max(1, s.entry.info.elementCount) }
+            return total + s.entry.info.dtype.bits * s.elements.count / 8
+        }
+    }
 
     /// Whether every segment starts and ends on a byte boundary (always, except for odd runs of
     /// sub-byte kinds).
     var byteAligned: Bool {
+        // Block-encoded (GGUF) segments are compared by value, never byte for byte.
         segments.allSatisfy { s in
+            guard s.entry.isPlain else { return false }
             let bits = s.entry.info.dtype.bits
             return (s.elements.lowerBound * bits) % 8 == 0 && (s.elements.upperBound * bits) % 8 == 0
         }
@@ -349,6 +356,7 @@ struct Operand {
     /// Decodes elements of one stored tensor. Sub-byte kinds decode from the byte boundary at or
     /// before the first element (at most 3 extra elements) and drop the extras.
     static func decode(_ entry: TensorEntry, elements: Range<Int>, into output: UnsafeMutableBufferPointer<Float>) {
+        if !entry.isPlain { return decodeBlocks(entry, elements: elements, into: output) }
         let info = entry.info
         let bits = info.dtype.bits
         let quantum = bits % 8 == 0 ? 1 : (bits == 4 ? 2 : 4)
@@ -365,6 +373,26 @@ struct Operand {
                     for i in 0..<elements.count { output[i] = scratch[skip + i] }
                 }
             }
+        }
+    }
+
+    /// Decodes elements of a block-encoded (GGUF) tensor: the dim-0 rows covering them (the whole
+    /// tensor for a 1-d one), then the elements asked for. `canDecode` was checked by the caller.
+    static func decodeBlocks(_ entry: TensorEntry, elements: Range<Int>, into output: UnsafeMutableBufferPointer<Float>) {
+        guard entry.rowByteCount != nil else {
+            guard let all = try? entry.floats() else { preconditionFailure("undecodable blocks in \(entry.info.name)") }
+            for i in 0..<elements.count { output[i] = all[elements.lowerBound + i] }
+            return
+        }
+        let rowElements = max(1, entry.rowElements)
+        let firstRow = elements.lowerBound / rowElements
+        let lastRow = (elements.upperBound + rowElements - 1) / rowElements
+        let skip = elements.lowerBound - firstRow * rowElements
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: (lastRow - firstRow) * rowElements) { scratch in
+            guard (try? entry.decodeRows(firstRow..<lastRow, into: scratch)) != nil else {
+                preconditionFailure("undecodable blocks in \(entry.info.name)")
+            }
+            for i in 0..<elements.count { output[i] = scratch[skip + i] }
         }
     }
 

@@ -154,7 +154,7 @@ public struct Converter: @unchecked Sendable {
             let sourceRowElements = info.shape.dropFirst().reduce(1, *)
             let sourceRows = info.shape.first ?? 1
             guard sourceRowElements == rowElements, piece.rows.lowerBound >= 0, piece.rows.upperBound <= sourceRows,
-                  let rowBytes = info.dtype.byteCount(elements: rowElements) else {
+                  let rowBytes = entry.rowByteCount ?? (entry.isPlain ? nil : 0) else {
                 throw SafeTensorsError.conversion(
                     file: entry.file.path, tensor: info.name,
                     reason: "rows \(piece.rows) of shape \(info.shape) do not fit output '\(planned.name)' of shape \(planned.shape)")
@@ -163,7 +163,30 @@ public struct Converter: @unchecked Sendable {
             let range = begin..<(begin + piece.rows.count * rowBytes)
             let before = sink.written
             entry.file.advise(.sequential, fileRange: range)
-            if info.dtype == sink.info.dtype {
+            if !entry.isPlain && rowBytes == 0 {
+                // A 0- or 1-d block tensor (small): decoded whole.
+                let all = try entry.floats()
+                try all[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)].withUnsafeBufferPointer {
+                    (part: UnsafeBufferPointer<Float>) throws in report.merge(try sink.write(floats: part))
+                }
+            } else if !entry.isPlain {
+                // Blocks (GGUF quant types): decoded in steps of whole rows to Float, then
+                // written in the output dtype; the mapping's pages are dropped once read.
+                let stepRows = max(1, (16 << 20) / max(rowElements * 4, 1))
+                var scratch = [Float](repeating: 0, count: min(stepRows, piece.rows.count) * rowElements)
+                var row = 0
+                while row < piece.rows.count {
+                    let rows = min(stepRows, piece.rows.count - row)
+                    let first = piece.rows.lowerBound + row
+                    try scratch.withUnsafeMutableBufferPointer { (all: inout UnsafeMutableBufferPointer<Float>) throws in
+                        let part = UnsafeMutableBufferPointer(rebasing: all[0..<(rows * rowElements)])
+                        try entry.decodeRows(first..<(first + rows), into: part)
+                        report.merge(try sink.write(floats: UnsafeBufferPointer(part)))
+                    }
+                    entry.file.advise(.dontNeed, fileRange: (range.lowerBound + row * rowBytes)..<(range.lowerBound + (row + rows) * rowBytes))
+                    row += rows
+                }
+            } else if info.dtype == sink.info.dtype {
                 // Same dtype: a kernel-side copy of the byte range (as cp does).
                 try sink.copy(from: entry.file, fileRange: range)
             } else {

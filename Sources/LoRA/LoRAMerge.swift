@@ -73,7 +73,9 @@ public enum LoRAMerge {
         if unmerge && adapter.deltas.contains(where: \.replaces) {
             throw LoRAMergeError.badOutput(path: output, reason: "an adapter that replaces norm scales cannot be unmerged")
         }
-        let detected = try Architecture.detect(base.infos)
+        // An all-in-one base: the transformer is detected and merged, every other component
+        // is copied byte for byte.
+        let detected = try Architecture.detect(base.transformerOnly().infos)
         var shapes: [String: [Int]] = [:]
         for info in base.infos { shapes[info.name] = info.shape }
         let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
@@ -112,7 +114,7 @@ public enum LoRAMerge {
             let info = entry.info
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
-                var values = try entry.file.floats(of: info)
+                var values = try entry.floats()
                 var columns = info.shape.dropFirst().reduce(1, *)
                 if let wide = placement.widened[info.name] {
                     values = widen(values, rows: info.shape[0], from: columns, to: wide)
@@ -122,6 +124,9 @@ public enum LoRAMerge {
                 applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
                 rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
                 report.merge(try sink.write(floats: values))
+            } else if !entry.isPlain {
+                // A GGUF block tensor of the base: decoded (exactly as gguf-py does) and written.
+                report.merge(try sink.write(floats: try entry.floats()))
             } else if info.dtype == sink.info.dtype {
                 try sink.copy(from: entry.file, fileRange: range)
             } else {

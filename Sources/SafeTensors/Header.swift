@@ -415,3 +415,14 @@ private struct KeyScanner {
         }
     }
 }
+
+extension SafeTensorsHeader {
+    /// The header of a file another container's reader read: its tensors (byte ranges relative to
+    /// the layout's data start) and metadata, in the shape every reader of `SafeTensorsFile` uses.
+    init(foreign layout: ContainerLayout, fileSize: Int) {
+        var index: [String: Int] = [:]
+        for (i, info) in layout.tensors.enumerated() { index[info.name] = i }
+        self.init(tensors: layout.tensors, metadata: layout.metadata, headerLength: layout.dataStart - 8,
+                  dataSize: fileSize - layout.dataStart, keyOffsets: [:], index: index)
+    }
+}

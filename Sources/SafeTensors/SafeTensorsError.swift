@@ -44,6 +44,9 @@ public enum SafeTensorsError: Error, Sendable, Hashable, CustomStringConvertible
     case shardIndex(file: String, tensor: String?, reason: String)
     /// A value could not be converted between dtypes.
     case conversion(file: String, tensor: String, reason: String)
+    /// The file is another container (GGUF, a delta archive, a pickle checkpoint), or a
+    /// container's own reader rejected it; `reason` says which and what to do.
+    case container(file: String, reason: String)
 
     public var description: String {
         let at = errorLocation
@@ -88,6 +91,8 @@ public enum SafeTensorsError: Error, Sendable, Hashable, CustomStringConvertible
             return "\(at(file, tensor, nil)): shard index: \(reason)"
         case let .conversion(file, tensor, reason):
             return "\(at(file, tensor, nil)): \(reason)"
+        case let .container(file, reason):
+            return reason.hasPrefix(file) ? reason : "\(file): \(reason)"
         }
     }
 }

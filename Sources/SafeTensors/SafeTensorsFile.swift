@@ -20,10 +20,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let mapping: MappedRegion
     /// The open descriptor, kept for kernel-side copies (`copy_file_range`).
     let descriptor: FileDescriptor
+    /// The container: `safetensors`, or the `format` of the `ContainerReader` that read it (`GGUF`).
+    public let format: String
+    /// The block encoding of each tensor not stored as plain `dtype` values (GGUF quant types).
+    public let encodings: [String: any BlockEncoding]
+    /// A foreign container's metadata as display text; empty for safetensors.
+    public let details: [(key: String, value: String)]
 
     /// Opens, maps and validates `path`. Throws a `SafeTensorsError` naming the file (and tensor
-    /// and byte offset where it applies) if it is not a valid safetensors file.
-    public init(path: String) throws(SafeTensorsError) {
+    /// and byte offset where it applies) if it is not a valid safetensors file. A file that begins
+    /// like one of `containers` is read by that reader instead; a GGUF file, delta archive or
+    /// pickle checkpoint without a reader is an error saying what the file is.
+    public init(path: String, containers: [any ContainerReader] = []) throws(SafeTensorsError) {
         self.path = path
         let file: FileDescriptor
         do { file = try FileDescriptor.openForReading(path) } catch { throw .system(error) }
@@ -36,10 +44,32 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         let size = status.size
         fileSize = size
-        guard size >= 8 else { throw .headerTooSmall(file: path, size: size) }
+        guard size >= 8 else {
+            var bytes = [UInt8](repeating: 0, count: size)
+            let got = (try? bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }) ?? 0
+            if let what = ForeignFile.describe(Array(bytes.prefix(got)), path: path) { throw .container(file: path, reason: what) }
+            throw .headerTooSmall(file: path, size: size)
+        }
         // Released (unregistered and unmapped) on every path that leaves without keeping it.
         do { mapping = try MappedRegion(mapping: file, count: size) } catch { throw .system(error) }
-        header = try SafeTensorsHeader.parse(mapping.bytes, fileSize: size, file: path)
+        let magic = Array(mapping.bytes.prefix(8))
+        if let reader = containers.first(where: { $0.recognises(magic) }) {
+            let layout = try reader.read(mapping.bytes, file: path)
+            header = SafeTensorsHeader(foreign: layout, fileSize: size)
+            format = layout.format
+            encodings = layout.encodings
+            details = layout.details
+        } else {
+            // Safetensors first: its 8-byte length can begin like another format's magic. Only a
+            // file that is not valid safetensors is named for what else it looks like.
+            do { header = try SafeTensorsHeader.parse(mapping.bytes, fileSize: size, file: path) } catch {
+                if let what = ForeignFile.describe(magic, path: path) { throw .container(file: path, reason: what) }
+                throw error
+            }
+            format = "safetensors"
+            encodings = [:]
+            details = []
+        }
         descriptor = file
         keepOpen = true
     }

@@ -7,6 +7,23 @@ public struct TensorEntry: @unchecked Sendable {
     public let info: TensorInfo
     /// The mapped file holding the bytes.
     public let file: SafeTensorsFile
+    /// How the bytes decode when they are blocks (GGUF quant types); nil for plain `dtype` values.
+    public let encoding: (any BlockEncoding)?
+
+    /// A tensor of `file`, with its block encoding from the file when it has one.
+    public init(info: TensorInfo, file: SafeTensorsFile) {
+        self.info = info
+        self.file = file
+        encoding = file.encodings[info.name]
+    }
+
+    /// A tensor of `file` read through `encoding` (a scaled fp8 weight: its values times its scale);
+    /// `info.dtype` is then the type its values decode to.
+    public init(info: TensorInfo, file: SafeTensorsFile, encoding: (any BlockEncoding)?) {
+        self.info = info
+        self.file = file
+        self.encoding = encoding
+    }
 }
 
 /// A set of tensors opened from a single `.safetensors` file, a shard index, or a folder holding
@@ -24,14 +41,22 @@ public final class TensorCollection: @unchecked Sendable {
     public let indexPath: String?
     /// Every tensor, in shard order then data order.
     public let entries: [TensorEntry]
+    /// What opening decided on the user's behalf (a pipeline folder read through its
+    /// `transformer/`), for commands to print on stderr.
+    public private(set) var notes: [String] = []
     private let byName: [String: Int]
 
-    /// Opens `path`: a `.safetensors` file, a `*.safetensors.index.json`, or a folder containing
-    /// exactly one index or exactly one `.safetensors` file. Shards are validated and checked
-    /// against the index; any disagreement is an error naming the file and tensor.
-    public init(path: String) throws(SafeTensorsError) {
+    /// Opens `path`: a `.safetensors` file, a `*.safetensors.index.json`, a folder containing
+    /// exactly one index or exactly one `.safetensors` file, or a diffusers pipeline folder
+    /// (`model_index.json`: its `transformer/` is read). Shards are validated and checked
+    /// against the index; any disagreement is an error naming the file and tensor. A file one of
+    /// `containers` recognises (GGUF) is read by it.
+    public init(path: String, containers: [any ContainerReader] = []) throws(SafeTensorsError) {
         self.path = path
         let target = try TensorCollection.resolve(path)
+        if FileSystem.isFolder(path), target.hasPrefix(FileSystem.trimmingTrailingSlashes(path) + "/transformer/") {
+            notes.append("\(path) is a diffusers pipeline folder: reading its transformer (\(FileSystem.parentFolder(of: target)))")
+        }
         if target.hasSuffix(".json") {
             let index = try ShardIndex.read(path: target)
             let folder = FileSystem.parentFolder(of: target)
@@ -45,7 +70,7 @@ public final class TensorCollection: @unchecked Sendable {
         } else {
             index = nil
             indexPath = nil
-            files = [try SafeTensorsFile(path: target)]
+            files = [try SafeTensorsFile(path: target, containers: containers)]
         }
         var entries: [TensorEntry] = []
         var byName: [String: Int] = [:]
@@ -62,12 +87,44 @@ public final class TensorCollection: @unchecked Sendable {
         self.byName = byName
     }
 
+    /// A view of some of this collection's tensors (same files, same order), with `note` added to
+    /// `notes`: how a command reads one component of an all-in-one file.
+    public func subset(note: String?, keeping keep: (TensorEntry) -> Bool) -> TensorCollection {
+        TensorCollection(of: self, entries: entries.filter(keep), notes: notes + (note.map { [$0] } ?? []))
+    }
+
+    /// A view of this collection's files with `entries` in place of its own (tensors dropped or
+    /// read through another encoding), with `note` added to `notes`.
+    public func replacing(entries: [TensorEntry], note: String?) -> TensorCollection {
+        TensorCollection(of: self, entries: entries, notes: notes + (note.map { [$0] } ?? []))
+    }
+
+    private init(of parent: TensorCollection, entries: [TensorEntry], notes: [String]) {
+        path = parent.path
+        files = parent.files
+        index = parent.index
+        indexPath = parent.indexPath
+        self.entries = entries
+        self.notes = notes
+        var byName: [String: Int] = [:]
+        for (i, entry) in entries.enumerated() { byName[entry.info.name] = i }
+        self.byName = byName
+    }
+
     /// The file `path` stands for: itself, or for a folder the one shard index or the one
     /// `.safetensors` file it holds.
     public static func resolve(_ path: String) throws(SafeTensorsError) -> String {
         guard FileSystem.isFolder(path) else { return path }
         let names: [String]
         do { names = try FileSystem.listFolder(path).filter { !$0.hasPrefix(".") }.sorted() } catch { throw .system(error) }
+        let folder = FileSystem.trimmingTrailingSlashes(path)
+        if names.contains("model_index.json") {
+            guard names.contains("transformer"), FileSystem.isFolder(folder + "/transformer") else {
+                throw .io(file: path, operation: "open", message: "a diffusers pipeline folder (model_index.json) without a transformer/ "
+                          + "folder; it holds: \(names.joined(separator: ", "))")
+            }
+            return try resolve(folder + "/transformer")
+        }
         let indexes = names.filter { $0.hasSuffix(".safetensors.index.json") }
         let singles = names.filter { $0.hasSuffix(".safetensors") }
         if indexes.count == 1 { return path + "/" + indexes[0] }
@@ -75,7 +132,10 @@ public final class TensorCollection: @unchecked Sendable {
         if indexes.count > 1 {
             throw .shardIndex(file: path, tensor: nil, reason: "folder holds several shard indexes (\(indexes.joined(separator: ", "))); name one")
         }
-        throw .io(file: path, operation: "open", message: singles.isEmpty ? "folder holds no .safetensors file" : "folder holds several .safetensors files and no index; name one")
+        let held = names.isEmpty ? "nothing" : names.prefix(20).joined(separator: ", ") + (names.count > 20 ? ", …" : "")
+        throw .io(file: path, operation: "open", message: singles.isEmpty
+                  ? "folder holds no .safetensors file, shard index or model_index.json (it holds: \(held))"
+                  : "folder holds several .safetensors files and no index; name one")
     }
 
     /// The tensor called `name`, if present.

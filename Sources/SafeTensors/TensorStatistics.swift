@@ -190,7 +190,11 @@ extension TensorCollection {
         out.reserveCapacity(entries.count)
         for entry in entries {
             let info = entry.info
-            if FloatCodec.canDecode(info.dtype) {
+            if let encoding = entry.encoding {
+                let stats = encoding.isDecodable ? try? entry.blockStatistics { done in progress?(before + done, total) } : nil
+                out.append(NamedTensorStatistics(name: info.name, dtype: info.dtype, statistics: stats,
+                                                 note: stats == nil ? "skipped: \(encoding.name) blocks cannot be decoded" : nil))
+            } else if FloatCodec.canDecode(info.dtype) {
                 let stats = try? entry.file.statistics(of: info, chunkElements: chunkElements) { done in progress?(before + done, total) }
                 out.append(NamedTensorStatistics(name: info.name, dtype: info.dtype, statistics: stats, note: nil))
             } else {
@@ -201,5 +205,33 @@ extension TensorCollection {
             progress?(before, total)
         }
         return CollectionStatistics(tensors: out)
+    }
+}
+
+extension TensorEntry {
+    /// Streamed statistics of a block-encoded (GGUF) tensor: decoded a few dim-0 rows at a time
+    /// (the whole tensor for a 0- or 1-d one). `progress(bytesDone)` is called after each step.
+    func blockStatistics(progress: ((Int) -> Void)? = nil) throws(SafeTensorsError) -> TensorStatistics {
+        var stats = TensorStatistics()
+        guard let rowBytes = rowByteCount else {
+            let all = try floats()
+            all.withUnsafeBufferPointer { stats.add($0) }
+            progress?(info.byteCount)
+            return stats
+        }
+        let stepRows = Swift.max(1, TensorStatistics.defaultChunkElements / Swift.max(rowElements, 1))
+        var scratch = [Float](repeating: 0, count: Swift.min(stepRows, rowCount) * rowElements)
+        var row = 0
+        while row < rowCount {
+            let rows = Swift.min(stepRows, rowCount - row)
+            try scratch.withUnsafeMutableBufferPointer { (all: inout UnsafeMutableBufferPointer<Float>) throws(SafeTensorsError) in
+                let part = UnsafeMutableBufferPointer(rebasing: all[0..<(rows * rowElements)])
+                try decodeRows(row..<(row + rows), into: part)
+                stats.add(UnsafeBufferPointer(part))
+            }
+            row += rows
+            progress?(row * rowBytes)
+        }
+        return stats
     }
 }

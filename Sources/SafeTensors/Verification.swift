@@ -4,22 +4,23 @@
 public enum Verification {
     /// Checks the file, shard index or folder at `path`. With `readData`, every data byte of every
     /// file is also read (a full pass) and summed into a checksum, with `progress(done, total)` in
-    /// file bytes; that pass runs only when the headers are sound.
-    public static func verify(_ path: String, readData: Bool = false,
+    /// file bytes; that pass runs only when the headers are sound. A file one of `containers`
+    /// recognises (GGUF) is validated by that container's reader.
+    public static func verify(_ path: String, readData: Bool = false, containers: [any ContainerReader] = [],
                               progress: ((Int, Int) -> Void)? = nil) -> VerificationReport {
-        var report = VerificationReport(path: path, problems: problems(path), checksum: nil)
+        var report = VerificationReport(path: path, problems: problems(path, containers: containers), checksum: nil)
         if readData && report.problems.isEmpty {
-            do { report.checksum = try checksum(path, progress: progress) } catch { report.problems.append(.unreadable(error)) }
+            do { report.checksum = try checksum(path, containers: containers, progress: progress) } catch { report.problems.append(.unreadable(error)) }
         }
         return report
     }
 
     /// Every problem of the headers and, for a shard index, of the index against its shards.
-    static func problems(_ path: String) -> [VerificationProblem] {
+    static func problems(_ path: String, containers: [any ContainerReader] = []) -> [VerificationProblem] {
         let resolved: String
         do { resolved = try TensorCollection.resolve(path) } catch { return [.unreadable(error)] }
         guard resolved.hasSuffix(".json") else {
-            do { _ = try SafeTensorsFile(path: resolved) } catch { return [.unreadable(error)] }
+            do { _ = try SafeTensorsFile(path: resolved, containers: containers) } catch { return [.unreadable(error)] }
             return []
         }
         let index: ShardIndex
@@ -35,8 +36,9 @@ public enum Verification {
     }
 
     /// Reads every data byte of every file behind `path`; returns a combined checksum.
-    static func checksum(_ path: String, progress: ((Int, Int) -> Void)?) throws(SafeTensorsError) -> UInt64 {
-        let collection = try TensorCollection(path: path)
+    static func checksum(_ path: String, containers: [any ContainerReader] = [],
+                         progress: ((Int, Int) -> Void)?) throws(SafeTensorsError) -> UInt64 {
+        let collection = try TensorCollection(path: path, containers: containers)
         let total = collection.files.reduce(0) { $0 + $1.fileSize }
         var sum: UInt64 = 0
         var before = 0

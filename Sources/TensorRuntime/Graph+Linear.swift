@@ -168,11 +168,10 @@ enum WeightProduct {
 
     /// Widens rows `rows` of `w` into `panel` (row-major, `w.columns` per row), in parallel.
     static func widen(_ w: WeightMatrix, rows: Range<Int>, into panel: UnsafeMutablePointer<Float>, threads: Int) {
-        let columns = w.columns, width = w.element.byteWidth, element = w.element
+        let columns = w.columns, rowBytes = w.element.rowByteCount(columns), element = w.element
         let base = Unchecked(w.baseAddress), target = Unchecked(panel), first = rows.lowerBound
         parallelForChunks(rows.count, threads: threads, grain: Kernels.grain(rowLength: columns)) { range in
-            let start = (first + range.lowerBound) * columns
-            Kernels.widen(element, base.value + start * width, target.value + range.lowerBound * columns,
+            Kernels.widen(element, base.value + (first + range.lowerBound) * rowBytes, target.value + range.lowerBound * columns,
                           count: range.count * columns)
         }
     }

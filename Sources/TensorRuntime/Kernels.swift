@@ -219,6 +219,16 @@ enum Kernels {
             for i in 0..<count {
                 target[i] = halfToFloat(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
             }
+        case .q8_0:
+            // `count` covers whole rows of whole blocks: d (fp16) then 32 int8; value = d·q, one
+            // float32 product, as gguf-py's dequantize computes it.
+            let values = WeightMatrix.Element.q8BlockValues, bytes = WeightMatrix.Element.q8BlockBytes
+            for block in 0..<(count / values) {
+                let at = source + block * bytes
+                let d = halfToFloat(at.loadUnaligned(as: UInt16.self))
+                let out = target + block * values
+                for j in 0..<values { out[j] = d * Float(Int8(bitPattern: at.load(fromByteOffset: 2 + j, as: UInt8.self))) }
+            }
         }
     }
 

@@ -7,9 +7,26 @@ public struct WeightMatrix: @unchecked Sendable {
     /// How each element is stored.
     public enum Element: Sendable, Hashable {
         case float32, bfloat16, float16
+        /// ggml's Q8_0 blocks (GGUF): per 32 values an fp16 scale d and 32 int8 q, value = d·q.
+        /// Rows are whole blocks (`columns` a multiple of 32).
+        case q8_0
 
-        /// Bytes per element.
-        public var byteWidth: Int { self == .float32 ? 4 : 2 }
+        /// Values per Q8_0 block, and the block's bytes.
+        public static let q8BlockValues = 32, q8BlockBytes = 34
+
+        /// Bytes per element (for Q8_0, 1: use `rowByteCount`, which counts the scales).
+        public var byteWidth: Int {
+            switch self {
+            case .float32: return 4
+            case .bfloat16, .float16: return 2
+            case .q8_0: return 1
+            }
+        }
+
+        /// Bytes one row of `columns` values takes.
+        public func rowByteCount(_ columns: Int) -> Int {
+            self == .q8_0 ? columns / Self.q8BlockValues * Self.q8BlockBytes : columns * byteWidth
+        }
     }
 
     /// Output features.
@@ -27,6 +44,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// A matrix over memory kept alive by `owner`. The caller guarantees `bytes` holds
     /// `rows * columns` elements of `element` for as long as `owner` lives.
     public init(rows: Int, columns: Int, element: Element, bytes: UnsafeRawPointer, owner: AnyObject) {
+        precondition(element != .q8_0 || columns % Element.q8BlockValues == 0, "WeightMatrix: Q8_0 rows of \(columns) values are not whole blocks")
         precondition(rows >= 0 && columns >= 0, "WeightMatrix: negative size")
         self.rows = rows
         self.columns = columns
@@ -37,7 +55,8 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// A matrix owning a copy of `bytes` (`rows * columns` elements of `element`, little-endian).
     public init(rows: Int, columns: Int, element: Element, copying bytes: UnsafeRawBufferPointer) {
-        precondition(bytes.count == rows * columns * element.byteWidth,
+        precondition(element != .q8_0 || columns % Element.q8BlockValues == 0, "WeightMatrix: Q8_0 rows of \(columns) values are not whole blocks")
+        precondition(bytes.count == rows * element.rowByteCount(columns),
                      "WeightMatrix: \(bytes.count) bytes do not hold \(rows)×\(columns) \(element)")
         let storage = OwnedBytes(copying: bytes)
         self.init(rows: rows, columns: columns, element: element, bytes: storage.pointer, owner: storage)
@@ -53,7 +72,7 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// Bytes occupied by the elements.
-    public var byteCount: Int { rows * columns * element.byteWidth }
+    public var byteCount: Int { rows * element.rowByteCount(columns) }
 }
 
 /// Heap memory owned by a `WeightMatrix`, 64-byte aligned, freed with the last reference.

@@ -73,12 +73,15 @@ extension ForwardRun {
     /// Loads the model, the inputs and the adapters, runs the forward pass and writes `output`.
     /// `progress` receives one line per stage. Nothing is written when anything fails; an output
     /// that cannot be written (its folder missing or read-only) is an error before any work.
-    public func run(progress: (String) -> Void = { _ in }) throws -> ForwardRunReport {
+    /// `note` receives what opening the model decided (a pipeline folder's transformer/, an
+    /// all-in-one file's transformer, scaled-fp8 weights), once, before the forward pass.
+    public func run(progress: (String) -> Void = { _ in }, note: (String) -> Void = { _ in }) throws -> ForwardRunReport {
         do { try AtomicFile.checkWritable(outputPath) } catch { throw SafeTensorsError.system(error) }
         let clock = ContinuousClock()
         let loadStart = clock.now
         progress("loading \(modelPath)")
         let weights = try TransformerWeights(path: modelPath, configPath: configPath)
+        for line in weights.notes where line.hasPrefix(modelPath) { note(line) }
         var model = try TransformerModel.load(weights)
         let inputs = try Self.readInputs(inputsPath, names: model.inputNames)
         do {

@@ -15,7 +15,7 @@ struct OpenedCheckpoint {
 
     init(path: String, configPath explicitConfig: String?) throws(TransformerError) {
         let collection: TensorCollection
-        do { collection = try TensorCollection(path: path) } catch { throw .unreadable(error) }
+        do { collection = try TensorCollection.transformerCheckpoint(path) } catch { throw .unreadable(error) }
         let entries = collection.infos.map(TensorShapeEntry.init)
 
         let config = explicitConfig ?? Self.folderConfig(path)
@@ -36,7 +36,7 @@ struct OpenedCheckpoint {
         // axes) are not needed to read weights: they are reported in `notes`, and a model that
         // needs them refuses to run.
         let architecture = detected.architecture
-        notes = architecture.notes
+        notes = collection.notes + architecture.notes
         self.architecture = architecture
         layout = detected.layout
         configPath = config
@@ -57,6 +57,10 @@ struct OpenedCheckpoint {
                     throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
                                      reason: "stored as \(info.dtype.rawValue), which is not a floating-point type")
                 }
+                if let encoding = entry.encoding, !encoding.isDecodable {
+                    throw .badWeight(file: entry.file.path, tensor: info.name, offset: offset,
+                                     reason: "stored as \(encoding.name) blocks, which FlowGuard cannot decode")
+                }
                 let rowCount = info.shape.first ?? 1
                 guard slice.rows.lowerBound >= 0, slice.rows.upperBound <= rowCount,
                       Array(info.shape.dropFirst()) == Array(output.shape.dropFirst()) else {
@@ -64,7 +68,7 @@ struct OpenedCheckpoint {
                                      reason: "rows \(slice.rows.lowerBound)..<\(slice.rows.upperBound) of shape \(info.shape) "
                                          + "do not fit \"\(output.name)\" of shape \(output.shape)")
                 }
-                pieces.append(MappedPiece(file: entry.file, info: info, rows: slice.rows))
+                pieces.append(MappedPiece(entry: entry, rows: slice.rows))
             }
             table[output.name] = StoredWeight(shape: output.shape, storage: .mapped(pieces))
             names.append(output.name)

@@ -20,8 +20,28 @@ struct MappedPiece: @unchecked Sendable {
     /// Absolute file offset of the stored tensor's first data byte.
     var tensorStart: Int { file.fileOffset(of: info) }
 
-    /// Absolute file byte range of the piece, for dtypes of whole bytes.
+    /// How the stored tensor's bytes decode when they are blocks (GGUF quant types) or scaled
+    /// (ComfyUI scaled fp8); nil for plain `info.dtype` values.
+    let encoding: (any BlockEncoding)?
+
+    /// The rows `rows` of the collection's tensor `entry`.
+    init(entry: TensorEntry, rows: Range<Int>) {
+        file = entry.file
+        info = entry.info
+        encoding = entry.encoding
+        self.rows = rows
+    }
+
+    /// Whether the piece is ggml Q8_0 blocks (GGUF), which the runtime multiplies from the
+    /// mapping as they are (`WeightMatrix.Element.q8_0`).
+    var isQ8_0: Bool { encoding?.name == "Q8_0" && info.shape.count == 2 }
+
+    /// Absolute file byte range of the piece, for dtypes of whole bytes and Q8_0 rows.
     var byteRange: Range<Int> {
+        if isQ8_0 {
+            let rowBytes = WeightMatrix.Element.q8_0.rowByteCount(rowElements)
+            return (tensorStart + rows.lowerBound * rowBytes)..<(tensorStart + rows.upperBound * rowBytes)
+        }
         let width = info.dtype.bits / 8
         let start = tensorStart + firstElement * width
         return start..<(start + elementCount * width)
@@ -56,6 +76,7 @@ struct StoredWeight: Sendable {
     /// layout conversion splits), `F32` otherwise and for in-memory weights.
     var dtype: DType {
         guard case .mapped(let pieces) = storage, let first = pieces.first?.info.dtype else { return .f32 }
+        if pieces.contains(where: { $0.encoding != nil }) { return .f32 }
         return pieces.allSatisfy { $0.info.dtype == first } ? first : .f32
     }
 
@@ -99,7 +120,21 @@ struct StoredWeight: Sendable {
             return WeightMatrix(rows: rows, columns: columns, element: .float32, bytes: storage.pointer, owner: storage)
         case .mapped(let pieces):
             let stored = dtype
-            if let element = WeightMatrix.Element(stored) {
+            if !pieces.isEmpty, pieces.allSatisfy(\.isQ8_0), columns % WeightMatrix.Element.q8BlockValues == 0 {
+                // Q8_0 blocks stay blocks: decoded panel by panel where the product needs them.
+                if let (file, range) = Self.contiguousBlocks(pieces), !range.isEmpty {
+                    return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: file.mappedAddress(of: range), owner: file)
+                }
+                let copy = WeightStorage(byteCount: rows * WeightMatrix.Element.q8_0.rowByteCount(columns))
+                var offset = 0
+                for piece in pieces {
+                    copy.copyBytes(from: piece.file, fileRange: piece.byteRange, toOffset: offset)
+                    offset += piece.byteRange.count
+                }
+                return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: copy.pointer, owner: copy)
+            }
+            let blocks = pieces.contains { $0.encoding != nil }
+            if !blocks, let element = WeightMatrix.Element(stored) {
                 if let (file, range) = Self.contiguousRange(pieces), !range.isEmpty {
                     return WeightMatrix(rows: rows, columns: columns, element: element,
                                         bytes: file.mappedAddress(of: range), owner: file)
@@ -114,7 +149,8 @@ struct StoredWeight: Sendable {
                 return WeightMatrix(rows: rows, columns: columns, element: element, bytes: copy.pointer, owner: copy)
             }
             // 8-bit and smaller floats fit bfloat16 exactly; anything wider becomes float32.
-            let narrow = stored.isFloatingPoint && stored.bits <= 8
+            // Blocks (GGUF quant types) decode to float32 when the matrix is built.
+            let narrow = !blocks && stored.isFloatingPoint && stored.bits <= 8
             let element: WeightMatrix.Element = narrow ? .bfloat16 : .float32
             let copy = WeightStorage(byteCount: rows * columns * element.byteWidth)
             Self.decode(pieces, elements: 0..<elementCount) { chunk, offset in
@@ -124,9 +160,22 @@ struct StoredWeight: Sendable {
         }
     }
 
+    /// The one file range Q8_0 pieces cover when they are consecutive rows of one file.
+    static func contiguousBlocks(_ pieces: [MappedPiece]) -> (SafeTensorsFile, Range<Int>)? {
+        guard let first = pieces.first else { return nil }
+        var range = first.byteRange
+        for piece in pieces.dropFirst() {
+            let next = piece.byteRange
+            guard piece.file === first.file, next.lowerBound == range.upperBound else { return nil }
+            range = range.lowerBound..<next.upperBound
+        }
+        return (first.file, range)
+    }
+
     /// The one file range the pieces cover when they are consecutive bytes of one file.
     static func contiguousRange(_ pieces: [MappedPiece]) -> (SafeTensorsFile, Range<Int>)? {
-        guard let first = pieces.first, first.info.dtype.bits % 8 == 0 else { return nil }
+        guard let first = pieces.first, first.info.dtype.bits % 8 == 0,
+              !pieces.contains(where: { $0.encoding != nil }) else { return nil }
         var range = first.byteRange
         for piece in pieces.dropFirst() {
             let next = piece.byteRange
@@ -154,6 +203,10 @@ struct StoredWeight: Sendable {
                 defer { pieceStart = pieceEnd }
                 let lo = max(range.lowerBound, pieceStart), hi = min(range.upperBound, pieceEnd)
                 guard lo < hi else { continue }
+                if piece.encoding != nil {
+                    decodeBlocks(piece, elements: (lo - pieceStart)..<(hi - pieceStart), outputOffset: lo - range.lowerBound, body)
+                    continue
+                }
                 let dtype = piece.info.dtype
                 // Sub-byte kinds decode from a byte boundary: every `align` elements start one.
                 let align = dtype.bits >= 8 ? 1 : 8 / gcd(dtype.bits, 8)
@@ -174,6 +227,39 @@ struct StoredWeight: Sendable {
                     out += n
                 }
             }
+        }
+    }
+}
+
+extension StoredWeight {
+    /// Widens elements `range` (relative to the piece) of a block-encoded piece, one dim-0 row
+    /// (or, for a 1-d tensor, the whole tensor) at a time; `body` as for `decode`.
+    /// The encoding was checked decodable when the checkpoint was opened.
+    static func decodeBlocks(_ piece: MappedPiece, elements range: Range<Int>, outputOffset: Int,
+                             _ body: (UnsafeBufferPointer<Float>, Int) -> Void) {
+        let entry = TensorEntry(info: piece.info, file: piece.file, encoding: piece.encoding)
+        guard entry.rowByteCount != nil else {
+            guard let all = try? entry.floats() else { preconditionFailure("undecodable blocks in \(piece.info.name)") }
+            let first = piece.firstElement
+            all[(first + range.lowerBound)..<(first + range.upperBound)].withUnsafeBufferPointer { body($0, outputOffset) }
+            return
+        }
+        let rowElements = piece.rowElements
+        var row = [Float](repeating: 0, count: rowElements)
+        var element = piece.firstElement + range.lowerBound
+        let end = piece.firstElement + range.upperBound
+        var out = outputOffset
+        while element < end {
+            let index = element / rowElements, within = element % rowElements
+            let n = min(rowElements - within, end - element)
+            row.withUnsafeMutableBufferPointer { buffer in
+                guard (try? entry.decodeRows(index..<(index + 1), into: buffer)) != nil else {
+                    preconditionFailure("undecodable blocks in \(piece.info.name)")
+                }
+                body(UnsafeBufferPointer(rebasing: buffer[within..<(within + n)]), out)
+            }
+            element += n
+            out += n
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import GGUF
 import JSON
 import SafeTensors
 
@@ -32,11 +33,11 @@ struct Convert: ParsableCommand {
     @Argument(help: "Output .safetensors file or folder.")
     var output: String
 
-    @Option(help: "Key layout of the output.")
-    var layout: KeyLayout
+    @Option(help: "Key layout of the output (required for safetensors outputs; a .gguf output is original).")
+    var layout: KeyLayout?
 
-    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own).")
-    var dtype: OutputDType?
+    @Option(help: "Dtype of floating-point tensors in the output (default: each keeps its own; f16 for a .gguf output, which also takes q8_0, q4_0, q4_1, q5_0 and q5_1).")
+    var dtype: ConvertDType?
 
     @Option(help: ArgumentHelp("Write shards of at most this size (e.g. 5GB) plus an index, in a folder.", valueName: "size"),
             transform: ByteSize.parse)
@@ -54,16 +55,37 @@ struct Convert: ParsableCommand {
 
     @OptionGroup var log: LogOptions
 
+    /// Whether the output is a GGUF file (the extension picks the container).
+    var writesGGUF: Bool { output.lowercased().hasSuffix(".gguf") }
+
     func validate() throws {
+        if writesGGUF {
+            if layout == .diffusers { throw ValidationError("a .gguf output is written in the original layout (city96's names); drop --layout diffusers.") }
+            if prefix != nil { throw ValidationError("--prefix does not apply to a .gguf output (city96's names have no prefix).") }
+            if shardSize != nil { throw ValidationError("--shard-size does not apply to a .gguf output.") }
+            if let dtype, dtype.gguf == nil {
+                throw ValidationError("--dtype \(dtype.text) cannot be written to GGUF; choose one of "
+                                      + Converter.ggufOutputTypes.map { $0.name.lowercased() }.joined(separator: ", ") + ".")
+            }
+            try overwrite.check(output, writes: .file)
+            return
+        }
+        guard let layout else { throw ValidationError("Missing expected argument '--layout <layout>'.") }
         if prefix != nil && layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
+        if let dtype, dtype.float == nil {
+            throw ValidationError("--dtype \(dtype.text) is a GGUF block type: it is written only to a .gguf output.")
+        }
         try overwrite.check(output, writes: Converter.writesFolder(output, layout: layout, shardSize: shardSize) ? .folder : .file)
     }
 
     func run() throws {
-        let source = try TensorCollection(path: input)
+        let source = try TensorCollection.transformerCheckpoint(input)
+        for note in source.notes { log.note("note: \(note)") }
+        if writesGGUF { return try runGGUF(source) }
+        let layout = self.layout ?? .original
         let described = try Architecture.describe(source, configPath: config)
         let converter = Converter(source: source, plan: ConversionPlan(source: described.detected, to: layout, prefix: prefix),
-                                  dtype: dtype?.dtype)
+                                  dtype: dtype?.float?.dtype)
         // What the written config.json could not take from the weights or a configuration.
         if layout == .diffusers && Converter.writesFolder(output, layout: layout, shardSize: shardSize) && !style.json {
             for note in described.notes { log.note("note: " + note) }
@@ -76,6 +98,32 @@ struct Convert: ParsableCommand {
             print(Convert.json(result, input: input, output: output).compactText)
         } else {
             print(Convert.summary(result, input: input, output: output))
+        }
+    }
+
+    /// Writes a GGUF file the city96 way.
+    func runGGUF(_ source: TensorCollection) throws {
+        let converter = try Converter(source: source, to: .original, prefix: KeyPrefix.none)
+        let type = dtype?.gguf ?? .f16
+        let total = converter.ggufSpecs(type: type).reduce(0) { $0 + ($1.type.byteCount(elements: $1.shape.reduce(1, *)) ?? 0) }
+        let progress = log.progress("converting \(input)", total: total)
+        let result = try converter.writeGGUF(to: output, type: type) { done, _ in progress?.update(min(done, total)) }
+        progress?.finish()
+        let types = result.tensorsByType.sorted { $0.key < $1.key }
+        if style.json {
+            print(JSONValue.object([
+                ("input", .string(input)), ("output", .string(output)), ("container", .string("GGUF")),
+                ("architecture", .string(result.architecture)), ("source_layout", .string(result.sourceLayout.rawValue)),
+                ("target_layout", .string(KeyLayout.original.rawValue)), ("type", .string(type.name)),
+                ("tensors", .int(Int64(result.tensorsWritten))),
+                ("tensors_by_type", .object(types.map { ($0.key, .int(Int64($0.value))) })),
+                ("file_bytes", .int(Int64(result.fileBytes))), ("elapsed_seconds", .double(result.elapsedSeconds)),
+            ]).compactText)
+        } else {
+            let centis = Int((result.elapsedSeconds * 100).rounded())
+            print("converted \(input) (\(result.architecture), \(result.sourceLayout.rawValue)) to \(output) (GGUF \(type.name), city96 names): "
+                  + "\(result.tensorsWritten) tensors (\(types.map { "\($0.value) \($0.key)" }.joined(separator: ", "))), "
+                  + "\(result.fileBytes) bytes, \(centis / 100).\(centis % 100 < 10 ? "0" : "")\(centis % 100) s")
         }
     }
 
@@ -113,5 +161,30 @@ struct Convert: ParsableCommand {
             ("files", .array(r.outputPaths.map { .string($0) })),
             ("elapsed_seconds", .double(r.elapsedSeconds)),
         ])
+    }
+}
+
+/// `convert --dtype`: a float dtype for safetensors outputs, or a GGUF type for `.gguf` outputs.
+struct ConvertDType: ExpressibleByArgument {
+    /// As typed.
+    let text: String
+    /// The safetensors dtype it names, if any.
+    let float: OutputDType?
+    /// The GGUF type it names, if one FlowGuard writes.
+    let gguf: GGUFType?
+
+    init?(argument: String) {
+        text = argument
+        float = OutputDType(argument: argument)
+        let lower = argument.lowercased()
+        let aliases = ["fp32": "f32", "float32": "f32", "fp16": "f16", "float16": "f16", "half": "f16", "bfloat16": "bf16"]
+        let name = aliases[lower] ?? lower
+        gguf = GGUFType(name: name).flatMap { Converter.ggufOutputTypes.contains($0) ? $0 : nil }
+        if float == nil && gguf == nil { return nil }
+    }
+
+    /// The float dtypes, then the GGUF block types.
+    static var allValueStrings: [String] {
+        OutputDType.allValueStrings + Converter.ggufOutputTypes.filter(\.isBlockQuantized).map { $0.name.lowercased() }
     }
 }

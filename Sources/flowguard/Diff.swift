@@ -48,8 +48,9 @@ struct Diff: ParsableCommand {
     }
 
     func run() throws {
-        let left = try TensorCollection(path: a)
-        let right = try TensorCollection(path: b)
+        let left = try TensorCollection.transformerCheckpoint(a)
+        let right = try TensorCollection.transformerCheckpoint(b)
+        for note in left.notes + right.notes { log.note("note: \(note)") }
         let progress = log.progress("comparing", total: left.dataBytes)
         let diff = try CheckpointDiff.compare(left, right, options: .init(mapLayouts: mapLayouts, tolerance: tolerance)) { done, _ in
             progress?.update(done)

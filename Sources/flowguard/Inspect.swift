@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import JSON
 import SafeTensors
 
@@ -38,11 +39,12 @@ struct Inspect: ParsableCommand {
         var failed = false
         for path in files {
             let collection: TensorCollection
-            do { collection = try TensorCollection(path: path) } catch {
+            do { collection = try TensorCollection.checkpoint(path) } catch {
                 printError("error: \(error.description)")
                 failed = true
                 continue
             }
+            for note in collection.notes { log.note("note: \(note)") }
             if stats {
                 let values = StatsReport.compute(collection, quiet: log.quiet)
                 if style.json { reports.append(StatsReport.json(collection, values, grouped: group)) }

@@ -59,8 +59,8 @@ struct LoRAExtractCommand: ParsableCommand {
         do {
             if format == .peft { try AtomicFolder.checkWritable(output) } else { try AtomicFile.checkWritable(output) }
         } catch { throw SafeTensorsError.system(error) }
-        let baseCollection = try TensorCollection(path: base)
-        let tunedCollection = try TensorCollection(path: tuned)
+        let baseCollection = try TensorCollection.transformerCheckpoint(base)
+        let tunedCollection = try TensorCollection.transformerCheckpoint(tuned)
         let progress = log.progress("extracting", total: 1)
         var (adapter, report) = try LoRAExtract.extract(base: baseCollection, tuned: tunedCollection, rank: rank,
                                                         naming: LoRAWriter.layout(of: format)) { done, total in

@@ -4,6 +4,7 @@ import Foundation
 import JSON
 import LoRA
 import SafeTensors
+import SystemSupport
 
 /// `flowguard lora merge`: bake an adapter into a base checkpoint (or take it out again).
 struct LoRAMergeCommand: ParsableCommand {
@@ -13,7 +14,7 @@ struct LoRAMergeCommand: ParsableCommand {
         discussion: """
         BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, OneTrainer, LyCORIS LoKr/LoHa, DoRA, XLabs, BFL Control, fal Kontext) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
@@ -53,18 +54,28 @@ struct LoRAMergeCommand: ParsableCommand {
 
     func validate() throws {
         guard scale.isFinite else { throw ValidationError("--scale must be a finite number.") }
-        var isFolder: ObjCBool = false
-        let baseIsFolder = FileManager.default.fileExists(atPath: base, isDirectory: &isFolder) && isFolder.boolValue
+        let baseIsFolder = FileSystem.isFolder(base)
         try overwrite.check(output, writes: baseIsFolder && !output.hasSuffix(".safetensors") ? .folder : .file)
     }
 
     func run() throws {
-        let collection = try TensorCollection(path: base)
-        let detected = try Architecture.detect(collection.infos)
+        let collection = try TensorCollection.checkpoint(base)
+        for note in collection.notes { log.note("note: \(note)") }
+        let detected = try Architecture.detect(collection.transformerOnly().infos)
+        if AllInOne.components(collection.infos) != nil {
+            log.note("note: \(base) is an all-in-one checkpoint: merging into its transformer; every other component is copied byte for byte")
+        }
         let lora = try LoRAReader.load(path: adapter, architecture: detected.architecture, rejectNonFinite: true).adapter
         if !lora.textEncoderModules.isEmpty && !(lora.modules.isEmpty && lora.deltas.isEmpty) {
             let parts = lora.components.filter { $0 != "transformer" }.joined(separator: ", ")
             printError("note: \(adapter): \(lora.textEncoderModules.count) text-encoder module\(lora.textEncoderModules.count == 1 ? "" : "s") (\(parts)) left out: a transformer merge applies the transformer part only")
+        }
+        if output.lowercased().hasSuffix(".gguf") {
+            let type = Self.ggufType(for: collection, dtype: dtype?.dtype)
+            let (report, written) = try Self.mergeToGGUF(base: collection, adapter: lora, scale: scale, unmerge: unmerge, output: output, type: type)
+            print(Self.summary(report, base: base, adapter: adapter, format: lora.format)
+                .replacingOccurrences(of: report.outputPath, with: "\(output) (GGUF \(type.name), \(written.tensorsWritten) tensors)"))
+            return
         }
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
         let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype?.dtype,

@@ -79,7 +79,7 @@ struct Run: ParsableCommand {
         let report: ForwardRunReport
         do {
             defer { stages.finish() }
-            report = try request.run { stages.stage($0) }
+            report = try request.run(progress: { stages.stage($0) }, note: { log.note("note: " + $0) })
         }
         if style.json {
             print(Self.json(report).compactText)

@@ -24,7 +24,7 @@ enum StatsReport {
             let start = entry.file.fileOffset(of: entry.info)
             var range = "[\(start), \(start + entry.info.byteCount))"
             if collection.files.count > 1 { range += " " + (entry.file.path.split(separator: "/").last.map(String.init) ?? "") }
-            var row = [String(i + 1), escapeForDisplay(entry.info.name), entry.info.dtype.rawValue,
+            var row = [String(i + 1), escapeForDisplay(entry.info.name), entry.storageName,
                        formatShape(entry.info.shape), formatCount(entry.info.elementCount), range]
             if let s = item.statistics {
                 row += [s.min.map { number(Double($0)) } ?? "-", s.max.map { number(Double($0)) } ?? "-",

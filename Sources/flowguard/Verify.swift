@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import JSON
 import SafeTensors
 
@@ -7,7 +8,7 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check that files are valid safetensors and that shard indexes match their shards.",
         discussion: """
-        Validates every header exactly as the reference reader does (and rejects duplicate tensor names). For a *.safetensors.index.json (or a folder holding one) every shard is validated and cross-checked against the index: missing or extra tensors, tensors in the wrong shard, a wrong total_size, shard names that leave the folder.
+        Validates every header exactly as the reference reader does (and rejects duplicate tensor names). A GGUF file is validated with the same rigour: magic, version, counts and string lengths against the bytes present, value types, dimensions, known ggml types, alignment, data offsets inside the file, overlaps. For a *.safetensors.index.json (or a folder holding one) every shard is validated and cross-checked against the index: missing or extra tensors, tensors in the wrong shard, a wrong total_size, shard names that leave the folder.
 
         Exit status 0 when every file is valid; 1 otherwise, with one line per problem naming the file, the tensor and the byte offset.
 
@@ -33,7 +34,7 @@ struct Verify: ParsableCommand {
         var failed = false
         for path in files {
             var progress: Progress? = nil
-            let report = Verification.verify(path, readData: readData) { done, total in
+            let report = Verification.verify(path, readData: readData, containers: TensorCollection.containerReaders) { done, total in
                 if progress == nil { progress = log.progress("reading \(path)", total: total) }
                 progress?.update(done)
             }

@@ -32,7 +32,8 @@ import TestSupport
             (["verify", "--read-data=yes", model], "The option '--read-data' does not take any value, but 'yes' was specified."),
             (["convert", model, out, "--layout", "sideways"],
              "The value 'sideways' is invalid for '--layout <layout>'. Please provide one of 'original' and 'diffusers'."),
-            (["convert", model, out, "--layout", "original", "--dtype", "i8"], invalidDType),
+            (["convert", model, out, "--layout", "original", "--dtype", "i8"],
+             "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of the following:"),
             (["convert", model, out, "--layout", "original", "--shard-size", "5XB"],
              "The value '5XB' is invalid for '--shard-size <size>': expected a positive size such as 5GB, 500MB, 1.5G, 2GiB or 1048576"),
             (["convert", model, out, "--layout", "diffusers", "--prefix", "comfy"], "--prefix applies only to --layout original."),
@@ -216,11 +217,12 @@ import TestSupport
 
         OUT is a single .safetensors file in the base's layout; when BASE is a model
         folder and OUT does not end in .safetensors, OUT is a diffusers folder
-        (diffusion_pytorch_model.safetensors and the base's config.json). Tensors
-        without a delta are copied unchanged; merged tensors are computed in float32
-        and written back in their own dtype, or in --dtype (which then applies to every
-        floating-point tensor). Streamed: one base tensor in memory at a time. The
-        output appears only when complete.
+        (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in
+        .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype,
+        re-quantized by the same rule). Tensors without a delta are copied unchanged;
+        merged tensors are computed in float32 and written back in their own dtype, or
+        in --dtype (which then applies to every floating-point tensor). Streamed: one
+        base tensor in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same
         scale).

@@ -222,6 +222,30 @@ import TestSupport
         }
     }
 
+    /// Q8_0 weights (GGUF blocks used from the mapping) at an odd address, one panel and several:
+    /// forward and dX equal the product with the dequantized Float32 weight.
+    @Test func linearWithQ8_0Weights() {
+        var rng = SeededGenerator(seed: 25)
+        for (rows, columns) in [(13, 64), (2200, 1024)] {
+            let w32 = randomTensor([rows, columns], &rng)
+            let x = randomTensor([3, columns], &rng)
+            let bias = randomTensor([rows], &rng)
+            let seed = randomTensor([3, rows], &rng)
+            let stored = TestWeights.matrix(w32, element: .q8_0, offset: 1)
+            #expect(stored.matrix.byteCount == rows * columns / 32 * 34)
+            let g = Graph(threads: 2)
+            let xv = g.parameter(x)
+            let y = g.linear(xv, weight: stored.matrix, bias: bias)
+            g.backward(from: y, seed: seed)
+            let ref = Graph(threads: 2)
+            let xr = ref.parameter(x)
+            let yr = ref.linear(xr, weight: WeightMatrix(stored.widened), bias: bias)
+            ref.backward(from: yr, seed: seed)
+            #expect(y.value.scalars == yr.value.scalars, "\(rows)×\(columns)")
+            #expect(xv.gradient!.scalars == xr.gradient!.scalars)
+        }
+    }
+
     @Test func broadcastingAddAndMultiply() {
         var rng = SeededGenerator(seed: 25)
         let a = randomTensor([2, 3, 4], &rng)
