@@ -16,10 +16,11 @@ Not a test. Needs ~15 GB free under --dir. Run it while nothing else runs.
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
+
+from release_build import remove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,13 +36,6 @@ def cpu_flags():
     except OSError:
         pass
     return "unknown"
-
-
-def remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
 
 
 def timed(cmd):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from release_build import release_binary
+from release_build import measured, release_binary, remove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,28 +55,6 @@ save_file({
     "timestep": torch.tensor([500.0]),
 }, sys.argv[1])
 """
-
-
-def measured(cmd, label):
-    """Runs cmd under /usr/bin/time; returns (seconds, peak RSS in MB)."""
-    report = os.path.join(ROOT, ".build", f"time-{os.getpid()}.txt")
-    os.makedirs(os.path.dirname(report), exist_ok=True)
-    start = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seconds = time.perf_counter() - start
-    if r.returncode != 0:
-        sys.exit(f"{label} failed:\n{r.stderr.decode()[-2000:]}")
-    with open(report) as f:
-        peak_kb = int(f.read().strip().splitlines()[-1])
-    os.remove(report)
-    return seconds, peak_kb / 1024
-
-
-def remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
 
 
 def size_of(path):

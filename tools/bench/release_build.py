@@ -2,6 +2,7 @@
 that reports one JSON object."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,3 +46,26 @@ def run_json(cmd, env=None, label="", log=None, capture_stderr=False):
         tail = "\n" + "\n".join(r.stderr.strip().splitlines()[-5:]) if capture_stderr and r.stderr.strip() else ""
         return None, f"{label} failed: {why}{tail}", wall
     return obj, None, wall
+
+
+def measured(cmd, label):
+    """Runs cmd under /usr/bin/time; returns (seconds, peak RSS in MB)."""
+    report = os.path.join(ROOT, ".build", f"time-{os.getpid()}.txt")
+    os.makedirs(os.path.dirname(report), exist_ok=True)
+    start = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds = time.perf_counter() - start
+    if r.returncode != 0:
+        sys.exit(f"{label} failed:\n{r.stderr.decode()[-2000:]}")
+    with open(report) as f:
+        peak_kb = int(f.read().strip().splitlines()[-1])
+    os.remove(report)
+    return seconds, peak_kb / 1024
+
+
+def remove(path):
+    """Removes a file or a folder tree if it exists."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
