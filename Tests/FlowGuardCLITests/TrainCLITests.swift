@@ -32,7 +32,10 @@ import Glibc
 
     @Test func trainsAndDescribesTheRunAsJSON() throws {
         let out = dir.file("run")
-        let result = try flowguard(tiny(out, steps: 2) + ["--json"])
+        // Progress for all work (a tiny run can finish within the first second, when nothing shows).
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLOWGUARD_PROGRESS_AFTER"] = "0"
+        let result = try runProcess(CLITests.binary, tiny(out, steps: 2) + ["--json"], environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         #expect(json["step_count"] as? Int == 2 && json["optimizer_step_count"] as? Int == 4)
