@@ -45,7 +45,6 @@ struct FlowGuard: ParsableCommand {
             if code == .validationFailure {
                 if json { printJSONError(message(for: error)) }
                 printError(fullMessage(for: error))
-                printError("Run 'flowguard --help' for usage.")
                 ProcessControl.exit(2)
             }
             fail("error: \(error)", json: json)
