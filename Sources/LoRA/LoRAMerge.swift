@@ -115,6 +115,9 @@ public enum LoRAMerge {
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
                 var values = try entry.floats()
+                // The values are in memory now: let the kernel drop the mapped pages, as the
+                // converter does, so a merge's resident memory stays one tensor's worth.
+                if entry.isPlain { entry.file.advise(.dontNeed, fileRange: range) }
                 var columns = info.shape.dropFirst().reduce(1, *)
                 if let wide = placement.widened[info.name] {
                     values = widen(values, rows: info.shape[0], from: columns, to: wide)
