@@ -123,12 +123,13 @@ extension LoRAMerge {
     public static let defaultBlockValues = 1 << 20
 
     /// Writes base tensor `entry` with `slices` merged to `sink`, block of rows by block of rows:
-    /// `threads` blocks are decoded, merged and encoded at once, then appended in order. Each
-    /// block's mapped pages of the base are dropped once read, so resident memory stays a few
-    /// blocks, whatever the tensor's size. `widened` gives the columns a BFL Control input
+    /// `threads` blocks are read (with `pread`, not through the mapping), decoded, merged and
+    /// encoded at once, then appended in order, so resident memory stays a few blocks, whatever
+    /// the tensor's size. `widened` gives the columns a BFL Control input
     /// layer grows to (zeros to the right of the base's).
     static func mergeRows(_ entry: TensorEntry, slices: [DeltaSlice], kernel: MergeKernel, widened: Int?,
-                          threads: Int, blockValues: Int, into sink: TensorSink) throws -> ConversionReport {
+                          threads: Int, blockValues: Int, scratch: inout [BlockScratch],
+                          into sink: TensorSink) throws -> ConversionReport {
         let rows = entry.rowCount
         let inColumns = entry.rowElements
         let columns = widened ?? inColumns
@@ -138,16 +139,13 @@ extension LoRAMerge {
         let perBlock = dtype.byteCount(elements: columns) == nil ? max(rows, 1) : max(1, max(1, blockValues) / max(columns, 1))
         let blockCount = rows == 0 ? 0 : (rows + perBlock - 1) / perBlock
         let workers = max(1, min(threads, blockCount))
-        let scratch = (0..<workers).map { _ in
-            BlockScratch(values: perBlock * columns, narrow: widened == nil ? 0 : perBlock * inColumns,
-                         bytes: dtype.byteCount(elements: perBlock * columns) ?? 0)
-        }
+        while scratch.count < workers { scratch.append(BlockScratch()) }
         var report = ConversionReport()
-        let plainRowBytes = entry.isPlain ? entry.rowByteCount : nil
         var first = 0
         while first < blockCount {
             let wave = min(workers, blockCount - first)
             let blocks = (0..<wave).map { w in ((first + w) * perBlock)..<min(rows, (first + w + 1) * perBlock) }
+            let scratch = scratch
             let run: () -> Void = {
                 parallelFor(wave, threads: wave) { w in
                     scratch[w].merge(entry, block: blocks[w], slices: slices, kernel: kernel, inColumns: inColumns,
@@ -160,10 +158,6 @@ extension LoRAMerge {
                 try scratch[w].encoded.withUnsafeBytes { raw in
                     try sink.write(UnsafeRawBufferPointer(rebasing: raw[0..<scratch[w].encodedCount]))
                 }
-                if let rowBytes = plainRowBytes {
-                    let start = entry.file.fileOffset(of: entry.info) + blocks[w].lowerBound * rowBytes
-                    entry.file.advise(.dontNeed, fileRange: start..<(start + blocks[w].count * rowBytes))
-                }
             }
             first += wave
         }
@@ -172,19 +166,33 @@ extension LoRAMerge {
 }
 
 /// One worker's buffers for a streamed merge: the block's values (widened when the layer
-/// grows), the base's narrower rows, the encoded bytes and what encoding reported. A class
+/// grows), the base's narrower rows, its stored bytes, the encoded bytes and what encoding
+/// reported. Buffers grow to the largest block and are reused from tensor to tensor (fresh
+/// multi-megabyte buffers per tensor would cost a page fault per 4 KiB each time). A class
 /// because each worker mutates its own instance while the others run.
-private final class BlockScratch {
-    var values: [Float]
-    var narrow: [Float]
-    var encoded: [UInt8]
-    var encodedCount = 0
-    var result: Result<ConversionReport, SafeTensorsError> = .success(ConversionReport())
+final class BlockScratch {
+    private var values: [Float] = []
+    private var narrow: [Float] = []
+    /// The encoded rows of the last block (the first `encodedCount` bytes).
+    private(set) var encoded: [UInt8] = []
+    private(set) var encodedCount = 0
+    /// The base's stored bytes of a block, read with one `pread`.
+    private var stored: [UInt8] = []
+    /// What merging the last block gave.
+    private(set) var result: Result<ConversionReport, SafeTensorsError> = .success(ConversionReport())
 
-    init(values: Int, narrow: Int, bytes: Int) {
-        self.values = [Float](repeating: 0, count: values)
-        self.narrow = [Float](repeating: 0, count: narrow)
-        self.encoded = [UInt8](repeating: 0, count: bytes)
+    /// Grows `buffer` to at least `count` elements.
+    private static func reserve<T: Numeric>(_ buffer: inout [T], _ count: Int) {
+        if buffer.count < count { buffer = [T](repeating: 0, count: count) }
+    }
+
+    /// Rows `block` of `entry` decoded into `output`, their bytes read into `stored` (one system
+    /// call, no page faults on the mapping).
+    private func decode(_ entry: TensorEntry, _ block: Range<Int>, into output: UnsafeMutableBufferPointer<Float>) throws(SafeTensorsError) {
+        Self.reserve(&stored, (entry.rowByteCount ?? 0) * block.count)
+        try stored.withUnsafeMutableBytes { raw in
+            Result { () throws(SafeTensorsError) in try entry.decodeRows(block, into: output, reading: raw) }
+        }.get()
     }
 
     /// Decodes rows `block` of `entry` (widened to `columns` when the layer grows), applies the
@@ -193,19 +201,22 @@ private final class BlockScratch {
                inColumns: Int, columns: Int, dtype: DType) {
         let count = block.count * columns
         encodedCount = dtype.byteCount(elements: count) ?? 0
+        Self.reserve(&values, count)
+        Self.reserve(&encoded, encodedCount)
+        if columns != inColumns { Self.reserve(&narrow, block.count * inColumns) }
         result = Result { () throws(SafeTensorsError) in
             try values.withUnsafeMutableBufferPointer { (all) throws(SafeTensorsError) in
                 let out = UnsafeMutableBufferPointer(rebasing: all[0..<count])
                 if columns != inColumns {
                     try narrow.withUnsafeMutableBufferPointer { (all) throws(SafeTensorsError) in
                         let source = UnsafeMutableBufferPointer(rebasing: all[0..<(block.count * inColumns)])
-                        try entry.decodeRows(block, into: source)
+                        try decode(entry, block, into: source)
                         for r in 0..<block.count {
                             for c in 0..<columns { out[r * columns + c] = c < inColumns ? source[r * inColumns + c] : 0 }
                         }
                     }
                 } else {
-                    try entry.decodeRows(block, into: out)
+                    try decode(entry, block, into: out)
                 }
                 kernel.apply(slices, block: block, to: out, columns: columns)
             }

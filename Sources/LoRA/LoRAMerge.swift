@@ -82,6 +82,7 @@ public enum LoRAMerge {
         for info in base.infos { shapes[info.name] = info.shape }
         let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
         let kernel = MergeKernel(adapter: adapter, placement: placement, scale: scale, sign: unmerge ? -1 : 1)
+        var scratch: [BlockScratch] = []
         // `--dtype` applies to the transformer; the other components of an all-in-one file are
         // copied byte for byte.
         let transformer = AllInOne.components(base.infos) == nil ? nil : Set(base.transformerOnly().infos.map(\.name))
@@ -115,7 +116,7 @@ public enum LoRAMerge {
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
                 report.merge(try mergeRows(entry, slices: slices, kernel: kernel, widened: placement.widened[info.name],
-                                           threads: threads, blockValues: blockValues, into: sink))
+                                           threads: threads, blockValues: blockValues, scratch: &scratch, into: sink))
             } else if !entry.isPlain {
                 // A GGUF block tensor of the base: decoded (exactly as gguf-py does) and written.
                 report.merge(try sink.write(floats: try entry.floats()))

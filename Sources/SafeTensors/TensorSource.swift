@@ -134,6 +134,31 @@ extension TensorEntry {
         }
     }
 
+    /// Decodes dim-0 rows `rows` as `decodeRows(_:into:)` does, but reads their bytes with one
+    /// `pread` into `scratch` (at least `rows.count × rowByteCount` bytes) instead of faulting
+    /// the mapping in page by page: for streams that read each byte once, on several threads.
+    /// Tensors whose rows are not whole bytes take the mapped path.
+    public func decodeRows(_ rows: Range<Int>, into output: UnsafeMutableBufferPointer<Float>,
+                           reading scratch: UnsafeMutableRawBufferPointer) throws(SafeTensorsError) {
+        guard let rowBytes = rowByteCount, encoding?.isDecodable ?? FloatCodec.canDecode(info.dtype) else {
+            return try decodeRows(rows, into: output)
+        }
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "decodeRows: rows outside the tensor")
+        precondition(output.count == rows.count * rowElements, "decodeRows: output size does not match the rows")
+        let count = rows.count * rowBytes
+        precondition(scratch.count >= count, "decodeRows: scratch smaller than the rows' bytes")
+        let begin = file.fileOffset(of: info) + rows.lowerBound * rowBytes
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count])
+        let read: Int
+        do { read = try file.descriptor.read(into: bytes, at: begin) } catch { throw .system(error) }
+        guard read == count else {
+            throw .io(file: file.path, operation: "read tensor '\(info.name)'",
+                      message: "the file ends at byte \(begin + read), inside the tensor's data (bytes \(begin)..<\(begin + count)): it was truncated after it was opened")
+        }
+        let raw = UnsafeRawBufferPointer(bytes)
+        if let encoding { encoding.decode(raw, into: output) } else { FloatCodec.decode(info.dtype, from: raw, into: output) }
+    }
+
     /// Every value widened to Float.
     public func floats() throws(SafeTensorsError) -> [Float] {
         guard let encoding else { return try file.floats(of: info) }

@@ -20,22 +20,9 @@ import subprocess
 import sys
 import time
 
-from release_build import remove
+from release_build import cpu_flags, remove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def cpu_flags():
-    """The SIMD flags that matter for these kernels, from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return " ".join(x for x in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16") if x in have)
-    except OSError:
-        pass
-    return "unknown"
 
 
 def timed(cmd):
@@ -93,7 +80,7 @@ def main():
         if not args.keep:
             remove(src)
 
-    print(f"SD3.5-Medium original bf16 ({os.cpu_count()} cores; CPU flags: {cpu_flags()}; "
+    print(f"SD3.5-Medium original bf16 ({cpu_flags()}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}), best of {args.reps}")
     print(f"  {'job':14s} {args.label_a:>12s} {args.label_b:>12s}   {args.label_b} / {args.label_a}")
     for job in chosen:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from release_build import measured, release_binary, remove
+from release_build import cpu_flags, measured, release_binary, remove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -143,6 +143,8 @@ def main():
         from release_build import release_binary
         flowguard = release_binary()
     os.makedirs(args.workdir, exist_ok=True)
+    from release_build import cpu_flags
+    print(f"machine: {cpu_flags()}; timings are the best of {args.reps} run(s)")
     if args.tiny:
         bench_base(flowguard, "flux_tiny", ["--like", os.path.join(ROOT, "fixtures/flux_tiny/original.safetensors")],
                    args.workdir, args.reps, python_way=False, prefix="")

@@ -10,6 +10,21 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def cpu_flags():
+    """The SIMD flags that matter for FlowGuard's kernels, from /proc/cpuinfo, and the core count."""
+    have = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    flags = " ".join(x for x in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16") if x in have)
+    return f"{os.cpu_count()} cores; CPU flags: {flags or 'unknown'}"
+
+
 def release_binary(given=None):
     """`given` when set, else builds flowguard in release mode (log on stderr) and returns its path."""
     if given:

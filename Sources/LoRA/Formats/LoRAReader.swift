@@ -139,7 +139,14 @@ final class FactorSource {
 
     /// The tensor's values widened to Float.
     func floats(of info: TensorInfo) throws -> [Float] {
-        if let file { return try file.floats(of: info) }
+        if let file {
+            let values = try file.floats(of: info)
+            // Read once: the mapped pages go back to the kernel, so an adapter is resident once
+            // (as Float32), not twice.
+            let start = fileOffset(of: info)
+            file.advise(.dontNeed, fileRange: start..<(start + info.byteCount))
+            return values
+        }
         let bytes = try archive!.readTensor(info.name, threads: 1)
         let count = info.elementCount
         return bytes.withUnsafeBytes { raw in
