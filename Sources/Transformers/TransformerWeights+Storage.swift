@@ -64,12 +64,15 @@ struct BlockRows: WeightEncoding {
     /// Values per innermost row of the stored tensor (a whole number of blocks).
     let innerLength: Int
 
+    /// The encoding's name (`Q4_K`, `F8_E4M3×scale`).
     var name: String { encoding.name }
 
+    /// Bytes of `count` values: whole innermost rows of the encoding's blocks.
     func byteCount(values count: Int) -> Int {
         innerLength > 0 ? encoding.rowByteCount(rowLength: innerLength) * (count / innerLength) : 0
     }
 
+    /// Decodes whole rows with the encoding's own decoder.
     /// Invariant: `count` is a whole number of matrix rows, each a whole number of innermost rows
     /// (so of blocks), and `source` holds `byteCount(values: count)` bytes (WeightMatrix's contract).
     func decode(_ source: UnsafeRawPointer, count: Int, into target: UnsafeMutablePointer<Float>) {
