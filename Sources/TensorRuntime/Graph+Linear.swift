@@ -149,8 +149,9 @@ private struct SavedBranch {
 }
 
 /// Products with a frozen `WeightMatrix`. Float32 weights at a 4-byte-aligned address are used in
-/// place; others are widened panel by panel (rows of W) into the workspace and multiplied from
-/// there, so no full Float32 copy of a half-precision weight ever exists.
+/// place; others (half precision, Q8_0 and other encoded blocks) are widened panel by panel (rows
+/// of W) into the workspace and multiplied from there, forward and backward alike, so no full
+/// Float32 copy of a stored weight ever exists.
 enum WeightProduct {
     /// Values per widened panel (16 MB of Float32). Each panel is one sgemm call, which packs
     /// all of x again, so fewer, larger panels cost less: a 1536×6144 weight takes 3 panels.

@@ -204,7 +204,8 @@ enum Kernels {
 
     // MARK: weight widening
 
-    /// Converts `count` stored elements at `source` (any alignment) to Float32 at `target`.
+    /// Converts `count` stored elements at `source` (any alignment) to Float32 at `target`; for
+    /// Q8_0 and encoded rows `count` is a whole number of rows.
     static func widen(_ element: WeightMatrix.Element, _ source: UnsafeRawPointer, _ target: UnsafeMutablePointer<Float>, count: Int) {
         switch element {
         case .float32:
@@ -229,6 +230,9 @@ enum Kernels {
                 let out = target + block * values
                 for j in 0..<values { out[j] = d * Float(Int8(bitPattern: at.load(fromByteOffset: 2 + j, as: UInt8.self))) }
             }
+        case .encoded(let encoding):
+            // `count` covers whole rows: the encoding's own decoder, as eager reading uses it.
+            encoding.decode(source, count: count, into: target)
         }
     }
 

@@ -33,18 +33,51 @@ struct MappedPiece: @unchecked Sendable {
     }
 
     /// Whether the piece is ggml Q8_0 blocks (GGUF), which the runtime multiplies from the
-    /// mapping as they are (`WeightMatrix.Element.q8_0`).
-    var isQ8_0: Bool { encoding?.name == "Q8_0" && info.shape.count == 2 }
+    /// mapping with its own kernel (`WeightMatrix.Element.q8_0`).
+    var isQ8_0: Bool { encoding?.name == "Q8_0" && encodedRowBytes != nil }
 
-    /// Absolute file byte range of the piece, for dtypes of whole bytes and Q8_0 rows.
+    /// Bytes of one dim-0 row when the piece is encoded rows of whole bytes (GGUF blocks or
+    /// scaled fp8 of 2 or more dimensions: blocks run along the innermost dimension), else nil.
+    var encodedRowBytes: Int? {
+        guard encoding != nil, info.shape.count >= 2 else { return nil }
+        return TensorEntry(info: info, file: file, encoding: encoding).rowByteCount
+    }
+
+    /// Absolute file byte range of the piece, for dtypes of whole bytes and encoded rows.
     var byteRange: Range<Int> {
-        if isQ8_0 {
-            let rowBytes = WeightMatrix.Element.q8_0.rowByteCount(rowElements)
+        if let rowBytes = encodedRowBytes {
             return (tensorStart + rows.lowerBound * rowBytes)..<(tensorStart + rows.upperBound * rowBytes)
         }
         let width = info.dtype.bits / 8
         let start = tensorStart + firstElement * width
         return start..<(start + elementCount * width)
+    }
+}
+
+/// A checkpoint tensor's block encoding (GGUF blocks other than Q8_0, ComfyUI scaled fp8) as the
+/// runtime decodes it per use: rows go through the same `BlockEncoding.decode` that
+/// `TensorEntry.decodeRows` (eager reading) uses, so a product sees exactly the values eager
+/// reading gives.
+struct BlockRows: WeightEncoding {
+    /// The stored tensor's encoding.
+    let encoding: any BlockEncoding
+    /// Values per innermost row of the stored tensor (a whole number of blocks).
+    let innerLength: Int
+
+    /// The encoding's name (`Q4_K`, `F8_E4M3×scale`).
+    var name: String { encoding.name }
+
+    /// Bytes of `count` values: whole innermost rows of the encoding's blocks.
+    func byteCount(values count: Int) -> Int {
+        innerLength > 0 ? encoding.rowByteCount(rowLength: innerLength) * (count / innerLength) : 0
+    }
+
+    /// Decodes whole rows with the encoding's own decoder.
+    /// Invariant: `count` is a whole number of matrix rows, each a whole number of innermost rows
+    /// (so of blocks), and `source` holds `byteCount(values: count)` bytes (WeightMatrix's contract).
+    func decode(_ source: UnsafeRawPointer, count: Int, into target: UnsafeMutablePointer<Float>) {
+        encoding.decode(UnsafeRawBufferPointer(start: source, count: byteCount(values: count)),
+                        into: UnsafeMutableBufferPointer(start: target, count: count))
     }
 }
 
@@ -85,6 +118,7 @@ struct StoredWeight: Sendable {
         switch storage {
         case .mapped(let pieces):
             guard let p = pieces.first else { return ("(memory)", "?", nil) }
+            if let rowBytes = p.encodedRowBytes { return (p.file.path, p.info.name, p.tensorStart + p.rows.lowerBound * rowBytes) }
             let width = p.info.dtype.bits
             return (p.file.path, p.info.name, p.tensorStart + p.firstElement * width / 8)
         case .memory: return ("(memory)", "?", nil)
@@ -120,18 +154,19 @@ struct StoredWeight: Sendable {
             return WeightMatrix(rows: rows, columns: columns, element: .float32, bytes: storage.pointer, owner: storage)
         case .mapped(let pieces):
             let stored = dtype
-            if !pieces.isEmpty, pieces.allSatisfy(\.isQ8_0), columns % WeightMatrix.Element.q8BlockValues == 0 {
-                // Q8_0 blocks stay blocks: decoded panel by panel where the product needs them.
+            if let element = Self.encodedElement(pieces, columns: columns) {
+                // Blocks (GGUF) and scaled fp8 stay in their stored bytes: decoded panel by panel
+                // where the product needs them.
                 if let (file, range) = Self.contiguousBlocks(pieces), !range.isEmpty {
-                    return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: file.mappedAddress(of: range), owner: file)
+                    return WeightMatrix(rows: rows, columns: columns, element: element, bytes: file.mappedAddress(of: range), owner: file)
                 }
-                let copy = WeightStorage(byteCount: rows * WeightMatrix.Element.q8_0.rowByteCount(columns))
+                let copy = WeightStorage(byteCount: rows * element.rowByteCount(columns))
                 var offset = 0
                 for piece in pieces {
                     copy.copyBytes(from: piece.file, fileRange: piece.byteRange, toOffset: offset)
                     offset += piece.byteRange.count
                 }
-                return WeightMatrix(rows: rows, columns: columns, element: .q8_0, bytes: copy.pointer, owner: copy)
+                return WeightMatrix(rows: rows, columns: columns, element: element, bytes: copy.pointer, owner: copy)
             }
             let blocks = pieces.contains { $0.encoding != nil }
             if !blocks, let element = WeightMatrix.Element(stored) {
@@ -149,7 +184,8 @@ struct StoredWeight: Sendable {
                 return WeightMatrix(rows: rows, columns: columns, element: element, bytes: copy.pointer, owner: copy)
             }
             // 8-bit and smaller floats fit bfloat16 exactly; anything wider becomes float32.
-            // Blocks (GGUF quant types) decode to float32 when the matrix is built.
+            // Encoded rows that cannot stay encoded (pieces of different tensors) decode to
+            // float32 when the matrix is built.
             let narrow = !blocks && stored.isFloatingPoint && stored.bits <= 8
             let element: WeightMatrix.Element = narrow ? .bfloat16 : .float32
             let copy = WeightStorage(byteCount: rows * columns * element.byteWidth)
@@ -160,7 +196,18 @@ struct StoredWeight: Sendable {
         }
     }
 
-    /// The one file range Q8_0 pieces cover when they are consecutive rows of one file.
+    /// The element encoded pieces keep as a matrix of `columns` columns: `.q8_0` when every piece
+    /// is Q8_0 rows of whole blocks, `.encoded` when the pieces are rows of one encoded tensor
+    /// (one encoding, one scale); nil for plain values and for encoded pieces of several tensors.
+    static func encodedElement(_ pieces: [MappedPiece], columns: Int) -> WeightMatrix.Element? {
+        guard let first = pieces.first, let encoding = first.encoding,
+              pieces.allSatisfy({ $0.encodedRowBytes != nil }) else { return nil }
+        if pieces.allSatisfy(\.isQ8_0), columns % WeightMatrix.Element.q8BlockValues == 0 { return .q8_0 }
+        guard pieces.allSatisfy({ $0.file === first.file && $0.info.name == first.info.name }) else { return nil }
+        return .encoded(BlockRows(encoding: encoding, innerLength: first.info.shape.last ?? 1))
+    }
+
+    /// The one file range encoded pieces cover when they are consecutive rows of one file.
     static func contiguousBlocks(_ pieces: [MappedPiece]) -> (SafeTensorsFile, Range<Int>)? {
         guard let first = pieces.first else { return nil }
         var range = first.byteRange

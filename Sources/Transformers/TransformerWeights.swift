@@ -84,12 +84,14 @@ public final class TransformerWeights: @unchecked Sendable {
     /// The stored element type of a diffusers-named tensor (`F32` for in-memory weights).
     public func dtype(of name: String) throws(TransformerError) -> DType { try stored(name).dtype }
 
-    /// A 2-d weight (`[out, in]`), kept in its stored precision when that is f32, bf16 or f16.
+    /// A 2-d weight (`[out, in]`), kept in its stored form when that is f32, bf16, f16, GGUF
+    /// blocks (Q8_0, Q4_0…Q5_1, Q2_K…Q6_K) or ComfyUI scaled fp8: the runtime decodes blocks and
+    /// scaled fp8 panel by panel where a product uses them, with the decoder eager reading uses.
     ///
     /// A single contiguous stored range (a whole tensor, or a run of rows of a fused one) is
     /// returned without copying, pointing into the mapped file; a weight assembled from several
-    /// ranges (swapped modulation halves) is one owned copy in its stored precision. 8-bit and
-    /// smaller floats become an owned bfloat16 copy (exact); `F64` an owned float32 copy.
+    /// ranges (swapped modulation halves) is one owned copy in its stored form. Unscaled 8-bit
+    /// and smaller floats become an owned bfloat16 copy (exact); `F64` an owned float32 copy.
     /// Tensors of rank above 2 (convolution kernels) are seen as `[shape[0], rest]`.
     public func matrix(_ name: String) throws(TransformerError) -> WeightMatrix {
         try stored(name).matrix(name: name, checkpoint: path)

@@ -84,7 +84,7 @@ import TestSupport
     @Test(arguments: [("sd35_tiny", nil as String?), ("flux_tiny", "fixtures/flux_tiny/diffusers/config.json")])
     func runOnGGUFEqualsRunOnItsDequantizedWeights(fixture: String, config: String?) throws {
         let extra = config.map { ["--config", Repository.path($0)] } ?? []
-        for type in ["f32", "q8_0"] {
+        for type in ["f32", "q8_0", "q5_1"] {
             let gguf = dir.file("\(fixture)-\(type).gguf")
             #expect(try flowguard("convert", Repository.path("fixtures/\(fixture)/original.safetensors"), gguf, "--dtype", type, "--quiet").status == 0)
             let dequantized = dir.file("\(fixture)-\(type).safetensors")

@@ -246,6 +246,32 @@ import TestSupport
         }
     }
 
+    /// Blocks decoded by their module's own `WeightEncoding` (Q4_0 here) at an odd address, one
+    /// panel and several: forward and dX equal the product with the decoded Float32 weight, and
+    /// the matrix holds only the stored bytes.
+    @Test func linearWithEncodedWeights() {
+        var rng = SeededGenerator(seed: 26)
+        for (rows, columns) in [(13, 64), (2200, 1024)] {
+            let w32 = randomTensor([rows, columns], &rng)
+            let x = randomTensor([3, columns], &rng)
+            let bias = randomTensor([rows], &rng)
+            let seed = randomTensor([3, rows], &rng)
+            let stored = TestWeights.q4Matrix(w32, rows: rows, columns: columns, offset: 1)
+            #expect(stored.matrix.byteCount == rows * columns / 32 * 18)
+            #expect(stored.matrix.element.name == "Q4_0" && stored.matrix.element != .q8_0)
+            let g = Graph(threads: 2)
+            let xv = g.parameter(x)
+            let y = g.linear(xv, weight: stored.matrix, bias: bias)
+            g.backward(from: y, seed: seed)
+            let ref = Graph(threads: 2)
+            let xr = ref.parameter(x)
+            let yr = ref.linear(xr, weight: WeightMatrix(stored.widened), bias: bias)
+            ref.backward(from: yr, seed: seed)
+            #expect(y.value.scalars == yr.value.scalars, "\(rows)×\(columns)")
+            #expect(xv.gradient!.scalars == xr.gradient!.scalars)
+        }
+    }
+
     @Test func broadcastingAddAndMultiply() {
         var rng = SeededGenerator(seed: 25)
         let a = randomTensor([2, 3, 4], &rng)

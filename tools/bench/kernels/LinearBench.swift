@@ -15,8 +15,8 @@ func makeWeight(rows: Int, columns: Int, element: WeightMatrix.Element, rng: ino
             return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
         }
         return bits.withUnsafeBytes { WeightMatrix(rows: rows, columns: columns, element: element, copying: $0) }
-    case .q8_0:
-        fatalError("the kernel benchmark does not make Q8_0 weights")
+    case .q8_0, .encoded:
+        fatalError("the kernel benchmark does not make block-encoded weights")
     }
 }
 
