@@ -123,9 +123,9 @@ extension LoRAMerge {
     public static let defaultBlockValues = 1 << 20
 
     /// Writes base tensor `entry` with `slices` merged to `sink`, block of rows by block of rows:
-    /// `threads` blocks are read (with `pread`, not through the mapping), decoded, merged and
-    /// encoded at once, then appended in order, so resident memory stays a few blocks, whatever
-    /// the tensor's size. `widened` gives the columns a BFL Control input
+    /// blocks are read (with `pread`, not through the mapping), decoded, merged, encoded and
+    /// written in place (`pwrite`) by `threads` workers at once, so resident memory stays one
+    /// block per worker, whatever the tensor's size. `widened` gives the columns a BFL Control input
     /// layer grows to (zeros to the right of the base's).
     static func mergeRows(_ entry: TensorEntry, slices: [DeltaSlice], kernel: MergeKernel, widened: Int?,
                           threads: Int, blockValues: Int, scratch: inout [BlockScratch],
@@ -141,25 +141,29 @@ extension LoRAMerge {
         let workers = max(1, min(threads, blockCount))
         while scratch.count < workers { scratch.append(BlockScratch()) }
         var report = ConversionReport()
+        // A wave is a few blocks per worker, taken as workers become free; each worker writes
+        // its blocks in place (pwrite), and the wave is appended once all are written.
+        let waveBlocks = workers == 1 ? 1 : 4 * workers
+        let rowBytes = dtype.byteCount(elements: columns) ?? 0
         var first = 0
         while first < blockCount {
-            let wave = min(workers, blockCount - first)
-            let blocks = (0..<wave).map { w in ((first + w) * perBlock)..<min(rows, (first + w + 1) * perBlock) }
+            let count = min(waveBlocks, blockCount - first)
+            let firstRow = first * perBlock
+            let blocks = (0..<count).map { i in ((first + i) * perBlock)..<min(rows, (first + i + 1) * perBlock) }
             let scratch = scratch
+            for worker in scratch { worker.reset() }
+            try sink.beginPositionedWrites()
             let run: () -> Void = {
-                parallelFor(wave, threads: wave) { w in
-                    scratch[w].merge(entry, block: blocks[w], slices: slices, kernel: kernel, inColumns: inColumns,
-                                     columns: columns, dtype: dtype)
+                parallelForDynamic(count, threads: workers) { w, i in
+                    scratch[w].merge(entry, block: blocks[i], slices: slices, kernel: kernel, inColumns: inColumns,
+                                     columns: columns, dtype: dtype, sink: sink, at: (blocks[i].lowerBound - firstRow) * rowBytes)
                 }
             }
-            if wave > 1 { BLAS.singleThreaded(run) } else { run() }
-            for w in 0..<wave {
-                report.merge(try scratch[w].result.get())
-                try scratch[w].encoded.withUnsafeBytes { raw in
-                    try sink.write(UnsafeRawBufferPointer(rebasing: raw[0..<scratch[w].encodedCount]))
-                }
-            }
-            first += wave
+            if workers > 1 { BLAS.singleThreaded(run) } else { run() }
+            for worker in scratch { report.merge(try worker.result.get()) }
+            let last = blocks.last!.upperBound
+            try sink.advance(by: dtype.byteCount(elements: (last - firstRow) * columns) ?? 0)
+            first += count
         }
         return report
     }
@@ -173,13 +177,14 @@ extension LoRAMerge {
 final class BlockScratch {
     private var values: [Float] = []
     private var narrow: [Float] = []
-    /// The encoded rows of the last block (the first `encodedCount` bytes).
-    private(set) var encoded: [UInt8] = []
-    private(set) var encodedCount = 0
+    private var encoded: [UInt8] = []
     /// The base's stored bytes of a block, read with one `pread`.
     private var stored: [UInt8] = []
-    /// What merging the last block gave.
+    /// What merging the blocks since `reset()` gave: their reports, or the first error.
     private(set) var result: Result<ConversionReport, SafeTensorsError> = .success(ConversionReport())
+
+    /// Starts a new wave.
+    func reset() { result = .success(ConversionReport()) }
 
     /// Grows `buffer` to at least `count` elements.
     private static func reserve<T: Numeric>(_ buffer: inout [T], _ count: Int) {
@@ -196,15 +201,17 @@ final class BlockScratch {
     }
 
     /// Decodes rows `block` of `entry` (widened to `columns` when the layer grows), applies the
-    /// kernel and encodes the rows as `dtype` at the front of `encoded`; the outcome in `result`.
+    /// kernel, encodes the rows as `dtype` and writes them at `offset` past the sink's end; the
+    /// outcome joins `result` (nothing more is done after an error).
     func merge(_ entry: TensorEntry, block: Range<Int>, slices: [DeltaSlice], kernel: MergeKernel,
-               inColumns: Int, columns: Int, dtype: DType) {
+               inColumns: Int, columns: Int, dtype: DType, sink: TensorSink, at offset: Int) {
+        guard case .success(var report) = result else { return }
         let count = block.count * columns
-        encodedCount = dtype.byteCount(elements: count) ?? 0
+        let encodedCount = dtype.byteCount(elements: count) ?? 0
         Self.reserve(&values, count)
         Self.reserve(&encoded, encodedCount)
         if columns != inColumns { Self.reserve(&narrow, block.count * inColumns) }
-        result = Result { () throws(SafeTensorsError) in
+        do throws(SafeTensorsError) {
             try values.withUnsafeMutableBufferPointer { (all) throws(SafeTensorsError) in
                 let out = UnsafeMutableBufferPointer(rebasing: all[0..<count])
                 if columns != inColumns {
@@ -220,12 +227,20 @@ final class BlockScratch {
                 }
                 kernel.apply(slices, block: block, to: out, columns: columns)
             }
-            return values.withUnsafeBufferPointer { all in
+            report.merge(values.withUnsafeBufferPointer { all in
                 encoded.withUnsafeMutableBytes { raw in
                     FloatCodec.encode(dtype, from: UnsafeBufferPointer(rebasing: all[0..<count]),
                                       into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<encodedCount]))
                 }
-            }
+            })
+            try encoded.withUnsafeBytes { raw in
+                Result { () throws(SafeTensorsError) in
+                    try sink.write(UnsafeRawBufferPointer(rebasing: raw[0..<encodedCount]), atTensorOffset: offset)
+                }
+            }.get()
+            result = .success(report)
+        } catch {
+            result = .failure(error)
         }
     }
 }

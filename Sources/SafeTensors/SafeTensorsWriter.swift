@@ -128,6 +128,30 @@ public final class TensorSink {
         }
     }
 
+    /// Prepares for `write(_:atTensorOffset:)`: the bytes so far go to the file first.
+    public func beginPositionedWrites() throws(SafeTensorsError) {
+        do { try file.beginPositionedWrites() } catch { throw .system(error) }
+    }
+
+    /// Writes `bytes` at `offset` bytes past what the sink has appended so far, without
+    /// appending them; several threads may call it at once for disjoint ranges (after
+    /// `beginPositionedWrites()`). `advance(by:)` then appends them.
+    public func write(_ bytes: UnsafeRawBufferPointer, atTensorOffset offset: Int) throws(SafeTensorsError) {
+        guard offset >= 0, offset + bytes.count <= remaining else {
+            throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + offset + bytes.count)
+        }
+        do { try file.write(bytes, atEndOffset: offset) } catch { throw .system(error) }
+    }
+
+    /// Appends the next `count` bytes, written before by `write(_:atTensorOffset:)`.
+    public func advance(by count: Int) throws(SafeTensorsError) {
+        guard count <= remaining else {
+            throw .writeSizeMismatch(file: file.destination, tensor: info.name, expected: info.byteCount, written: written + count)
+        }
+        do { try file.advance(by: count) } catch { throw .system(error) }
+        written += count
+    }
+
     /// Appends raw bytes from an array.
     public func write(_ bytes: [UInt8]) throws(SafeTensorsError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(SafeTensorsError) in try write(raw) } }.get()

@@ -114,6 +114,38 @@ package final class AtomicFile {
     /// The largest region `withWritableRegion` can lend.
     package var regionCapacity: Int { bufferCapacity }
 
+    /// Prepares for positioned writes of the bytes that follow the current end: what is
+    /// buffered goes to the kernel first. Then `write(_:atEndOffset:)` may be called from several
+    /// threads at once for disjoint ranges, and `advance(by:)` appends what they wrote.
+    package func beginPositionedWrites() throws(SystemError) {
+        try flush()
+    }
+
+    /// Writes `bytes` at `offset` bytes past the current end (`pwrite`), without moving the end.
+    /// Safe to call from several threads at once for disjoint ranges, between
+    /// `beginPositionedWrites()` and `advance(by:)` (which nothing else may run alongside).
+    package func write(_ bytes: UnsafeRawBufferPointer, atEndOffset offset: Int) throws(SystemError) {
+        precondition(buffered == 0, "positioned write with buffered bytes (call beginPositionedWrites first)")
+        do { try file.write(bytes, at: bytesWritten + offset) } catch {
+            let code = error.code
+            let hint = code == ENOSPC || code == EDQUOT ? " (not enough disk space)" : ""
+            throw SystemError(path: destination, operation: "write", code: code, hint: hint)
+        }
+    }
+
+    /// Appends the `count` bytes written past the end by `write(_:atEndOffset:)` (all of
+    /// them must have been written) and starts their writeback as `write` does.
+    package func advance(by count: Int) throws(SystemError) {
+        precondition(buffered == 0 && count >= 0, "advance with buffered bytes")
+        bytesWritten += count
+        try file.seek(to: bytesWritten)
+        handedOver += count
+        if handedOver - writebackStart >= AtomicFile.writebackStep {
+            file.startWriteback(offset: writebackStart, count: handedOver - writebackStart)
+            writebackStart = handedOver
+        }
+    }
+
     /// Appends `count` bytes of another open file, starting at `offset`, copied by the kernel
     /// (`copy_file_range`) without passing through this process's memory. Returns false, having
     /// written nothing, when the kernel cannot do it for these files; the caller then copies.
