@@ -166,13 +166,18 @@ extension TrainingRun {
             throw .model(path: config.model, reason: error.description)
         }
         var config = config
+        let folder = FileManager.default.currentDirectoryPath
         for (i, adapter) in config.baseAdapters.enumerated() {
+            // Recorded as absolute paths: a resume from another folder names the same files.
+            if !adapter.path.hasPrefix("/") {
+                config.baseAdapters[i].path = ((folder + "/" + adapter.path) as NSString).standardizingPath
+            }
             let hash = try TrainingConfig.BaseAdapter.contentHash(of: adapter.path)
             if let expected = adapter.contentHash, expected != hash {
                 throw .baseAdapter("\(adapter.path): its content hash is \(hash), but the config expects \(expected) (the file changed)")
             }
             config.baseAdapters[i].contentHash = hash
-            log("applying base adapter \(adapter.path) at scale \(adapter.scale) (\(hash))")
+            log("applying base adapter \(config.baseAdapters[i].path) at scale \(String(format: "%g", adapter.scale)) (\(hash))")
         }
         let references = config.baseAdapters.map { AdapterReference(path: $0.path, scale: Float($0.scale)) }
         let base: AdaptedBase

@@ -56,17 +56,10 @@ public enum TrainingRun {
                            log: (String) -> Void = { _ in },
                            progress: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
         let started = Date()
-        let (config, base) = try loadBase(config, log: log)
-        let weights = base.weights
-        let model: any DiffusionTransformer
-        do { model = try TransformerModel.load(weights) } catch {
-            throw .model(path: config.model, reason: error.description)
-        }
-        let prompts = try TrainingPrompts.load(path: config.prompts, architecture: weights.architecture)
-        let reward = try makeReward(config)
-        defer { (reward as? ExternalReward)?.close() }
-        let trainer = try Trainer(config: config, weights: weights, model: model, prompts: prompts, reward: reward,
-                                  baseBranches: base.branches)
+        let trainer = try makeTrainer(config: config, log: log)
+        defer { (trainer.reward as? ExternalReward)?.close() }
+        let config = trainer.config
+        let prompts = trainer.driver.prompts
 
         let run = config.output
         let checkpoints = run + "/checkpoints"
@@ -90,6 +83,27 @@ public enum TrainingRun {
                               evaluation: evaluation, modules: trainer.modules.count,
                               parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count },
                               baseAdapters: config.baseAdapters)
+    }
+
+    /// The trainer `run` trains with, before any run folder is touched: the model at
+    /// `config.model` with `config.baseAdapters` applied (`loadBase`), the prompts, the reward
+    /// and a fresh adapter. Its `config` is `config` with the base adapters' paths made absolute
+    /// and their content hashes filled in. Close an external reward (`trainer.reward`) when done.
+    public static func makeTrainer(config: TrainingConfig, log: (String) -> Void = { _ in }) throws(TrainingError) -> Trainer {
+        let (config, base) = try loadBase(config, log: log)
+        let model: any DiffusionTransformer
+        do { model = try TransformerModel.load(base.weights) } catch {
+            throw .model(path: config.model, reason: error.description)
+        }
+        let prompts = try TrainingPrompts.load(path: config.prompts, architecture: base.weights.architecture)
+        let reward = try makeReward(config)
+        do {
+            return try Trainer(config: config, weights: base.weights, model: model, prompts: prompts, reward: reward,
+                               baseBranches: base.branches)
+        } catch {
+            (reward as? ExternalReward)?.close()
+            throw error
+        }
     }
 
     /// Removes an earlier run folder: renamed aside in one step (so it is whole or gone), then
