@@ -25,7 +25,7 @@ struct Train: ParsableCommand {
           flowguard train --config fixtures/train/sd35_tiny_demo.json
           flowguard train --config train.json --group-size 8 --steps 50 --output runs/a
           flowguard train --config train.json --output runs/a --resume --json
-          flowguard train --config train.json --base-lora style_lokr.safetensors:0.8 --output runs/b
+          flowguard train --config train.json --base-lora style_lokr.safetensors:0.8
         """
     )
 
