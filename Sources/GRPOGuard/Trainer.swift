@@ -42,7 +42,7 @@ public final class Trainer {
     /// frozen model in every forward, the reference and the base evaluation included.
     public let frozen: LoRAParameters?
     /// The branches of a forward with the trained adapter: `frozen`'s, then `parameters`'.
-    let adapted: LoRAParameters
+    let policyBranches: LoRAParameters
     /// The reward.
     public let reward: any Reward
     /// The learning rate in effect.
@@ -79,7 +79,7 @@ public final class Trainer {
         let constant = baseBranches.modules.isEmpty ? nil : LoRAParameters(baseBranches, trainable: false)
         parameters = trained
         frozen = constant
-        adapted = constant.map { LoRAParameters(combining: [$0, trained]) } ?? trained
+        policyBranches = constant.map { LoRAParameters(combining: [$0, trained]) } ?? trained
         learningRate = config.learningRate ?? weights.architecture.family.defaultLearningRate
         let adam = AdamWConfiguration(learningRate: learningRate, beta1: config.adamBeta1, beta2: config.adamBeta2,
                                       epsilon: config.adamEpsilon, weightDecay: config.weightDecay)
@@ -165,7 +165,7 @@ public final class Trainer {
                 // ratios are exactly 1.
                 let graph = Graph(threads: config.threads, recordsGradients: true)
                 let xc = Batch.slice(x, range)
-                let v = driver.velocity(xc, sigma: schedule.sigmas[i], promptIDs: Array(ids[range]), adapters: adapted, graph: graph).velocity
+                let v = driver.velocity(xc, sigma: schedule.sigmas[i], promptIDs: Array(ids[range]), adapters: policyBranches, graph: graph).velocity
                 let sample = sde.sample(x: xc, velocity: v, noise: Batch.slice(eps, range))
                 nexts.append(sample.next)
                 mus.append(sample.mean)
@@ -232,7 +232,7 @@ public final class Trainer {
                 let ids = Array(batch.promptIDs[range])
                 let x = Batch.slice(batch.latents[j], range)
                 let graph = Graph(threads: config.threads, recordsGradients: true)
-                let (output, v) = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: adapted, graph: graph)
+                let (output, v) = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: policyBranches, graph: graph)
                 let mean = sde.mean(x: x, velocity: v)
                 var reference: Tensor?
                 if config.klBeta > 0 {
