@@ -279,7 +279,8 @@ private struct HeaderParser {
         guard rowLength % type.blockSize == 0 else {
             throw .rowNotMultipleOfBlock(file: file, tensor: name, type: type, rowLength: rowLength, offset: dimsOffset + 4)
         }
-        guard let byteCount = type.byteCount(elements: elementCount) else {
+        // One row's bytes must fit as well, even in an empty tensor (a zero outer dimension).
+        guard let byteCount = type.byteCount(elements: elementCount), type.byteCount(elements: rowLength) != nil else {
             throw .shapeOverflow(file: file, tensor: name, dims: dims, offset: dimsOffset + 4)
         }
         let offsetFieldOffset = cursor.position

@@ -46,7 +46,8 @@ public enum LoRAMerge {
     /// `output`. The adapter may use either layout's naming (see `DeltaPlacement`). Untouched
     /// tensors are copied byte for byte by the kernel (or converted when `dtype` differs);
     /// touched tensors are widened to Float32, receive ΔW row slices through sgemm, and are
-    /// encoded back in their own dtype (or `dtype`). Peak memory: one base tensor in Float32.
+    /// encoded back in their own dtype (or `dtype`), block of rows by block of rows
+    /// (`blockValues` values each), `threads` blocks at a time. Peak memory: a few blocks.
     /// `progress(bytesDone, bytesTotal)` follows the output data. A sharded base is written as
     /// one file; a base given as a folder (a diffusers model folder) is written as a folder
     /// unless `output` ends in `.safetensors` (see `writesFolder`): its weights in one
@@ -56,7 +57,8 @@ public enum LoRAMerge {
     /// failure nothing is left at `output`.
     @discardableResult
     public static func merge(base: TensorCollection, adapter: LoRAAdapter, scale: Float = 1, output: String,
-                             dtype: DType? = nil, unmerge: Bool = false,
+                             dtype: DType? = nil, unmerge: Bool = false, threads: Int = 1,
+                             blockValues: Int = LoRAMerge.defaultBlockValues,
                              progress: ((Int, Int) -> Void)? = nil) throws -> MergeReport {
         let start = monotonicSeconds()
         if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
@@ -79,12 +81,10 @@ public enum LoRAMerge {
         var shapes: [String: [Int]] = [:]
         for info in base.infos { shapes[info.name] = info.shape }
         let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
-        let sign: Float = unmerge ? -1 : 1
-        // DoRA modules take their own ΔW whole; the user's scale enters through the rescaling
-        // (LyCORIS's weight_decompose with a multiplier).
-        let factors = adapter.modules.map { sign * (adapter.magnitudes[$0.name] == nil ? scale : 1) * $0.scale(rsLoRA: adapter.rsLoRA) }
-        let deltaFactors = adapter.deltas.map { sign * (adapter.magnitudes[$0.name] == nil ? scale : 1) }
-        let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
+        let kernel = MergeKernel(adapter: adapter, placement: placement, scale: scale, sign: unmerge ? -1 : 1)
+        // `--dtype` applies to the transformer; the other components of an all-in-one file are
+        // copied byte for byte.
+        let transformer = AllInOne.components(base.infos) == nil ? nil : Set(base.transformerOnly().infos.map(\.name))
 
         var specs: [TensorSpec] = []
         for entry in base.entries {
@@ -94,8 +94,8 @@ public enum LoRAMerge {
             }
             var shape = entry.info.shape
             if let columns = placement.widened[entry.info.name] { shape = [shape[0], columns] }
-            specs.append(TensorSpec(name: entry.info.name, dtype: own.isFloatingPoint ? (dtype ?? own) : own,
-                                    shape: shape))
+            let converts = own.isFloatingPoint && (transformer?.contains(entry.info.name) ?? true)
+            specs.append(TensorSpec(name: entry.info.name, dtype: converts ? (dtype ?? own) : own, shape: shape))
         }
         let total = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
         var done = 0
@@ -114,19 +114,8 @@ public enum LoRAMerge {
             let info = entry.info
             let range = entry.file.fileOffset(of: info)..<(entry.file.fileOffset(of: info) + info.byteCount)
             if let slices = placement.slices[info.name] {
-                var values = try entry.floats()
-                // The values are in memory now: let the kernel drop the mapped pages, as the
-                // converter does, so a merge's resident memory stays one tensor's worth.
-                if entry.isPlain { entry.file.advise(.dontNeed, fileRange: range) }
-                var columns = info.shape.dropFirst().reduce(1, *)
-                if let wide = placement.widened[info.name] {
-                    values = widen(values, rows: info.shape[0], from: columns, to: wide)
-                    columns = wide
-                }
-                apply(slices, of: adapter, factors: factors, to: &values, columns: columns)
-                applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
-                rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
-                report.merge(try sink.write(floats: values))
+                report.merge(try mergeRows(entry, slices: slices, kernel: kernel, widened: placement.widened[info.name],
+                                           threads: threads, blockValues: blockValues, into: sink))
             } else if !entry.isPlain {
                 // A GGUF block tensor of the base: decoded (exactly as gguf-py does) and written.
                 report.merge(try sink.write(floats: try entry.floats()))
@@ -168,12 +157,9 @@ public enum LoRAMerge {
     /// memory (the runtime's adapters).
     public static func applyExactly(_ slices: [DeltaSlice], of adapter: LoRAAdapter, placement: DeltaPlacement, scale: Float,
                                     to values: inout [Float], columns: Int) throws {
-        let factors = adapter.modules.map { (adapter.magnitudes[$0.name] == nil ? scale : 1) * $0.scale(rsLoRA: adapter.rsLoRA) }
-        let deltaFactors = adapter.deltas.map { adapter.magnitudes[$0.name] == nil ? scale : 1 }
-        let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
-        apply(slices, of: adapter, factors: factors, to: &values, columns: columns)
-        applyDeltas(slices, of: adapter, factors: deltaFactors, to: &values, columns: columns)
-        rescale(slices, magnitudes: magnitudes, scale: scale, to: &values, columns: columns)
+        let kernel = MergeKernel(adapter: adapter, placement: placement, scale: scale)
+        let rows = columns == 0 ? 0 : values.count / columns
+        values.withUnsafeMutableBufferPointer { kernel.apply(slices, block: 0..<rows, to: $0, columns: columns) }
     }
 
     /// `rows` rows of `from` values, each followed by zeros up to `to` values.
@@ -183,83 +169,6 @@ public enum LoRAMerge {
             for c in 0..<from { out[r * to + c] = values[r * from + c] }
         }
         return out
-    }
-
-    /// Adds each LoKr/LoHa/full slice's rows of factor·ΔW to `values` (or, for a replacement,
-    /// sets them), ΔW's rows computed one slice at a time.
-    static func applyDeltas(_ slices: [DeltaSlice], of adapter: LoRAAdapter, factors: [Float],
-                            to values: inout [Float], columns: Int) {
-        for slice in slices where slice.source == .weightDelta {
-            let delta = adapter.deltas[slice.module]
-            let width = slice.isBias ? 1 : columns
-            let factor = factors[slice.module]
-            // ΔW is formed 256 rows at a time: peak memory stays a small block, not a second tensor.
-            var start = 0
-            while start < slice.sourceRows.count {
-                let count = min(256, slice.sourceRows.count - start)
-                let source = (slice.sourceRows.lowerBound + start)..<(slice.sourceRows.lowerBound + start + count)
-                let rows = delta.rows(source)
-                for i in 0..<count {
-                    let t = slice.targetRows.lowerBound + start + i
-                    for c in 0..<width {
-                        if delta.replaces {
-                            values[t * width + c] = rows[i * width + c]
-                        } else {
-                            values[t * width + c] += factor * rows[i * width + c]
-                        }
-                    }
-                }
-                start += count
-            }
-        }
-    }
-
-    /// DoRA: rows of W + ΔW rescaled to the magnitude, W′ = (W + ΔW)·(s·(m/‖W + ΔW‖ − 1) + 1) per
-    /// output row (LyCORIS weight_decompose; s = 1 gives PEFT's m·(W + ΔW)/‖W + ΔW‖). Rows are
-    /// independent, so a fused base tensor is rescaled exactly row range by row range.
-    static func rescale(_ slices: [DeltaSlice], magnitudes: [DoRAMagnitude], scale: Float,
-                        to values: inout [Float], columns: Int) {
-        for slice in slices where slice.source == .magnitude {
-            let m = magnitudes[slice.module]
-            for (s, t) in zip(slice.sourceRows, slice.targetRows) {
-                var sum: Double = 0
-                for c in 0..<columns { let v = Double(values[t * columns + c]); sum += v * v }
-                var norm = Float(sum.squareRoot())
-                if m.addsEpsilon { norm += Float.ulpOfOne }
-                let factor = scale * (m.values[s] / norm - 1) + 1
-                for c in 0..<columns { values[t * columns + c] *= factor }
-            }
-        }
-    }
-
-    /// Adds each slice's rows of factor·B·A (or factor·bias) to `values`, a row-major tensor
-    /// with `columns` values per row: W[targetRows] += factor · B[sourceRows] · A, by sgemm with
-    /// β = 1 straight into the tensor's rows (ΔW is never materialised).
-    static func apply(_ slices: [DeltaSlice], of adapter: LoRAAdapter, factors: [Float],
-                      to values: inout [Float], columns: Int) {
-        for slice in slices where slice.source == .lowRank {
-            let module = adapter.modules[slice.module]
-            let factor = factors[slice.module]
-            if slice.isBias {
-                guard let bias = module.upBias else { continue }
-                for (s, t) in zip(slice.sourceRows, slice.targetRows) { values[t] += factor * bias.values[s] }
-                continue
-            }
-            let r = module.rank
-            guard r > 0 else { continue }
-            // Invariant (checked by DeltaPlacement): targetRows lie inside the tensor, columns ==
-            // A's columns, sourceRows lie inside B.
-            module.up.values.withUnsafeBufferPointer { up in
-                module.down.values.withUnsafeBufferPointer { down in
-                    values.withUnsafeMutableBufferPointer { out in
-                        BLAS.gemm(.none, .none, m: slice.sourceRows.count, n: columns, k: r, alpha: factor,
-                                  a: up.baseAddress! + slice.sourceRows.lowerBound * r, lda: r,
-                                  b: down.baseAddress!, ldb: columns, beta: 1,
-                                  c: out.baseAddress! + slice.targetRows.lowerBound * columns, ldc: columns)
-                    }
-                }
-            }
-        }
     }
 
     /// Throws `LoRAError.nonFinite` for the first factor holding NaN or ±∞.

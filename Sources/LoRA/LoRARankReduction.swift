@@ -53,9 +53,7 @@ public enum LoRARankReduction {
             var shapes: [String: [Int]] = [:]
             for info in base.infos { shapes[info.name] = info.shape }
             let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
-            let factors = adapter.modules.map { $0.scale(rsLoRA: adapter.rsLoRA) }
-            let deltaFactors = adapter.deltas.map { _ in Float(1) }
-            let magnitudes = placement.magnitudeModules.map { adapter.magnitudes[$0]! }
+            let kernel = MergeKernel(adapter: adapter, placement: placement, scale: 1)
             let keyPrefix = detected.layout == .original ? detected.prefix.rawValue : ""
             for tensor in placement.touchedTensors {
                 let slices = placement.slices[tensor]!
@@ -68,9 +66,7 @@ public enum LoRARankReduction {
                     columns = wide
                 }
                 var merged = w
-                LoRAMerge.apply(slices, of: adapter, factors: factors, to: &merged, columns: columns)
-                LoRAMerge.applyDeltas(slices, of: adapter, factors: deltaFactors, to: &merged, columns: columns)
-                LoRAMerge.rescale(slices, magnitudes: magnitudes, scale: 1, to: &merged, columns: columns)
+                merged.withUnsafeMutableBufferPointer { kernel.apply(slices, block: 0..<rows, to: $0, columns: columns) }
                 for i in merged.indices { merged[i] -= w[i] }
                 let module = String(tensor.dropFirst(keyPrefix.count).dropLast(".weight".count))
                 try add(module, merged, rows: rows, columns: columns)

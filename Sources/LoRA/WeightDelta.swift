@@ -180,6 +180,40 @@ public struct WeightDelta: Sendable, Hashable {
         }
     }
 
+    /// Adds `factor` times rows `range` of scale·ΔW to `output` (`range.count × inFeatures`
+    /// values), or, for a replacement, writes the rows there. A Kronecker row is formed in place
+    /// as scaled copies of a row of w2 (no ΔW buffer); the others go through `rows(_:)`.
+    public func accumulate(rows range: Range<Int>, factor: Float, into output: UnsafeMutableBufferPointer<Float>) {
+        let n = inFeatures
+        precondition(output.count == range.count * n, "accumulate: output size does not match the rows")
+        guard let out = output.baseAddress else { return }
+        if case .kronecker = kind, let w1 = denseW1, let w2 = denseW2 {
+            let c = w2.rows, d = w2.columns, b = w1.columns
+            precondition(range.upperBound <= w1.rows * c, "accumulate: rows outside ΔW")
+            w1.values.withUnsafeBufferPointer { w1v in
+                w2.values.withUnsafeBufferPointer { w2v in
+                    for (k, i) in range.enumerated() {
+                        let source = w2v.baseAddress! + (i % c) * d
+                        for j1 in 0..<b {
+                            let coefficient = factor * (w1v[(i / c) * b + j1] * scale)
+                            let target = out + k * n + j1 * d
+                            for j2 in 0..<d { target[j2] += coefficient * source[j2] }
+                        }
+                    }
+                }
+            }
+            return
+        }
+        let delta = rows(range)
+        delta.withUnsafeBufferPointer { d in
+            if replaces {
+                for i in 0..<d.count { out[i] = d[i] }
+            } else {
+                for i in 0..<d.count { out[i] += factor * d[i] }
+            }
+        }
+    }
+
     /// The whole ΔW as an [out, in] matrix.
     public func dense() -> Matrix {
         Matrix(shape: isVector ? [outFeatures] : [outFeatures, inFeatures], values: rows(0..<outFeatures))

@@ -29,10 +29,11 @@ extension LoRAMergeCommand {
     /// (city96 names and rule, `type`); the staging file is removed whatever happens, and `output`
     /// appears only when complete.
     static func mergeToGGUF(base: TensorCollection, adapter: LoRAAdapter, scale: Float, unmerge: Bool,
-                            output: String, type: GGUFType) throws -> (MergeReport, GGUFConversionResult) {
+                            output: String, type: GGUFType, threads: Int) throws -> (MergeReport, GGUFConversionResult) {
         let staging = FileSystem.parentFolder(of: output) + "/.flowguard-merge-\(ProcessControl.currentID).safetensors"
         defer { _ = FileSystem.removeFile(staging) }
-        let report = try LoRAMerge.merge(base: base, adapter: adapter, scale: scale, output: staging, dtype: .f32, unmerge: unmerge)
+        let report = try LoRAMerge.merge(base: base, adapter: adapter, scale: scale, output: staging, dtype: .f32, unmerge: unmerge,
+                                         threads: threads)
         let merged = try TensorCollection.checkpoint(staging)
         let converter = try Converter(source: merged, to: .original, prefix: KeyPrefix.none)
         let written = try converter.writeGGUF(to: output, type: type)

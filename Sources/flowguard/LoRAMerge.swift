@@ -14,7 +14,7 @@ struct LoRAMergeCommand: ParsableCommand {
         discussion: """
         BASE is a transformer checkpoint in either layout (a .safetensors file, a shard index or a diffusers model folder). ADAPTER is a .safetensors file in any dialect (PEFT/diffusers, kohya, ComfyUI, OneTrainer, LyCORIS LoKr/LoHa, DoRA, XLabs, BFL Control, fal Kontext) or a PEFT folder; its modules may be named in either layout: a diffusers-named to_k lands in the rows of a fused qkv, a fused qkv adapter splits into to_q/to_k/to_v, and modulation halves are swapped where the layouts differ.
 
-        OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor). Streamed: one base tensor in memory at a time. The output appears only when complete.
+        OUT is a single .safetensors file in the base's layout; when BASE is a model folder and OUT does not end in .safetensors, OUT is a diffusers folder (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype, re-quantized by the same rule). Tensors without a delta are copied unchanged; merged tensors are computed in float32 and written back in their own dtype, or in --dtype (which then applies to every floating-point tensor of the transformer; the other components of an all-in-one file are copied byte for byte). Streamed: blocks of a base tensor's rows are merged on --threads threads (default: all processors), a few blocks in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same scale).
 
@@ -46,6 +46,8 @@ struct LoRAMergeCommand: ParsableCommand {
     @Flag(help: "Subtract the delta instead of adding it.")
     var unmerge = false
 
+    @OptionGroup var compute: ThreadOptions
+
     @OptionGroup var overwrite: OutputOptions
 
     @OptionGroup var style: JSONOutput
@@ -72,14 +74,15 @@ struct LoRAMergeCommand: ParsableCommand {
         }
         if output.lowercased().hasSuffix(".gguf") {
             let type = Self.ggufType(for: collection, dtype: dtype?.dtype)
-            let (report, written) = try Self.mergeToGGUF(base: collection, adapter: lora, scale: scale, unmerge: unmerge, output: output, type: type)
+            let (report, written) = try Self.mergeToGGUF(base: collection, adapter: lora, scale: scale, unmerge: unmerge, output: output, type: type,
+                                                           threads: compute.count(default: SystemInfo.activeProcessors))
             print(Self.summary(report, base: base, adapter: adapter, format: lora.format)
                 .replacingOccurrences(of: report.outputPath, with: "\(output) (GGUF \(type.name), \(written.tensorsWritten) tensors)"))
             return
         }
         let progress = log.progress("merging into \(base)", total: collection.dataBytes)
         let report = try LoRAMerge.merge(base: collection, adapter: lora, scale: scale, output: output, dtype: dtype?.dtype,
-                                         unmerge: unmerge) { done, _ in progress?.update(done) }
+                                         unmerge: unmerge, threads: compute.count(default: SystemInfo.activeProcessors)) { done, _ in progress?.update(done) }
         progress?.finish()
         if style.json {
             print(Self.json(report, base: base, adapter: adapter, format: lora.format).compactText)

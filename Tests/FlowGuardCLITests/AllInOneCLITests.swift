@@ -15,6 +15,10 @@ import TestSupport
         try runProcess(CLITests.binary, arguments)
     }
 
+    func flowguard(_ arguments: [String]) throws -> ProcessResult {
+        try runProcess(CLITests.binary, arguments)
+    }
+
     @Test func inspectListsComponentsAndTheTransformersArchitecture() throws {
         let result = try flowguard("inspect", allInOne)
         #expect(result.status == 0)
@@ -55,12 +59,15 @@ import TestSupport
         #expect(try x.floats(of: "output") == y.floats(of: "output"))
     }
 
-    @Test func loraMergeKeepsEveryOtherComponentByteIdentical() throws {
+    /// With or without `--dtype`: the transformer is merged (and converted), every other
+    /// component is copied byte for byte.
+    @Test(arguments: [[], ["--dtype", "bf16"]])
+    func loraMergeKeepsEveryOtherComponentByteIdentical(dtype: [String]) throws {
         let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
-        let merged = dir.file("merged.safetensors"), reference = dir.file("reference.safetensors")
-        let result = try flowguard("lora", "merge", allInOne, lora, merged)
+        let merged = dir.file("merged\(dtype.count).safetensors"), reference = dir.file("reference\(dtype.count).safetensors")
+        let result = try flowguard(["lora", "merge", allInOne, lora, merged] + dtype)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(try flowguard("lora", "merge", Repository.path("fixtures/sd35_tiny/original.safetensors"), lora, reference).status == 0)
+        #expect(try flowguard(["lora", "merge", Repository.path("fixtures/sd35_tiny/original.safetensors"), lora, reference] + dtype).status == 0)
         let base = try SafeTensorsFile(path: allInOne), out = try SafeTensorsFile(path: merged), ref = try SafeTensorsFile(path: reference)
         #expect(out.tensors.count == base.tensors.count)
         for info in base.tensors {
@@ -68,6 +75,7 @@ import TestSupport
             let bytes = out.withBytes(of: got) { Array($0) }
             if info.name.hasPrefix("model.diffusion_model.") {
                 let want = try ref.info(info.name)
+                #expect(got.dtype == want.dtype && (dtype.isEmpty || got.dtype == .bf16 || !info.dtype.isFloatingPoint))
                 #expect(bytes == ref.withBytes(of: want) { Array($0) }, "\(info.name)")
             } else {
                 #expect(got.dtype == info.dtype && got.shape == info.shape)

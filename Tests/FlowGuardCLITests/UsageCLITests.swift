@@ -221,8 +221,11 @@ import TestSupport
         .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype,
         re-quantized by the same rule). Tensors without a delta are copied unchanged;
         merged tensors are computed in float32 and written back in their own dtype, or
-        in --dtype (which then applies to every floating-point tensor). Streamed: one
-        base tensor in memory at a time. The output appears only when complete.
+        in --dtype (which then applies to every floating-point tensor of the
+        transformer; the other components of an all-in-one file are copied byte for
+        byte). Streamed: blocks of a base tensor's rows are merged on --threads threads
+        (default: all processors), a few blocks in memory at a time. The output appears
+        only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same
         scale).
@@ -235,7 +238,7 @@ import TestSupport
           flowguard lora merge merged.safetensors my_lora.safetensors \\
               restored.safetensors --unmerge
 
-        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--force] [--json] [--quiet]
+        USAGE: flowguard lora merge <base> <adapter> <output> [--scale <scale>] [--dtype <dtype>] [--unmerge] [--threads <threads>] [--force] [--json] [--quiet]
 
         ARGUMENTS:
           <base>                  Base checkpoint: a .safetensors file, a shard index
@@ -252,6 +255,8 @@ import TestSupport
                                   (default: each keeps its own). (values: bf16, fp16,
                                   fp32, f8_e4m3, f8_e5m2)
           --unmerge               Subtract the delta instead of adding it.
+          --threads <threads>     Worker threads, 1 to 1024 (default: all processors in
+                                  lora merge, pack and unpack; 1 in run and train).
           --force                 Replace the output if it exists (the whole file or
                                   folder, atomically, once the new one is complete).
           --json                  Print one JSON object on standard output instead of

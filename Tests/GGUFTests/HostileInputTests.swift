@@ -238,6 +238,10 @@ import TestSupport
         #expect(one([1 << 62, 4]) == "bad.gguf: tensor 'w' (byte 37): dimensions [4611686018427387904, 4] (innermost first) multiply past 2^63-1 elements or bytes")
         #expect(one([1 << 62, 1 << 62, 0]).contains("multiply past 2^63-1"))
         #expect(one([1 << 61]).contains("(byte 37): dimensions [2305843009213693952] (innermost first) multiply past 2^63-1 elements or bytes"))
+        // Found by the gguf-header fuzz target: an empty tensor (outer dimension 0) whose one
+        // row would take more than 2^63-1 bytes (F32: 4 bytes per value) once crashed `rowByteCount`.
+        #expect(one([1 << 62, 0]) == "bad.gguf: tensor 'w' (byte 37): dimensions [4611686018427387904, 0] (innermost first) multiply past 2^63-1 elements or bytes")
+        #expect(one([1 << 60, 0]) == "(parsed)")
         #expect(one([8], type: 4) == "bad.gguf: tensor 'w' (byte 45): unknown ggml type 4")
         #expect(one([8], type: 999) == "bad.gguf: tensor 'w' (byte 45): unknown ggml type 999")
         #expect(one([16, 2], type: GGUFType.q8_0.rawValue) == "bad.gguf: tensor 'w' (byte 37): innermost dimension 16 is not a multiple of Q8_0's block size 32")

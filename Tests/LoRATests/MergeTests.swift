@@ -269,3 +269,48 @@ enum MergeFixtures {
         for (name, values) in b { #expect(MergeFixtures.maxRelativeDifference(values, a[name]!) <= 1e-6, "\(name)") }
     }
 }
+
+/// A merge is computed in blocks of rows on several threads; every block boundary and thread
+/// count gives the same bytes as the whole tensor on one thread.
+@Suite struct RowBlockMergeTests {
+    let dir = TemporaryDirectory()
+
+    /// (adapter, base) of every adapter in fixtures/lora_dialects/manifest.json.
+    static let fixtures: [(adapter: String, base: String)] = {
+        let path = Repository.path("fixtures/lora_dialects/manifest.json")
+        guard let data = FileManager.default.contents(atPath: path),
+              let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return [] }
+        return list.map { (Repository.path("fixtures/lora_dialects/" + ($0["adapter"] as! String)), Repository.path($0["base"] as! String)) }
+    }()
+
+    @Test func everyDialectMergesToTheSameBytesInBlocksOnThreads() throws {
+        #expect(Self.fixtures.count >= 18)
+        for (adapterPath, basePath) in Self.fixtures {
+            let base = try TensorCollection(path: basePath)
+            let detected = try Architecture.detect(base.infos)
+            let adapter = try LoRAReader.load(path: adapterPath, architecture: detected.architecture).adapter
+            let whole = dir.path + "/whole.safetensors", blocks = dir.path + "/blocks.safetensors"
+            try LoRAMerge.merge(base: base, adapter: adapter, scale: 0.7, output: whole, dtype: .f32)
+            // 40 values a block: one row or a few per block, and blocks that cut fused slices.
+            for (threads, blockValues) in [(1, 40), (3, 40), (2, 1000)] {
+                try? FileManager.default.removeItem(atPath: blocks)
+                let report = try LoRAMerge.merge(base: base, adapter: adapter, scale: 0.7, output: blocks, dtype: .f32,
+                                                 threads: threads, blockValues: blockValues)
+                #expect(!report.touchedTensors.isEmpty)
+                #expect(FileManager.default.contents(atPath: blocks) == FileManager.default.contents(atPath: whole),
+                        "\(adapterPath): \(threads) threads, \(blockValues) values a block")
+            }
+            try FileManager.default.removeItem(atPath: whole)
+        }
+    }
+
+    @Test func blocksOfABF16BaseOnThreadsMatchOneThread() throws {
+        // Rounding to the output dtype happens once per value, block or not.
+        let adapter = MergeFixtures.sd35Adapter()
+        let base = try TensorCollection(path: MergeFixtures.sd35Original)
+        let one = dir.path + "/one.safetensors", many = dir.path + "/many.safetensors"
+        try LoRAMerge.merge(base: base, adapter: adapter, output: one, dtype: .bf16)
+        try LoRAMerge.merge(base: base, adapter: adapter, output: many, dtype: .bf16, threads: 4, blockValues: 100)
+        #expect(FileManager.default.contents(atPath: one) == FileManager.default.contents(atPath: many))
+    }
+}
