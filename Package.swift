@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "GGUF", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
+        .testTarget(name: "GRPOGuardTests", dependencies: ["GRPOGuard", "FlowMatching", "TensorRuntime", "Transformers", "LoRA", "Checkpoints", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "RunReportsTests", dependencies: ["RunReports", "GRPOGuard", "TensorRuntime", "SafeTensors", "JSON", "TestSupport"]),
         .testTarget(name: "FlowGuardCLITests", dependencies: ["SafeTensors", "SystemSupport", "TestSupport", "flowguard"]),
     ],

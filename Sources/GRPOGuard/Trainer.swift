@@ -38,6 +38,11 @@ public final class Trainer {
     public let modules: [String]
     /// The trainable factors.
     public let parameters: LoRAParameters
+    /// The base adapters' low-rank branches, constant (nil when the base has none): part of the
+    /// frozen model in every forward, the reference and the base evaluation included.
+    public let frozen: LoRAParameters?
+    /// The branches of a forward with the trained adapter: `frozen`'s, then `parameters`'.
+    let policyBranches: LoRAParameters
     /// The reward.
     public let reward: any Reward
     /// The learning rate in effect.
@@ -54,9 +59,11 @@ public final class Trainer {
     /// Optimizer steps taken.
     public private(set) var optimizerSteps = 0
 
-    /// A trainer with a fresh adapter (PEFT initialization from the config's seed).
+    /// A trainer with a fresh adapter (PEFT initialization from the config's seed). `baseBranches`
+    /// are low-rank adapters of the frozen base (`AdaptedBase.branches`; `weights` and `model`
+    /// already hold its exactly merged weights): they stay constant and apply in every forward.
     public init(config: TrainingConfig, weights: TransformerWeights, model: any DiffusionTransformer,
-                prompts: TrainingPrompts, reward: any Reward) throws(TrainingError) {
+                prompts: TrainingPrompts, reward: any Reward, baseBranches: AdapterSet = AdapterSet()) throws(TrainingError) {
         self.config = config
         self.weights = weights
         self.reward = reward
@@ -68,7 +75,11 @@ public final class Trainer {
                                   reason: "\(config.loraTargets.joined(separator: ",")) match no attention module of \(weights.path)")
         }
         let set = try AdapterInitialization.make(weights, modules: modules, rank: config.loraRank, alpha: config.loraAlpha, seed: config.seed)
-        parameters = LoRAParameters(set, trainable: true)
+        let trained = LoRAParameters(set, trainable: true)
+        let constant = baseBranches.modules.isEmpty ? nil : LoRAParameters(baseBranches, trainable: false)
+        parameters = trained
+        frozen = constant
+        policyBranches = constant.map { LoRAParameters(combining: [$0, trained]) } ?? trained
         learningRate = config.learningRate ?? weights.architecture.family.defaultLearningRate
         let adam = AdamWConfiguration(learningRate: learningRate, beta1: config.adamBeta1, beta2: config.adamBeta2,
                                       epsilon: config.adamEpsilon, weightDecay: config.weightDecay)
@@ -154,7 +165,7 @@ public final class Trainer {
                 // ratios are exactly 1.
                 let graph = Graph(threads: config.threads, recordsGradients: true)
                 let xc = Batch.slice(x, range)
-                let v = driver.velocity(xc, sigma: schedule.sigmas[i], promptIDs: Array(ids[range]), adapters: parameters, graph: graph).velocity
+                let v = driver.velocity(xc, sigma: schedule.sigmas[i], promptIDs: Array(ids[range]), adapters: policyBranches, graph: graph).velocity
                 let sample = sde.sample(x: xc, velocity: v, noise: Batch.slice(eps, range))
                 nexts.append(sample.next)
                 mus.append(sample.mean)
@@ -221,12 +232,12 @@ public final class Trainer {
                 let ids = Array(batch.promptIDs[range])
                 let x = Batch.slice(batch.latents[j], range)
                 let graph = Graph(threads: config.threads, recordsGradients: true)
-                let (output, v) = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: parameters, graph: graph)
+                let (output, v) = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: policyBranches, graph: graph)
                 let mean = sde.mean(x: x, velocity: v)
                 var reference: Tensor?
                 if config.klBeta > 0 {
                     let plain = Graph(threads: config.threads, recordsGradients: false)
-                    let vRef = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: nil, graph: plain).velocity
+                    let vRef = driver.velocity(x, sigma: schedule.sigmas[j], promptIDs: ids, adapters: frozen, graph: plain).velocity
                     reference = sde.mean(x: x, velocity: vRef)
                 }
                 let stepBatch = StepBatch(step: sde, next: Batch.slice(batch.latents[j + 1], range),
@@ -279,7 +290,7 @@ public final class Trainer {
     // MARK: evaluation
 
     /// The mean reward of noise-free (ODE) samples with `steps` Euler steps from seeded noise,
-    /// with the exported adapter (`adapted`) or without any adapter.
+    /// with the exported adapter (`adapted`) or without it (the base, base adapters included).
     public func evaluate(promptIDs ids: [Int], steps: Int, seed: UInt64, adapted: Bool) throws(TrainingError) -> Double {
         let x = sample(promptIDs: ids, steps: steps, seed: seed, adapted: adapted)
         let scores: [Float]
@@ -291,13 +302,13 @@ public final class Trainer {
 
     /// Noise-free (ODE) samples, one per entry of `ids` ([ids.count, …] latents): `steps` Euler
     /// steps of the config's schedule from the noise of `GaussianGenerator(seed:)`, with the
-    /// exported adapter (`adapted`, the EMA average unless `ema` is off) or without any adapter.
-    /// Does not touch the training state.
+    /// exported adapter (`adapted`, the EMA average unless `ema` is off) or without it; the base
+    /// adapters apply either way. Does not touch the training state.
     public func sample(promptIDs ids: [Int], steps: Int, seed: UInt64, adapted: Bool) -> Tensor {
         var generator = GaussianGenerator(seed: seed)
         var x = generator.tensor(shape: [ids.count] + driver.sampleShape)
         let evalSchedule = FlowMatchSchedule(steps: steps, shift: config.shift)
-        var adapters: LoRAParameters?
+        var adapters = frozen
         if adapted {
             var set = AdapterSet()
             let factors = exportedFactors
@@ -305,7 +316,8 @@ public final class Trainer {
                 set.modules[name] = [AdapterSet.Branch(down: factors[2 * i], up: factors[2 * i + 1],
                                                        scale: Float(config.loraAlpha / Double(config.loraRank)))]
             }
-            adapters = LoRAParameters(set, trainable: false)
+            let trained = LoRAParameters(set, trainable: false)
+            adapters = frozen.map { LoRAParameters(combining: [$0, trained]) } ?? trained
         }
         let chunk = config.effectiveBatchSize
         for i in 0..<steps {

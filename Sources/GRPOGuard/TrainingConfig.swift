@@ -19,6 +19,10 @@ public struct TrainingConfig: Sendable, Equatable {
     public var model: String = ""
     /// A diffusers `config.json` for the model (optional).
     public var modelConfig: String?
+    /// Adapters applied to the frozen base before training, in order (any dialect; LoKr, LoHa,
+    /// DoRA and full deltas merged exactly, low-rank ones as frozen branches). The trained LoRA
+    /// is a delta on top of the base so modified; the exports hold only the trained LoRA.
+    public var baseAdapters: [BaseAdapter] = []
     /// The prompt-embedding safetensors file. Required.
     public var prompts: String = ""
     /// `builtin:NAME[:options]` or an external command line (split on spaces). Required.
@@ -157,7 +161,7 @@ public struct TrainingConfig: Sendable, Equatable {
         for (key, value) in members {
             guard seen.insert(key).inserted else { throw .badConfigValue(source: path, key: key, reason: "is given twice") }
             try config.set(key: key, value: value, source: path)
-            if Self.pathKeys.contains(key) { config.resolvePath(key: key, relativeTo: folder) }
+            if Self.pathKeys.contains(key) || key == "base_adapters" { config.resolvePath(key: key, relativeTo: folder) }
         }
         for (key, text) in overrides { try config.set(key: key, text: text, source: "--\(key.replacingOccurrences(of: "_", with: "-"))") }
         try config.validate(source: path)
@@ -183,13 +187,14 @@ public struct TrainingConfig: Sendable, Equatable {
         case "model_config": modelConfig = modelConfig.map(fix)
         case "prompts": prompts = fix(prompts)
         case "output": output = fix(output)
+        case "base_adapters": for i in baseAdapters.indices { baseAdapters[i].path = fix(baseAdapters[i].path) }
         default: break
         }
     }
 
     /// Every config key, in documentation order.
     public static let keys: [String] = [
-        "model", "model_config", "prompts", "reward", "reward_timeout", "reward_on_failure", "output", "seed", "steps",
+        "model", "model_config", "base_adapters", "prompts", "reward", "reward_timeout", "reward_on_failure", "output", "seed", "steps",
         "prompts_per_step", "group_size", "batch_size", "updates_per_rollout", "sampling_steps", "eval_steps", "eval_prompts", "shift",
         "noise_level", "timestep_fraction", "cfg_scale", "guidance", "latent_size", "objective", "clip_range", "bias_mode",
         "reweighting", "kl_beta", "advantage_scale", "advantage_clip", "lora_rank", "lora_alpha", "lora_targets",
@@ -198,7 +203,16 @@ public struct TrainingConfig: Sendable, Equatable {
     ]
 
     /// Sets `key` from CLI text: JSON when it parses as a JSON number/bool/array/null, else the string itself.
+    /// `base_adapters` takes a JSON array of entries, or one `PATH[:SCALE]` entry.
     public mutating func set(key: String, text: String, source: String) throws(TrainingError) {
+        if key == "base_adapters" {
+            let t = text.trimmingCharacters(in: .whitespaces)
+            guard t.hasPrefix("[") else { return try set(key: key, value: .array([.string(text)]), source: source) }
+            guard let parsed = try? JSONValue.parse(Array(t.utf8)) else {
+                throw .badConfigValue(source: source, key: key, reason: "is not a JSON array of adapters: \(text)")
+            }
+            return try set(key: key, value: parsed, source: source)
+        }
         let stringKeys: Set<String> = ["model", "model_config", "prompts", "reward", "reward_on_failure", "output",
                                        "objective", "bias_mode", "advantage_scale", "lora_targets", "export_dtype"]
         let value: JSONValue
@@ -227,6 +241,7 @@ public struct TrainingConfig: Sendable, Equatable {
         switch key {
         case "model": model = try v.string()
         case "model_config": modelConfig = try v.optionalString()
+        case "base_adapters": baseAdapters = try v.baseAdapters()
         case "prompts": prompts = try v.string()
         case "reward": reward = try v.command()
         case "reward_timeout": rewardTimeout = try v.double(open: 0)
@@ -289,6 +304,7 @@ public struct TrainingConfig: Sendable, Equatable {
         for (key, value) in [("model", model), ("prompts", prompts), ("reward", reward), ("output", output)] where value.isEmpty {
             throw .missingConfigValue(source: source, key: key)
         }
+        try checkBaseAdapterPaths(source: source)
         let b = effectiveBatchSize
         guard samplesPerStep % b == 0 else {
             throw .badConfigValue(source: source, key: "batch_size",
@@ -312,6 +328,7 @@ public struct TrainingConfig: Sendable, Equatable {
         func i(_ x: Int) -> JSONValue { .int(Int64(x)) }
         return .object([
             ("model", .string(model)), ("model_config", modelConfig.map { .string($0) } ?? .null),
+            ("base_adapters", .array(baseAdapters.map(\.json))),
             ("prompts", .string(prompts)), ("reward", .string(reward)), ("reward_timeout", d(rewardTimeout)),
             ("reward_on_failure", .string(rewardOnFailure)), ("output", .string(output)), ("seed", .uint(seed)),
             ("steps", i(steps)), ("prompts_per_step", i(promptsPerStep)), ("group_size", i(groupSize)),
@@ -338,10 +355,13 @@ public struct TrainingConfig: Sendable, Equatable {
     /// The keys a resumed run must agree on with the checkpoint's run: everything but the output
     /// folder, the step count (a run may be extended), checkpoint cadence, reward transport
     /// settings, evaluation and threads (a different thread count still resumes, but bit-exactness
-    /// is promised only for the same count).
+    /// is promised only for the same count). `base_adapters` (paths, scales, content hashes)
+    /// counts when not empty: without entries the fingerprint is the one runs made before the key
+    /// existed recorded.
     var fingerprintJSON: JSONValue {
         guard case let .object(members) = json else { return json }
-        let ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
+        var ignored: Set<String> = ["output", "checkpoint_every", "checkpoint_xor", "keep_checkpoints", "export_dtype", "steps", "reward_timeout", "reward_on_failure", "eval_steps", "eval_prompts", "threads"]
+        if baseAdapters.isEmpty { ignored.insert("base_adapters") }
         return .object(members.filter { !ignored.contains($0.key) })
     }
 }

@@ -11,6 +11,9 @@ public enum TrainingError: Error, Sendable, CustomStringConvertible {
     case missingConfigValue(source: String, key: String)
     /// The model cannot be loaded.
     case model(path: String, reason: String)
+    /// A base adapter (`base_adapters`) cannot be read, does not fit the model, or is not the
+    /// file the config's content hash names; the message starts with the adapter's path.
+    case baseAdapter(String)
     /// The prompt file cannot be read or does not fit the model.
     case prompts(path: String, reason: String)
     /// The reward failed (per its failure policy) or is misconfigured.
@@ -35,6 +38,8 @@ public enum TrainingError: Error, Sendable, CustomStringConvertible {
             return "config \(source): key \"\(key)\" is required"
         case let .model(path, reason):
             return "model \(path): \(reason)"
+        case let .baseAdapter(message):
+            return "base_adapters: \(message)"
         case let .prompts(path, reason):
             // Prompt-set errors already start with the file's name.
             return reason.hasPrefix(path) ? "prompts " + reason : "prompts \(path): \(reason)"

@@ -32,6 +32,9 @@ public struct TrainingReport: Sendable {
     public var modules: Int
     /// The number of trainable values.
     public var parameters: Int
+    /// The adapters applied to the frozen base before training (content hashes filled in); the
+    /// trained adapter is a delta on top of the base so modified and does not contain them.
+    public var baseAdapters: [TrainingConfig.BaseAdapter] = []
 }
 
 /// Runs `flowguard train`: loads the model, prompts and reward, creates or resumes the run folder,
@@ -44,22 +47,19 @@ public enum TrainingRun {
     /// once the model, prompts and reward have loaded, and the run starts afresh in a new one.
     /// `log` receives notes (`resuming …`); `progress` receives the status line of each training
     /// step (the caller decides how often to show it).
+    ///
+    /// The config's `baseAdapters` are applied to the frozen base first (`loadBase`): the policy,
+    /// the KL reference and the evaluation's base all include them, the trained adapter is a delta
+    /// on top, and their paths, scales and content hashes are part of the recorded config (a
+    /// resume with other base adapters is refused).
     public static func run(config: TrainingConfig, resume: Bool, replace: Bool = false, stopAfter: Int? = nil,
                            log: (String) -> Void = { _ in },
                            progress: (String) -> Void = { _ in }) throws(TrainingError) -> TrainingReport {
         let started = Date()
-        let weights: TransformerWeights
-        let model: any DiffusionTransformer
-        do {
-            weights = try TransformerWeights(path: config.model, configPath: config.modelConfig)
-            model = try TransformerModel.load(weights)
-        } catch {
-            throw .model(path: config.model, reason: error.description)
-        }
-        let prompts = try TrainingPrompts.load(path: config.prompts, architecture: weights.architecture)
-        let reward = try makeReward(config)
-        defer { (reward as? ExternalReward)?.close() }
-        let trainer = try Trainer(config: config, weights: weights, model: model, prompts: prompts, reward: reward)
+        let trainer = try makeTrainer(config: config, log: log)
+        defer { (trainer.reward as? ExternalReward)?.close() }
+        let config = trainer.config
+        let prompts = trainer.driver.prompts
 
         let run = config.output
         let checkpoints = run + "/checkpoints"
@@ -81,7 +81,29 @@ public enum TrainingRun {
                               seconds: Date().timeIntervalSince(started), lastRewardMean: lastReward, diagnostics: diagnosticsPath,
                               checkpoints: TrainingCheckpoint.list(in: checkpoints).map(\.path), exports: exports,
                               evaluation: evaluation, modules: trainer.modules.count,
-                              parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count })
+                              parameters: trainer.parameters.variables.reduce(0) { $0 + $1.value.count },
+                              baseAdapters: config.baseAdapters)
+    }
+
+    /// The trainer `run` trains with, before any run folder is touched: the model at
+    /// `config.model` with `config.baseAdapters` applied (`loadBase`), the prompts, the reward
+    /// and a fresh adapter. Its `config` is `config` with the base adapters' paths made absolute
+    /// and their content hashes filled in. Close an external reward (`trainer.reward`) when done.
+    public static func makeTrainer(config: TrainingConfig, log: (String) -> Void = { _ in }) throws(TrainingError) -> Trainer {
+        let (config, base) = try loadBase(config, log: log)
+        let model: any DiffusionTransformer
+        do { model = try TransformerModel.load(base.weights) } catch {
+            throw .model(path: config.model, reason: error.description)
+        }
+        let prompts = try TrainingPrompts.load(path: config.prompts, architecture: base.weights.architecture)
+        let reward = try makeReward(config)
+        do {
+            return try Trainer(config: config, weights: base.weights, model: model, prompts: prompts, reward: reward,
+                               baseBranches: base.branches)
+        } catch {
+            (reward as? ExternalReward)?.close()
+            throw error
+        }
     }
 
     /// Removes an earlier run folder: renamed aside in one step (so it is whole or gone), then
@@ -113,8 +135,11 @@ public enum TrainingRun {
         if resume, let newest = existing.last {
             let (state, stored) = try TrainingCheckpoint.readState(at: newest.path)
             guard stored == fingerprint else {
-                throw .badCheckpoint(path: newest.path, reason: "it was made with a different config (\(difference(stored, fingerprint))); "
-                                     + "resume with the same settings or train into a new output folder")
+                let differs = difference(stored, fingerprint)
+                let what = differs.hasPrefix("base_adapters ")
+                    ? "it was trained on a base with other adapters applied (\(differs))"
+                    : "it was made with a different config (\(differs))"
+                throw .badCheckpoint(path: newest.path, reason: what + "; resume with the same settings or train into a new output folder")
             }
             try trainer.restore(state, source: newest.path)
             log("resuming \(run) from step \(state.step)")
@@ -258,11 +283,16 @@ public enum TrainingRun {
             + "  loss \(String(format: "%.3e", r.loss))  \(f(secondsPerStep, 2)) s/step  ETA \(Int(eta.rounded())) s"
     }
 
-    /// The first config key whose value differs between two fingerprints.
+    /// The first config key whose value differs between two fingerprints (a key only the newer
+    /// one holds, such as `base_adapters`, counts as absent before).
     static func difference(_ a: String, _ b: String) -> String {
-        guard let x = try? JSONValue.parse(Array(a.utf8)).objectMembers, let y = try? JSONValue.parse(Array(b.utf8)) else { return "settings differ" }
+        guard let x = try? JSONValue.parse(Array(a.utf8)).objectMembers, let y = try? JSONValue.parse(Array(b.utf8)),
+              let yMembers = y.objectMembers else { return "settings differ" }
         for (key, value) in x where y[key] != value {
             return "\(key) was \(value.compactText), now \(y[key]?.compactText ?? "absent")"
+        }
+        for (key, value) in yMembers where !x.contains(where: { $0.key == key }) {
+            return "\(key) was absent, now \(value.compactText)"
         }
         return "settings differ"
     }

@@ -110,6 +110,10 @@ extension RunReport {
             html += "</table>\n"
         }
         html += "<h2>Exports</h2>\n"
+        if let adapters = baseAdapters, !adapters.isEmpty {
+            html += "<p>Trained on top of base adapters (" + adapters.map { "<code>\(e($0))</code>" }.joined(separator: ", ")
+                + "): the trained LoRA is a delta on top of the base with them applied, and the exports do not contain them.</p>\n"
+        }
         if exports.isEmpty {
             html += "<p>None yet: <code>\(e(run))/final/</code> is written when the run finishes.</p>\n"
         } else {
@@ -147,6 +151,16 @@ extension RunReport {
         return html + "</div>\n"
     }
 
+    /// `base_adapters` of the config, each as "PATH at SCALE (HASH)" (nil without the key).
+    var baseAdapters: [String]? {
+        guard let items = config?.last(where: { $0.key == "base_adapters" })?.value.arrayValue else { return nil }
+        return items.map { item in
+            let path = item["path"]?.stringValue ?? item.compactText
+            let scale = item["scale"]?.doubleValue.map { String(format: "%g", $0) } ?? "1"
+            return "\(path) at \(scale)" + (item["content_hash"]?.stringValue.map { " (\($0))" } ?? "")
+        }
+    }
+
     /// A config value as it acted, and a note when a default stood in for it.
     func effectiveValue(key: String, value: JSONValue) -> (text: String, note: String?) {
         let text = value.stringValue ?? value.compactText
@@ -168,6 +182,9 @@ extension RunReport {
             return (text, "trains \(min(t, max(1, Int(Double(t) * f)))) of \(t) steps")
         case "lora_targets":
             return ((value.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", "), nil)
+        case "base_adapters":
+            guard let adapters = baseAdapters, !adapters.isEmpty else { return ("none", nil) }
+            return (adapters.joined(separator: "; "), "applied to the frozen base; the trained LoRA is a delta on top")
         default:
             return (text, nil)
         }

@@ -8,17 +8,7 @@ import TensorRuntime
 /// `output` (float32) of a new safetensors file, atomically.
 public struct ForwardRun: Sendable {
     /// An adapter to apply, with the user's multiplier on top of its own α/r.
-    public struct Adapter: Sendable, Hashable {
-        /// A `.safetensors` adapter in any dialect, or a PEFT folder.
-        public var path: String
-        /// Multiplier of the adapter's own scale.
-        public var scale: Float
-        /// Creates an adapter entry.
-        public init(path: String, scale: Float) {
-            self.path = path
-            self.scale = scale
-        }
-    }
+    public typealias Adapter = AdapterReference
 
     /// The checkpoint: a file, shard index or folder, either layout, any float dtype.
     public var modelPath: String
@@ -95,22 +85,9 @@ extension ForwardRun {
             throw TransformerError.badInput(path: path, name: name,
                                             reason: reason + (offset.map { " (tensor data at byte \($0))" } ?? ""))
         }
-        var set = AdapterSet()
-        var adapterReport: [(path: String, scale: Float, modules: Int)] = []
-        for adapter in adapters {
-            progress("loading adapter \(adapter.path)")
-            let one = try AdapterSet(path: adapter.path, scale: adapter.scale, for: weights)
-            adapterReport.append((adapter.path, adapter.scale, one.modules.count + one.weightOverrides.count))
-            if let shared = set.sharedOverrides(with: one).first {
-                throw TransformerError.badAdapter(path: adapter.path, reason: "it changes \"\(shared)\" with a non-low-rank delta (LoKr, LoHa, full or DoRA), as an earlier adapter does; merge one of them into the checkpoint first (flowguard lora merge)")
-            }
-            set = set.merging(one)
-        }
-        if !set.weightOverrides.isEmpty {
-            // LoKr, LoHa, full and DoRA deltas were merged exactly into copies of their weights.
-            model = try TransformerModel.load(TransformerWeights(replacing: weights, with: set.weightOverrides))
-        }
-        let parameters = set.modules.isEmpty ? nil : LoRAParameters(set, trainable: false)
+        let adapted = try AdaptedBase(weights, adapters: adapters, progress: progress)
+        if !adapted.replacedTensors.isEmpty { model = try TransformerModel.load(adapted.weights) }
+        let parameters = adapted.frozenBranches()
         let loadSeconds = Self.seconds(clock.now - loadStart)
 
         progress("running the forward pass on \(threads) thread\(threads == 1 ? "" : "s")")
@@ -128,7 +105,7 @@ extension ForwardRun {
             architecture: weights.architecture.name, family: weights.architecture.family.rawValue,
             layout: weights.sourceLayout.rawValue,
             inputs: inputs.keys.sorted().map { ($0, inputs[$0]!.shape) },
-            adapters: adapterReport, outputShape: output.shape, nonFiniteOutputs: nonFinite,
+            adapters: adapted.applied, outputShape: output.shape, nonFiniteOutputs: nonFinite,
             loadSeconds: loadSeconds, forwardSeconds: forwardSeconds, outputPath: outputPath)
     }
 

@@ -26,6 +26,17 @@ public final class LoRAParameters {
         self.modules = modules
     }
 
+    /// The branches of every set of `parts` together, sharing their variables: a module's
+    /// branches are those of the first part, then the second's, and so on (a forward adds them
+    /// in that order). Frozen base branches beside trained ones, for example.
+    public init(combining parts: [LoRAParameters]) {
+        var modules: [String: [LoRABranch]] = [:]
+        for part in parts {
+            for (name, branches) in part.modules { modules[name, default: []] += branches }
+        }
+        self.modules = modules
+    }
+
     /// Every (module, branch index, branch), modules in name order: a stable order for optimizers
     /// and checkpoints.
     public var orderedBranches: [(module: String, index: Int, branch: LoRABranch)] {

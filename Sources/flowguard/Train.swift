@@ -17,12 +17,15 @@ struct Train: ParsableCommand {
 
         The run folder receives diagnostics.jsonl (one JSON line per optimizer step), config.json, checkpoints/step-NNNNNN/ (written atomically) and, at the end, final/ with the adapter in diffusers (pytorch_lora_weights.safetensors), PEFT (peft/) and kohya (adapter_kohya.safetensors) form and as a delta archive (adapter.fgdelta).
 
+        --base-lora PATH[:SCALE] (repeatable; config key base_adapters) applies an adapter of any dialect to the frozen base before training, exactly as run --lora does: the policy, the KL reference and the final evaluation's base all include it, and the trained LoRA is a delta on top of that modified base. The exports hold only the trained LoRA: apply the base adapters again (same scales) wherever you use it. Given as flags, --base-lora replaces the config's list.
+
         --resume continues from the newest complete checkpoint and gives exactly the bits of an uninterrupted run. A run folder that holds anything needs --resume (continue it) or --force (replace it with a new run). --keep-checkpoints N keeps the newest N checkpoints and every older one their XOR chains need.
 
         Examples:
           flowguard train --config fixtures/train/sd35_tiny_demo.json
           flowguard train --config train.json --group-size 8 --steps 50 --output runs/a
           flowguard train --config train.json --output runs/a --resume --json
+          flowguard train --config train.json --base-lora style_lokr.safetensors:0.8
         """
     )
 
@@ -46,6 +49,11 @@ struct Train: ParsableCommand {
 
     @Option(name: .customLong("model-config"), help: "A diffusers config.json for the model.")
     var modelConfig: String?
+
+    @Option(name: .customLong("base-lora"), parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("An adapter applied to the frozen base before training, at SCALE times its own (default 1); repeatable.",
+                               valueName: "PATH[:SCALE]"))
+    var baseLora: [String] = []
 
     @Option(name: .customLong("prompts"), help: "The prompt-embedding safetensors file.")
     var prompts: String?
@@ -183,6 +191,7 @@ struct Train: ParsableCommand {
         let all: [(String, String?)] = [
             ("model", model),
             ("model_config", modelConfig),
+            ("base_adapters", baseLora.isEmpty ? nil : JSONValue.array(baseLora.map { .string($0) }).compactText),
             ("prompts", prompts),
             ("reward", reward),
             ("reward_timeout", rewardTimeout),
@@ -231,9 +240,9 @@ struct Train: ParsableCommand {
         return all.compactMap { key, value in value.map { (key, $0) } }
     }
 
-    /// The flag that sets config `key` (`group_size` → `--group-size`).
+    /// The flag that sets config `key` (`group_size` → `--group-size`; `base_adapters` → `--base-lora`).
     static func flag(_ key: String) -> String {
-        "--" + key.replacingOccurrences(of: "_", with: "-")
+        key == "base_adapters" ? "--base-lora" : "--" + key.replacingOccurrences(of: "_", with: "-")
     }
 
     /// Every flag's value checked as the config checks it, so a bad value is a usage error naming
@@ -246,6 +255,7 @@ struct Train: ParsableCommand {
         if let reward, reward.hasPrefix(BuiltinRewards.prefix) {
             do { _ = try BuiltinRewards.make(spec: reward) } catch { throw ValidationError("--reward: \(error.description)") }
         }
+        do { try scratch.checkBaseAdapterPaths(source: Self.flag("base_adapters")) } catch { throw Self.usageError(error) }
         if config == nil {
             do { _ = try TrainingConfig.from(overrides: overrides) } catch { throw Self.usageError(error) }
         }
@@ -328,6 +338,12 @@ struct Train: ParsableCommand {
     static func summary(_ r: TrainingReport) -> String {
         var lines = ["trained \(r.steps) steps (\(r.optimizerSteps) optimizer steps) of \(r.modules) LoRA modules (\(r.parameters) values) in \(String(format: "%.1f", r.seconds)) s"
                      + (r.resumedFrom.map { ", resumed from step \($0)" } ?? "")]
+        for a in r.baseAdapters {
+            lines.append("  base adapter: \(a.path) at scale \(String(format: "%g", a.scale)) (\(a.contentHash ?? "not hashed")), applied to the frozen base")
+        }
+        if !r.baseAdapters.isEmpty {
+            lines.append("  the trained LoRA is a delta on top of the base with these adapters; its exports do not contain them")
+        }
         if let reward = r.lastRewardMean { lines.append("  last rollout reward mean: \(String(format: "%.6g", reward))") }
         if let e = r.evaluation {
             lines.append("  noise-free evaluation reward: base \(String(format: "%.6g", e.base)) → adapted \(String(format: "%.6g", e.trained))")
@@ -351,6 +367,9 @@ struct Train: ParsableCommand {
             ("elapsed_seconds", .double(r.seconds)),
             ("last_reward_mean", r.lastRewardMean.map { .double($0) } ?? .null),
             ("module_count", .int(Int64(r.modules))),
+            ("base_adapters", .array(r.baseAdapters.map {
+                .object([("path", .string($0.path)), ("scale", .double($0.scale)), ("content_hash", $0.contentHash.map { .string($0) } ?? .null)])
+            })),
             ("parameter_count", .int(Int64(r.parameters))),
             ("diagnostics", .string(r.diagnostics)),
             ("checkpoints", .array(r.checkpoints.map { .string($0) })),
