@@ -79,8 +79,25 @@ def measured(cmd, label):
 
 
 def remove(path):
-    """Removes a file or a folder tree if it exists."""
+    """Removes a file or a folder tree if it exists, then syncs: on a filesystem mounted with
+    `discard`, freeing gigabytes issues discards at the next journal commit, which would
+    otherwise land inside the next timed step."""
     if os.path.isdir(path):
         shutil.rmtree(path)
     elif os.path.exists(path):
         os.remove(path)
+    else:
+        return
+    os.sync()
+
+
+def available_memory():
+    """MemAvailable from /proc/meminfo, in bytes (0 when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
