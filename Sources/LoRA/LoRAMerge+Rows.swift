@@ -99,6 +99,22 @@ struct MergeKernel: Sendable {
         }
     }
 
+    /// Σ v², accumulated in Float64 in eight independent lanes (then added together), so the
+    /// loop runs at SIMD width instead of one dependent addition per value.
+    static func sumOfSquares(_ values: UnsafeBufferPointer<Float>) -> Double {
+        var lanes = SIMD8<Double>()
+        let whole = values.count / 8 * 8
+        var i = 0
+        while i < whole {
+            let v = SIMD8<Double>(UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self))
+            lanes += v * v
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < values.count { sum += Double(values[i]) * Double(values[i]); i += 1 }
+        return sum
+    }
+
     /// DoRA: rows of W + ΔW rescaled to the magnitude, W′ = (W + ΔW)·(s·(m/‖W + ΔW‖ − 1) + 1) per
     /// output row (LyCORIS weight_decompose; s = 1 gives PEFT's m·(W + ΔW)/‖W + ΔW‖).
     private func rescale(_ slices: [DeltaSlice], to values: UnsafeMutableBufferPointer<Float>, columns: Int) {
@@ -106,9 +122,7 @@ struct MergeKernel: Sendable {
             let m = magnitudes[slice.module]
             for (s, t) in zip(slice.sourceRows, slice.targetRows) {
                 let row = UnsafeMutableBufferPointer(rebasing: values[(t * columns)..<((t + 1) * columns)])
-                var sum: Double = 0
-                for v in row { sum += Double(v) * Double(v) }
-                var norm = Float(sum.squareRoot())
+                var norm = Float(Self.sumOfSquares(UnsafeBufferPointer(row)).squareRoot())
                 if m.addsEpsilon { norm += Float.ulpOfOne }
                 let factor = scale * (m.values[s] / norm - 1) + 1
                 for c in row.indices { row[c] *= factor }
@@ -153,13 +167,11 @@ extension LoRAMerge {
             let scratch = scratch
             for worker in scratch { worker.reset() }
             try sink.beginPositionedWrites()
-            let run: () -> Void = {
-                parallelForDynamic(count, threads: workers) { w, i in
-                    scratch[w].merge(entry, block: blocks[i], slices: slices, kernel: kernel, inColumns: inColumns,
-                                     columns: columns, dtype: dtype, sink: sink, at: (blocks[i].lowerBound - firstRow) * rowBytes)
-                }
+            // sgemm runs on each worker's own thread (the merge holds OpenBLAS to one thread).
+            parallelForDynamic(count, threads: workers) { w, i in
+                scratch[w].merge(entry, block: blocks[i], slices: slices, kernel: kernel, inColumns: inColumns,
+                                 columns: columns, dtype: dtype, sink: sink, at: (blocks[i].lowerBound - firstRow) * rowBytes)
             }
-            if workers > 1 { BLAS.singleThreaded(run) } else { run() }
             for worker in scratch { report.merge(try worker.result.get()) }
             let last = blocks.last!.upperBound
             try sink.advance(by: dtype.byteCount(elements: (last - firstRow) * columns) ?? 0)

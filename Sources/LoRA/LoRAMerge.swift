@@ -108,6 +108,11 @@ public enum LoRAMerge {
         let staged: AtomicFolder?
         do { staged = asFolder ? try AtomicFolder(destination: output, placement: .replace()) : nil } catch { throw SafeTensorsError.system(error) }
         let weightsPath = staged.map { $0.stagingPath + "/diffusion_pytorch_model.safetensors" } ?? output
+        // With several workers, each one's sgemm runs on its own thread: OpenBLAS is held to one
+        // thread per call for the merge.
+        let previousBLASThreads = BLAS.threadCount
+        if threads > 1 { BLAS.setThreadCount(1) }
+        defer { if threads > 1 { BLAS.setThreadCount(previousBLASThreads) } }
         try SafeTensorsWriter.write(to: weightsPath, specs: specs, metadata: metadata) { sink in
             guard let entry = base.entry(sink.info.name) else {
                 throw SafeTensorsError.tensorNotFound(file: base.path, tensor: sink.info.name)
