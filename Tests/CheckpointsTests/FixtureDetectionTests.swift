@@ -54,6 +54,31 @@ import TestSupport
         #expect(compared >= 10)
     }
 
+    /// The all-in-one fixtures (SD3 as SAI ships it, FLUX as ComfyUI saves it) split into the
+    /// components their prefixes name, and their transformer is detected as the plain file is.
+    @Test func allInOneFixturesSplitIntoComponentsAndTheirTransformerIsDetected() throws {
+        let fixtures: [(path: String, family: ModelFamily, prefixes: [String])] = [
+            ("fixtures/sd35_tiny/allinone.safetensors", .sd3,
+             ["model.diffusion_model.", "text_encoders.clip_l.", "text_encoders.clip_g.", "text_encoders.t5xxl.", "first_stage_model."]),
+            ("fixtures/flux_tiny/allinone.safetensors", .flux,
+             ["model.diffusion_model.", "text_encoders.clip_l.", "text_encoders.t5xxl.", "vae."]),
+        ]
+        for fixture in fixtures {
+            let collection = try TensorCollection(path: Repository.path(fixture.path))
+            let components = try #require(AllInOne.components(collection.infos), "\(fixture.path)")
+            #expect(components.map(\.prefix) == fixture.prefixes)
+            #expect(components.reduce(0) { $0 + $1.tensors.count } == collection.infos.count)
+            let transformer = collection.transformerOnly()
+            #expect(transformer.infos.count == components[0].tensors.count)
+            let detected = try Architecture.detect(transformer.infos)
+            #expect(detected.architecture.family == fixture.family)
+            #expect(detected.layout == .original)
+            #expect(detected.prefix == .sai)
+        }
+        let plain = try TensorCollection(path: Repository.path("fixtures/flux_tiny/original.safetensors"))
+        #expect(AllInOne.components(plain.infos) == nil)
+    }
+
     @Test func fullSizeVariantsAreNamed() throws {
         for variant in [KnownVariant.sd35Medium, .sd35Large, .sd3Medium, .flux1Dev, .flux1Schnell] {
             for layout in [KeyLayout.original, .diffusers] {
