@@ -164,6 +164,13 @@ extension LoRAMerge {
             let count = min(waveBlocks, blockCount - first)
             let firstRow = first * perBlock
             let blocks = (0..<count).map { i in ((first + i) * perBlock)..<min(rows, (first + i + 1) * perBlock) }
+            if let storedRowBytes = entry.rowByteCount, first + count < blockCount {
+                // Ask the kernel to read the next wave's rows now, in the background, so the
+                // workers' reads of it find them in memory while this wave computes.
+                let start = entry.file.fileOffset(of: entry.info) + min(rows, firstRow + count * perBlock) * storedRowBytes
+                let end = entry.file.fileOffset(of: entry.info) + min(rows, firstRow + 2 * count * perBlock) * storedRowBytes
+                entry.file.advise(.willNeed, fileRange: start..<end)
+            }
             let scratch = scratch
             for worker in scratch { worker.reset() }
             try sink.beginPositionedWrites()

@@ -15,7 +15,7 @@ One run, ratios printed, each step with its peak resident memory (/usr/bin/time)
      bf16 file in the same run (time, peak RSS); stable-diffusion.cpp's q8_0 takes ~39 s per step
      on 2 AVX2 cores at 4.9 GB.
 --tiny runs the same steps on the fixtures (sd35_tiny / flux_tiny) to check the script itself.
-Needs ~4x the FLUX size of free disk under --dir. Not a test: run by hand on a quiet machine.
+Needs ~2.6x the FLUX bf16 size (~62 GB) of free disk under --dir. Not a test: run by hand on a quiet machine.
 """
 import argparse
 import os
@@ -120,9 +120,11 @@ def main():
             remove(out)
             our_s, our_mb = measured([binary, "convert", q8, out, "--layout", "diffusers", "--dtype", "bf16", "--quiet"], "flowguard convert gguf -> bf16")
             out_size = size_of(out)
+            remove(out)  # disk: the output and the floor's copy are never on disk together
             remove(copy)
             # The floor: a durable file of the output's size, written from a cached source of that size.
             cp_s, _ = measured(["sh", "-c", f"cp '{flux_bf16}' '{copy}' && truncate -s {out_size} '{copy}' && sync '{copy}'"], "cp + sync")
+            remove(copy)
             rows.append((our_s, our_mb, cp_s))
         our_s, our_mb, _ = min(rows)
         cp_s = min(r[2] for r in rows)
@@ -133,7 +135,7 @@ def main():
         fits = available_memory() > 1.2 * out_size
         if fits:
             ref_s, ref_mb = measured([args.python, "-c", DEQUANTIZE, q8, ref_out], "gguf-py dequantize + save_file")
-        print(f"Q8_0 GGUF -> bf16 safetensors, diffusers layout ({size_of(q8) / 1e9:.2f} GB -> {size_of(out) / 1e9:.2f} GB), {cpu_flags()}")
+        print(f"Q8_0 GGUF -> bf16 safetensors, diffusers layout ({size_of(q8) / 1e9:.2f} GB -> {out_size / 1e9:.2f} GB), {cpu_flags()}")
         print(f"  cp + sync (floor)           {cp_s:8.2f} s")
         print(f"  flowguard convert           {our_s:8.2f} s   peak {our_mb:7.0f} MB   {our_s / cp_s:.2f}x cp+sync (target <= 1.3x), peak target <= 1024 MB")
         if fits:

@@ -135,6 +135,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny fixtures (no synth of big files)")
     ap.add_argument("--binary", help="flowguard binary (default: a release build)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", choices=["flux", "sd35"], help="run one base only")
     ap.add_argument("--workdir", default=os.path.join(ROOT, ".build", "bench-lora-merge-kinds"))
     args = ap.parse_args()
     if args.binary:
@@ -151,9 +152,11 @@ def main():
         bench_base(flowguard, "sd35_tiny", ["--like", os.path.join(ROOT, "fixtures/sd35_tiny/original.safetensors")],
                    args.workdir, args.reps, python_way=True, prefix="model.diffusion_model.")
     else:
-        bench_base(flowguard, "flux1_dev", ["--variant", "flux-dev"], args.workdir, args.reps, python_way=False, prefix="")
-        bench_base(flowguard, "sd35_medium", ["--variant", "sd3.5-medium"], args.workdir, args.reps, python_way=True,
-                   prefix="model.diffusion_model.")
+        if args.only != "sd35":
+            bench_base(flowguard, "flux1_dev", ["--variant", "flux-dev"], args.workdir, args.reps, python_way=False, prefix="")
+        if args.only != "flux":
+            bench_base(flowguard, "sd35_medium", ["--variant", "sd3.5-medium"], args.workdir, args.reps, python_way=True,
+                       prefix="model.diffusion_model.")
 
 
 if __name__ == "__main__":
