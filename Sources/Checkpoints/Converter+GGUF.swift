@@ -97,6 +97,8 @@ extension Converter {
                 try encode(values[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)], type, planned.name, file, fileName)
                 continue
             }
+            // Whole rows at a time, at most 16 MB of Float (and `encode` writes them in pieces
+            // the output's buffer holds).
             let stepRows = max(1, (16 << 20) / max(rowElements * 4, 1))
             var row = piece.rows.lowerBound
             var scratch = [Float](repeating: 0, count: min(stepRows, piece.rows.count) * rowElements)
@@ -112,14 +114,22 @@ extension Converter {
         }
     }
 
-    /// Encodes `values` (whole rows) as `type` and appends them to `file`.
+    /// Encodes `values` (whole rows) as `type` and appends them to `file`, in pieces of whole
+    /// blocks no larger than the file's write buffer.
     private func encode(_ values: ArraySlice<Float>, _ type: GGUFType, _ tensor: String, _ file: AtomicFile, _ fileName: String) throws {
-        guard let bytes = type.byteCount(elements: values.count) else {
+        guard type.byteCount(elements: values.count) != nil else {
             throw SafeTensorsError.conversion(file: fileName, tensor: tensor, reason: "\(values.count) values are not whole \(type.name) blocks")
         }
+        let blockBytes = type.byteCount(elements: type.blockSize) ?? 1
+        let perPiece = max(1, file.regionCapacity / max(blockBytes, 1)) * type.blockSize
         var nonFinite = 0
-        try file.withWritableRegion(count: bytes) { out in
-            values.withUnsafeBufferPointer { nonFinite = type.quantize($0, into: out) }
+        var start = values.startIndex
+        while start < values.endIndex {
+            let piece = values[start..<min(values.endIndex, start + perPiece)]
+            try file.withWritableRegion(count: type.byteCount(elements: piece.count)!) { out in
+                piece.withUnsafeBufferPointer { nonFinite += type.quantize($0, into: out) }
+            }
+            start = piece.endIndex
         }
         if nonFinite > 0 && type.isBlockQuantized {
             throw SafeTensorsError.conversion(file: fileName, tensor: tensor,

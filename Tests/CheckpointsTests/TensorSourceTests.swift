@@ -29,6 +29,40 @@ import TestSupport
         #expect(collection.entry("quant.f16")?.isPlain == true)
     }
 
+    /// Tensors whose encoded rows are larger than the output's write buffer (4 MiB): a
+    /// [4096, 1024] MLP weight is 4.25 MiB as Q8_0 and 8 MiB as F16. FLUX-size conversions once
+    /// stopped on such tensors; every type now writes them in pieces of whole blocks.
+    @Test func ggufOutputOfTensorsLargerThanTheWriteBuffer() throws {
+        let dir = TemporaryDirectory()
+        let architecture = try Architecture(config: .sd3(SD3Config(
+            hiddenSize: 1024, numLayers: 1, attentionHeadDim: 64, dualAttentionLayers: [], qkNorm: false,
+            patchSize: 2, inChannels: 4, outChannels: 4, jointAttentionDim: 16, pooledProjectionDim: 24, posEmbedMaxSize: 4)))
+        let source = dir.file("wide.safetensors")
+        try SyntheticWriter.write(architecture: architecture, layout: .original, dtype: .bf16, to: source,
+                                  options: SyntheticOptions(seed: 3, scale: 0.5))
+        let base = try TensorCollection(path: source)
+        let mlp = try #require(base.entries.first { $0.info.shape == [4096, 1024] })
+        let want = try mlp.floats()
+        for type in [GGUFType.q8_0, .q4_0, .f16, .bf16, .f32] {
+            let path = dir.file("wide-\(type.name).gguf")
+            try Converter(source: base, to: .original, prefix: KeyPrefix.none).writeGGUF(to: path, type: type)
+            let written = try TensorCollection.checkpoint(path)
+            let name = mlp.info.name.replacingOccurrences(of: "model.diffusion_model.", with: "")
+            let entry = try #require(written.entry(name), "\(type.name): \(name)")
+            #expect(entry.storageName == type.name)
+            let got = try entry.floats()
+            #expect(got.count == want.count)
+            if type.isBlockQuantized {
+                // Quantized block by block: each block's error is bounded by its own scale.
+                var error = 0.0, norm = 0.0
+                for (a, b) in zip(got, want) { error += Double(a - b) * Double(a - b); norm += Double(b) * Double(b) }
+                #expect((error / norm).squareRoot() < (type == .q8_0 ? 0.01 : 0.1), "\(type.name)")
+            } else {
+                #expect(got == want, "\(type.name)")  // bf16 values are exact in every float type
+            }
+        }
+    }
+
     @Test func ggufWithoutItsReaderIsNamed() throws {
         let path = Repository.path("fixtures/gguf/types.gguf")
         #expect(throws: SafeTensorsError.self) { try TensorCollection(path: path) }
