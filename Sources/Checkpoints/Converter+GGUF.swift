@@ -38,10 +38,11 @@ extension Converter {
     /// Writes the converted checkpoint as a GGUF file the way city96's converter does (metadata
     /// `general.architecture` = the family id, `general.quantization_version`, `general.file_type`;
     /// small and 1-d tensors F32; bytes of each tensor equal to gguf-py's `quantize`), streamed in
-    /// steps of whole rows through an atomic file: on failure nothing is left at `path`.
+    /// blocks of whole rows on `threads` workers through an atomic file: on failure nothing is
+    /// left at `path`.
     /// Non-finite values are refused (gguf-py's block scales of them are not reproducible).
     @discardableResult
-    public func writeGGUF(to path: String, type: GGUFType,
+    public func writeGGUF(to path: String, type: GGUFType, threads: Int = 1,
                           progress: ((Int, Int) -> Void)? = nil) throws(CheckpointError) -> GGUFConversionResult {
         let start = monotonicSeconds()
         guard type.isQuantizable else {
@@ -63,8 +64,9 @@ extension Converter {
             defer { if !committed { file.abandon() } }
             try file.write(layout.headerBytes)
             var done = layout.dataStart
+            var scratch: [GGUFBlockScratch] = []
             for (index, (planned, spec)) in zip(ggufOutputs, specs).enumerated() {
-                try writeGGUFTensor(planned, as: spec.type, to: file, fileName: path)
+                try writeGGUFTensor(planned, as: spec.type, to: file, fileName: path, threads: threads, scratch: &scratch)
                 try file.write([UInt8](repeating: 0, count: layout.padding(after: index)))
                 done = layout.tensors[index].byteRange.upperBound + layout.padding(after: index)
                 progress?(done, layout.totalSize)
@@ -85,31 +87,49 @@ extension Converter {
                                     elapsedSeconds: monotonicSeconds() - start)
     }
 
-    /// Decodes `planned` from the source in steps of whole rows and writes it encoded as `type`.
-    private func writeGGUFTensor(_ planned: PlannedTensor, as type: GGUFType, to file: AtomicFile, fileName: String) throws {
+    /// Decodes `planned` from the source in blocks of whole rows and writes it encoded as `type`:
+    /// `threads` workers each read a block's stored bytes with one `pread`, decode and quantize
+    /// it and write it in place (`pwrite`); a wave of blocks is appended once all are written.
+    /// Memory: one block of values and of bytes per worker, whatever the tensor's size.
+    private func writeGGUFTensor(_ planned: PlannedTensor, as type: GGUFType, to file: AtomicFile, fileName: String,
+                                 threads: Int, scratch: inout [GGUFBlockScratch]) throws {
         let rowElements = planned.shape.dropFirst().reduce(1, *)
         // 0- and 1-d tensors are one row of blocks (city96 keeps them F32, so any length works).
         let oneRow = planned.shape.count <= 1
+        let workers = max(1, threads)
+        while scratch.count < workers { scratch.append(GGUFBlockScratch()) }
         for piece in planned.pieces {
             guard let entry = source.entry(piece.source) else { throw SafeTensorsError.tensorNotFound(file: source.path, tensor: piece.source) }
-            if oneRow {
+            guard !oneRow, let rowBytes = type.byteCount(elements: rowElements) else {
                 let values = try entry.floats()
                 try encode(values[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)], type, planned.name, file, fileName)
                 continue
             }
-            // Whole rows at a time, at most 16 MB of Float (and `encode` writes them in pieces
-            // the output's buffer holds).
-            let stepRows = max(1, (16 << 20) / max(rowElements * 4, 1))
+            let blockRows = max(1, (1 << 20) / max(rowElements, 1))
             var row = piece.rows.lowerBound
-            var scratch = [Float](repeating: 0, count: min(stepRows, piece.rows.count) * rowElements)
             while row < piece.rows.upperBound {
-                let rows = min(stepRows, piece.rows.upperBound - row)
-                try scratch.withUnsafeMutableBufferPointer { (all: inout UnsafeMutableBufferPointer<Float>) throws in
-                    let part = UnsafeMutableBufferPointer(rebasing: all[0..<(rows * rowElements)])
-                    try entry.decodeRows(row..<(row + rows), into: part)
+                let waveStart = row
+                var blocks: [Range<Int>] = []
+                while row < piece.rows.upperBound && blocks.count < 4 * workers {
+                    let end = min(piece.rows.upperBound, row + blockRows)
+                    blocks.append(row..<end)
+                    row = end
                 }
-                try encode(scratch[0..<(rows * rowElements)], type, planned.name, file, fileName)
-                row += rows
+                try file.beginPositionedWrites()
+                let scratch = scratch
+                for worker in scratch { worker.failure = nil; worker.nonFinite = 0 }
+                parallelForDynamic(blocks.count, threads: workers) { w, i in
+                    scratch[w].encode(entry, rows: blocks[i], rowElements: rowElements, as: type, to: file,
+                                      at: (blocks[i].lowerBound - waveStart) * rowBytes)
+                }
+                for worker in scratch {
+                    if let failure = worker.failure { throw failure }
+                    if worker.nonFinite > 0 && type.isBlockQuantized {
+                        throw SafeTensorsError.conversion(file: fileName, tensor: planned.name,
+                                                          reason: "holds NaN or infinite values, which \(type.name) blocks cannot represent")
+                    }
+                }
+                try file.advance(by: (row - waveStart) * rowBytes)
             }
         }
     }
@@ -134,6 +154,47 @@ extension Converter {
         if nonFinite > 0 && type.isBlockQuantized {
             throw SafeTensorsError.conversion(file: fileName, tensor: tensor,
                                               reason: "holds \(nonFinite) NaN or infinite values, which \(type.name) blocks cannot represent")
+        }
+    }
+}
+
+/// One worker's buffers for a GGUF output: a block's stored bytes, its values and its encoded
+/// bytes, grown to the largest block and reused. A class because each worker mutates its own
+/// instance while the others run.
+final class GGUFBlockScratch {
+    private var stored: [UInt8] = []
+    private var values: [Float] = []
+    private var encoded: [UInt8] = []
+    /// The first error of the current wave.
+    var failure: Error?
+    /// Non-finite values met in the current wave.
+    var nonFinite = 0
+
+    /// Decodes `rows` of `entry` (their bytes read with one `pread`), quantizes them as `type`
+    /// and writes them `offset` bytes past the file's end.
+    func encode(_ entry: TensorEntry, rows: Range<Int>, rowElements: Int, as type: GGUFType, to file: AtomicFile, at offset: Int) {
+        guard failure == nil else { return }
+        let count = rows.count * rowElements
+        let bytes = type.byteCount(elements: count) ?? 0
+        if values.count < count { values = [Float](repeating: 0, count: count) }
+        if encoded.count < bytes { encoded = [UInt8](repeating: 0, count: bytes) }
+        let storedBytes = (entry.rowByteCount ?? 0) * rows.count
+        if stored.count < storedBytes { stored = [UInt8](repeating: 0, count: storedBytes) }
+        do {
+            try values.withUnsafeMutableBufferPointer { all in
+                try stored.withUnsafeMutableBytes { raw in
+                    try entry.decodeRows(rows, into: UnsafeMutableBufferPointer(rebasing: all[0..<count]), reading: raw)
+                }
+            }
+            values.withUnsafeBufferPointer { all in
+                encoded.withUnsafeMutableBytes { raw in
+                    nonFinite += type.quantize(UnsafeBufferPointer(rebasing: all[0..<count]),
+                                               into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<bytes]))
+                }
+            }
+            try encoded.withUnsafeBytes { raw in try file.write(UnsafeRawBufferPointer(rebasing: raw[0..<bytes]), atEndOffset: offset) }
+        } catch {
+            failure = error
         }
     }
 }

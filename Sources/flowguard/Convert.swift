@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import GGUF
+import SystemSupport
 import JSON
 import SafeTensors
 
@@ -14,7 +15,7 @@ struct Convert: ParsableCommand {
 
         OUT is written as a single .safetensors file, or as a diffusers-style folder (diffusion_pytorch_model.safetensors, or its shards and index, plus config.json for the diffusers layout) when OUT ends with '/', is an existing folder, --shard-size is given, or the layout is diffusers and OUT does not end in .safetensors.
 
-        Streamed: memory use does not grow with the checkpoint's size. The output appears only when complete; on failure nothing is left behind. The input is never overwritten.
+        Streamed: memory use does not grow with the checkpoint's size. The output appears only when complete; on failure nothing is left behind. The input is never overwritten. A .gguf output is quantized in blocks of rows on --threads workers (default: all processors).
 
         --dtype converts floating-point tensors (rounding to nearest even; F8_E4M3 saturates at ±448 and the count is reported); other tensors keep their dtype. Sizes for --shard-size are bytes or a number with a unit: 5GB, 500MB, 1.5G (powers of 1000), 2GiB (powers of 1024).
 
@@ -48,6 +49,8 @@ struct Convert: ParsableCommand {
 
     @Option(help: "A diffusers config.json for the values the weights do not hold (sample_size, a head size, RoPE axes); default: IN's own when IN is a model folder.")
     var config: String?
+
+    @OptionGroup var compute: ThreadOptions
 
     @OptionGroup var overwrite: OutputOptions
 
@@ -107,7 +110,7 @@ struct Convert: ParsableCommand {
         let type = dtype?.gguf ?? .f16
         let total = converter.ggufSpecs(type: type).reduce(0) { $0 + ($1.type.byteCount(elements: $1.shape.reduce(1, *)) ?? 0) }
         let progress = log.progress("converting \(input)", total: total)
-        let result = try converter.writeGGUF(to: output, type: type) { done, _ in progress?.update(min(done, total)) }
+        let result = try converter.writeGGUF(to: output, type: type, threads: compute.count(default: SystemInfo.activeProcessors)) { done, _ in progress?.update(min(done, total)) }
         progress?.finish()
         let types = result.tensorsByType.sorted { $0.key < $1.key }
         if style.json {

@@ -36,7 +36,7 @@ extension LoRAMergeCommand {
                                          threads: threads)
         let merged = try TensorCollection.checkpoint(staging)
         let converter = try Converter(source: merged, to: .original, prefix: KeyPrefix.none)
-        let written = try converter.writeGGUF(to: output, type: type)
+        let written = try converter.writeGGUF(to: output, type: type, threads: threads)
         return (report, written)
     }
 }

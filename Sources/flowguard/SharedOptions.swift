@@ -40,7 +40,7 @@ struct ThreadOptions: ParsableArguments {
     /// The largest thread count accepted.
     static let maximum = 1024
 
-    @Option(help: "Worker threads, 1 to 1024 (default: all processors in lora merge, pack and unpack; 1 in run and train).")
+    @Option(help: "Worker threads, 1 to 1024 (default: all processors in convert to GGUF, lora merge, pack and unpack; 1 in run and train).")
     var threads: Int?
 
     func validate() throws {

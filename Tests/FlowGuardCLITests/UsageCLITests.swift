@@ -256,7 +256,8 @@ import TestSupport
                                   fp32, f8_e4m3, f8_e5m2)
           --unmerge               Subtract the delta instead of adding it.
           --threads <threads>     Worker threads, 1 to 1024 (default: all processors in
-                                  lora merge, pack and unpack; 1 in run and train).
+                                  convert to GGUF, lora merge, pack and unpack; 1 in
+                                  run and train).
           --force                 Replace the output if it exists (the whole file or
                                   folder, atomically, once the new one is complete).
           --json                  Print one JSON object on standard output instead of

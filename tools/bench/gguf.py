@@ -73,7 +73,9 @@ def main():
     ap.add_argument("--skip-reference", action="store_true", help="skip gguf-py's quantizer at full size (needs ~48 GB)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--steps", default="1,2,3", help="which steps to run (comma-separated: 1 quantize, 2 dequantize, 3 SD3.5-M)")
     args = ap.parse_args()
+    steps = {int(x) for x in args.steps.split(",")}
 
     binary = release_binary(args.bin)
     os.makedirs(args.dir, exist_ok=True)
@@ -96,15 +98,19 @@ def main():
         made.append(q8)
         subprocess.run(["cat", flux_bf16], stdout=subprocess.DEVNULL, check=True)
         quant_s, quant_mb = measured([binary, "convert", flux_bf16, q8, "--dtype", "q8_0", "--quiet"], "flowguard convert -> q8_0")
+        if 1 not in steps:
+            quant_s = None
         ref_quant = None
-        if args.tiny or not args.skip_reference:
+        if quant_s is not None and (args.tiny or not args.skip_reference):
             ref_q8 = d("flux-q8_0.reference.gguf")
             made.append(ref_q8)
             ref_quant = measured([args.python, os.path.join(ROOT, "tools/fixtures/gguf_writer_reference.py"), flux_bf16, ref_q8, "q8_0", "flux"],
                                  "gguf-py quantize")
             same = subprocess.run(["cmp", "-s", q8, ref_q8]).returncode == 0
-        print(f"bf16 -> Q8_0 GGUF ({size_of(flux_bf16) / 1e9:.2f} GB -> {size_of(q8) / 1e9:.2f} GB), {os.cpu_count()} cores")
-        print(f"  flowguard convert           {quant_s:8.2f} s   peak {quant_mb:7.0f} MB")
+        if quant_s is not None:
+            print(f"bf16 -> Q8_0 GGUF ({size_of(flux_bf16) / 1e9:.2f} GB -> {size_of(q8) / 1e9:.2f} GB), {cpu_flags()}")
+            print(f"  flowguard convert           {quant_s:8.2f} s   peak {quant_mb:7.0f} MB   (gguf-py's quantizer needs ~48 GB here: "
+                  f"compared at SD3.5-Medium size below)")
         if ref_quant:
             print(f"  gguf-py quantize + write    {ref_quant[0]:8.2f} s   peak {ref_quant[1]:7.0f} MB   flowguard is "
                   f"{ref_quant[0] / quant_s:.2f}x faster; files {'identical' if same else 'DIFFER'}")
@@ -116,7 +122,7 @@ def main():
         made += [out, copy, ref_out]
         subprocess.run(["cat", q8], stdout=subprocess.DEVNULL, check=True)
         rows = []
-        for _ in range(1 if args.tiny else 2):
+        for _ in range(0 if 2 not in steps else 1 if args.tiny else 2):
             remove(out)
             our_s, our_mb = measured([binary, "convert", q8, out, "--layout", "diffusers", "--dtype", "bf16", "--quiet"], "flowguard convert gguf -> bf16")
             out_size = size_of(out)
@@ -126,23 +132,24 @@ def main():
             cp_s, _ = measured(["sh", "-c", f"cp '{flux_bf16}' '{copy}' && truncate -s {out_size} '{copy}' && sync '{copy}'"], "cp + sync")
             remove(copy)
             rows.append((our_s, our_mb, cp_s))
-        our_s, our_mb, _ = min(rows)
-        cp_s = min(r[2] for r in rows)
-        remove(ref_out)
-        # gguf-py's way holds the whole dequantized model (bf16) before save_file writes it: at
-        # FLUX size that is more memory than a 24 GB machine has, so it is run only when it fits
-        # (and always at SD3.5-Medium size, step 3).
-        fits = available_memory() > 1.2 * out_size
-        if fits:
-            ref_s, ref_mb = measured([args.python, "-c", DEQUANTIZE, q8, ref_out], "gguf-py dequantize + save_file")
-        print(f"Q8_0 GGUF -> bf16 safetensors, diffusers layout ({size_of(q8) / 1e9:.2f} GB -> {out_size / 1e9:.2f} GB), {cpu_flags()}")
-        print(f"  cp + sync (floor)           {cp_s:8.2f} s")
-        print(f"  flowguard convert           {our_s:8.2f} s   peak {our_mb:7.0f} MB   {our_s / cp_s:.2f}x cp+sync (target <= 1.3x), peak target <= 1024 MB")
-        if fits:
-            print(f"  gguf-py dequantize + save   {ref_s:8.2f} s   peak {ref_mb:7.0f} MB   flowguard is {ref_s / our_s:.2f}x faster (target > 1x)")
-        else:
-            print(f"  gguf-py dequantize + save   not run: it holds the whole {out_size / 1e9:.1f} GB output in memory, "
-                  f"this machine has {available_memory() / 1e9:.1f} GB available (compared at SD3.5-Medium size below)")
+        if rows:
+            our_s, our_mb, _ = min(rows)
+            cp_s = min(r[2] for r in rows)
+            remove(ref_out)
+            # gguf-py's way holds the whole dequantized model (bf16) before save_file writes it: at
+            # FLUX size that is more memory than a 24 GB machine has, so it is run only when it fits
+            # (and always at SD3.5-Medium size, step 3).
+            fits = available_memory() > 1.2 * out_size
+            if fits:
+                ref_s, ref_mb = measured([args.python, "-c", DEQUANTIZE, q8, ref_out], "gguf-py dequantize + save_file")
+            print(f"Q8_0 GGUF -> bf16 safetensors, diffusers layout ({size_of(q8) / 1e9:.2f} GB -> {out_size / 1e9:.2f} GB), {cpu_flags()}")
+            print(f"  cp + sync (floor)           {cp_s:8.2f} s")
+            print(f"  flowguard convert           {our_s:8.2f} s   peak {our_mb:7.0f} MB   {our_s / cp_s:.2f}x cp+sync (target <= 1.3x), peak target <= 1024 MB")
+            if fits:
+                print(f"  gguf-py dequantize + save   {ref_s:8.2f} s   peak {ref_mb:7.0f} MB   flowguard is {ref_s / our_s:.2f}x faster (target > 1x)")
+            else:
+                print(f"  gguf-py dequantize + save   not run: it holds the whole {out_size / 1e9:.1f} GB output in memory, "
+                      f"this machine has {available_memory() / 1e9:.1f} GB available (compared at SD3.5-Medium size below)")
         for p in (out, copy, ref_out, q8):
             remove(p)
 
@@ -157,13 +164,26 @@ def main():
             if not os.path.exists(sd_bf16):
                 subprocess.run([binary, "synth", "--variant", "sd3.5-medium", "--layout", "original", "--dtype", "bf16", sd_bf16], check=True)
             inputs = d("sd35m-io.safetensors")
-            subprocess.run([args.python, "-c", INPUTS, inputs, "128", "128", "154", "4096", "2048"], check=True)
+            subprocess.run([args.python, "-c", INPUTS, inputs, "64", "64", "154", "4096", "2048"], check=True)  # 1024 image tokens
             made.append(inputs)
         made.append(sd_bf16)
         sd_q8 = d("sd35m-q8_0.gguf")
         made.append(sd_q8)
         remove(sd_q8)
-        subprocess.run([binary, "convert", sd_bf16, sd_q8, "--dtype", "q8_0", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cat", sd_bf16], stdout=subprocess.DEVNULL, check=True)
+        sd_quant = measured([binary, "convert", sd_bf16, sd_q8, "--dtype", "q8_0", "--quiet"], "flowguard convert sd3 -> q8_0")
+        # gguf-py's quantizer holds the model in float32: it fits at SD3.5-Medium size.
+        sd_ref_q8 = d("sd35m-q8_0.reference.gguf")
+        made.append(sd_ref_q8)
+        remove(sd_ref_q8)
+        sd_ref_quant = measured([args.python, os.path.join(ROOT, "tools/fixtures/gguf_writer_reference.py"), sd_bf16, sd_ref_q8, "q8_0", "sd3"],
+                                "gguf-py quantize (SD3.5-M)")
+        same_sd = subprocess.run(["cmp", "-s", sd_q8, sd_ref_q8]).returncode == 0
+        print(f"bf16 -> Q8_0 GGUF at SD3.5-Medium size ({size_of(sd_bf16) / 1e9:.2f} GB -> {size_of(sd_q8) / 1e9:.2f} GB)")
+        print(f"  flowguard convert           {sd_quant[0]:8.2f} s   peak {sd_quant[1]:7.0f} MB")
+        print(f"  gguf-py quantize + write    {sd_ref_quant[0]:8.2f} s   peak {sd_ref_quant[1]:7.0f} MB   flowguard is "
+              f"{sd_ref_quant[0] / sd_quant[0]:.2f}x faster; files {'identical' if same_sd else 'DIFFER'}")
+        remove(sd_ref_q8)
         # Q8_0 -> bf16 at SD3.5-Medium size, where gguf-py's load-everything way fits in memory.
         sd_out, sd_ref = d("sd35m-from-q8.safetensors"), d("sd35m-from-q8.reference.safetensors")
         made += [sd_out, sd_ref]
@@ -184,7 +204,7 @@ def main():
             results[label] = measured([binary, "run", "--model", model, "--inputs", inputs, "--output", o,
                                        "--threads", str(args.threads), "--quiet"], f"run {label}")
             remove(o)
-        print(f"SD3.5-Medium forward ({args.threads} threads), same run")
+        print(f"SD3.5-Medium forward, 1024 image + 154 text tokens ({args.threads} threads), same run")
         for label, (s, mb) in results.items():
             print(f"  {label:10}                  {s:8.2f} s   peak {mb:7.0f} MB")
         print(f"  Q8_0 / bf16: {results['Q8_0 GGUF'][0] / results['bf16'][0]:.2f}x time, {results['Q8_0 GGUF'][1] / results['bf16'][1]:.2f}x peak "
