@@ -18,24 +18,10 @@ import TestSupport
 
     /// The tiny config of `TrainerTests`: 2 prompts × G = 2, T = 3, 8×8 latents, rank 4.
     func tinyConfig(_ name: String) -> TrainingConfig {
-        var c = TrainingConfig()
+        var c = tinyTrainingConfig(output: dir.file(name))
         c.model = Self.base
-        c.prompts = Repository.path("fixtures/prompts/sd35_tiny_prompts.safetensors")
-        c.reward = "builtin:target:seed=3,scale=0.5"
-        c.output = dir.file(name)
-        c.seed = 5
         c.steps = 2
-        c.promptsPerStep = 2
-        c.groupSize = 2
-        c.samplingSteps = 3
-        c.evalSteps = 3
         c.evalPrompts = 1
-        c.latentSize = 8
-        c.loraRank = 4
-        c.loraAlpha = 8
-        c.learningRate = 1e-2
-        c.emaInterval = 1
-        c.checkpointEvery = 1
         return c
     }
 

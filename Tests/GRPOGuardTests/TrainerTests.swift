@@ -11,24 +11,7 @@ import TestSupport
 
     /// A tiny config: 2 prompts × G = 2, T = 3, 8×8 latents, rank 4, checkpoints every step.
     func tinyConfig(_ name: String, reward: String = "builtin:target:seed=3,scale=0.5") -> TrainingConfig {
-        var c = TrainingConfig()
-        c.model = Repository.path("fixtures/sd35_tiny/diffusers")
-        c.prompts = Repository.path("fixtures/prompts/sd35_tiny_prompts.safetensors")
-        c.reward = reward
-        c.output = dir.file(name)
-        c.seed = 5
-        c.steps = 3
-        c.promptsPerStep = 2
-        c.groupSize = 2
-        c.samplingSteps = 3
-        c.evalSteps = 3
-        c.latentSize = 8
-        c.loraRank = 4
-        c.loraAlpha = 8
-        c.learningRate = 1e-2
-        c.emaInterval = 1
-        c.checkpointEvery = 1
-        return c
+        tinyTrainingConfig(output: dir.file(name), reward: reward)
     }
 
     /// The diagnostics lines as JSON objects.
@@ -224,4 +207,27 @@ import TestSupport
             #expect("\(error)".contains("group_size was 2, now 4"), "\(error)")
         }
     }
+}
+
+/// The tiny SD3.5 training config the trainer tests share: 2 prompts × G = 2, 3 steps, T = 3,
+/// 8×8 latents, rank 4, checkpoints every step, writing to `output`.
+func tinyTrainingConfig(output: String, reward: String = "builtin:target:seed=3,scale=0.5") -> TrainingConfig {
+    var c = TrainingConfig()
+    c.model = Repository.path("fixtures/sd35_tiny/diffusers")
+    c.prompts = Repository.path("fixtures/prompts/sd35_tiny_prompts.safetensors")
+    c.reward = reward
+    c.output = output
+    c.seed = 5
+    c.steps = 3
+    c.promptsPerStep = 2
+    c.groupSize = 2
+    c.samplingSteps = 3
+    c.evalSteps = 3
+    c.latentSize = 8
+    c.loraRank = 4
+    c.loraAlpha = 8
+    c.learningRate = 1e-2
+    c.emaInterval = 1
+    c.checkpointEvery = 1
+    return c
 }
