@@ -63,6 +63,7 @@ extension Converter {
             var committed = false
             defer { if !committed { file.abandon() } }
             try file.write(layout.headerBytes)
+            try file.write([UInt8](repeating: 0, count: layout.headerPadding))
             var done = layout.dataStart
             var scratch: [GGUFBlockScratch] = []
             for (index, (planned, spec)) in zip(ggufOutputs, specs).enumerated() {

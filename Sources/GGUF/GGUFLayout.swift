@@ -18,12 +18,13 @@ public struct GGUFTensorSpec: Sendable, Hashable {
 
 /// The planned layout of a GGUF file, computed from metadata and tensor descriptions alone,
 /// before any tensor data exists: the header bytes (magic, version 3, counts, metadata, tensor
-/// infos, zero padding to the alignment) and where each tensor's bytes go.
+/// infos), the zero padding that follows them up to the alignment, and where each tensor's bytes go.
 ///
 /// The layout is gguf-py's `GGUFWriter`: metadata in the order given, tensors in the order given,
 /// each tensor's bytes followed by zeros up to the next multiple of the alignment (the last one
-/// too). A writer streams `headerBytes`, then for each tensor its bytes and
-/// `padding(after:)` zero bytes; the file is then `totalSize` bytes long.
+/// too). A writer streams `headerBytes`, `headerPadding` zero bytes, then for each tensor its
+/// bytes and `padding(after:)` zero bytes; the file is then `totalSize` bytes long. The padding is
+/// a count, never an array: an alignment may be as large as 2^31.
 public struct GGUFLayout: Sendable {
     /// The file's display name, for errors.
     public let file: String
@@ -34,13 +35,15 @@ public struct GGUFLayout: Sendable {
     public let tensors: [GGUFTensorInfo]
     /// Alignment of the data section and of every tensor.
     public let alignment: Int
-    /// Everything before the data section, padding included.
+    /// Everything before the data section except the zero padding that ends it.
     public let headerBytes: [UInt8]
+    /// Byte offset of the data section: `headerBytes` rounded up to the alignment.
+    public let dataStart: Int
     /// Size of the whole file.
     public let totalSize: Int
 
-    /// Byte offset of the data section.
-    public var dataStart: Int { headerBytes.count }
+    /// Zero bytes between `headerBytes` and the data section.
+    public var headerPadding: Int { dataStart - headerBytes.count }
 
     /// Zero bytes that follow tensor `index`'s data.
     public func padding(after index: Int) -> Int {
@@ -102,18 +105,20 @@ public struct GGUFLayout: Sendable {
             guard !overflow, !overflow2 else { throw .invalidSpec(file: file, tensor: spec.name, reason: "the file would exceed 2^63 bytes") }
             next = sum
         }
-        let dataStart = Self.roundUp(out.bytes.count, alignment).value
-        out.bytes.append(contentsOf: repeatElement(0, count: dataStart - out.bytes.count))
+        let (dataStart, overflow) = Self.roundUp(out.bytes.count, alignment)
+        let (total, overflow2) = dataStart.addingReportingOverflow(next)
+        guard !overflow, !overflow2 else { throw .invalidSpec(file: file, tensor: nil, reason: "the file would exceed 2^63 bytes") }
 
         self.file = file
         self.metadata = entries
         self.alignment = alignment
         self.headerBytes = out.bytes
+        self.dataStart = dataStart
         self.tensors = relative.map { item in
             GGUFTensorInfo(name: item.spec.name, shape: item.spec.shape, type: item.spec.type,
                            byteRange: (dataStart + item.offset)..<(dataStart + item.offset + item.byteCount))
         }
-        self.totalSize = dataStart + next
+        self.totalSize = total
     }
 
     /// The whole file for tensors held in memory (each tensor's bytes in its type), as a writer
@@ -123,6 +128,7 @@ public struct GGUFLayout: Sendable {
         let layout = try GGUFLayout(metadata: metadata, tensors: tensors.map(\.spec), alignment: alignment, file: file)
         var out = layout.headerBytes
         out.reserveCapacity(layout.totalSize)
+        out.append(contentsOf: repeatElement(0, count: layout.headerPadding))
         for (i, tensor) in tensors.enumerated() {
             guard tensor.bytes.count == layout.tensors[i].byteCount else {
                 throw .invalidSpec(file: file, tensor: tensor.spec.name,

@@ -62,7 +62,9 @@ import TestSupport
         let file = try GGUFLayout.serialize(metadata: metadata, tensors: tensors, alignment: alignment)
         let layout = try GGUFLayout(metadata: metadata, tensors: specs, alignment: alignment)
         #expect(file.count == layout.totalSize)
-        #expect(Array(file[..<layout.dataStart]) == layout.headerBytes)
+        #expect(Array(file[..<layout.headerBytes.count]) == layout.headerBytes)
+        #expect(file[layout.headerBytes.count..<layout.dataStart].allSatisfy { $0 == 0 })
+        #expect(layout.dataStart % alignment == 0 && layout.headerPadding < alignment)
 
         let header = try parse(file, file: "rt.gguf")
         #expect(header.version == 3)

@@ -98,6 +98,20 @@ import TestSupport
         #expect(rule([40, 40], .f16, .f16) == .f16)
     }
 
+    /// The largest alignment a file can declare (2^31) plans a header of a few dozen bytes and a
+    /// padding count, not gigabytes of zeros in memory (the fuzzer's round trip found it slow).
+    @Test func hugeAlignmentIsACountNotAnArray() throws {
+        let alignment = 1 << 31
+        let layout = try GGUFLayout(metadata: [], tensors: [GGUFTensorSpec(name: "w", shape: [2, 32], type: .q8_0)],
+                                    alignment: alignment)
+        #expect(layout.headerBytes.count < 200)
+        #expect(layout.dataStart == alignment)
+        #expect(layout.headerPadding == alignment - layout.headerBytes.count)
+        #expect(layout.tensors[0].byteRange == alignment..<(alignment + 68))
+        #expect(layout.totalSize == 2 * alignment)
+        #expect(layout.metadata.map(\.key) == ["general.alignment"])
+    }
+
     /// Planning refuses impossible tensors and metadata with a sentence naming the tensor.
     @Test func layoutRefusesImpossibleSpecs() {
         func error(_ metadata: [GGUFMetadataEntry], _ specs: [GGUFTensorSpec], alignment: Int = 32) -> String? {
