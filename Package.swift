@@ -48,7 +48,7 @@ let package = Package(
         // (callers hand it the mapped file); SystemSupport only for display escaping.
         .target(name: "GGUF", dependencies: ["SystemSupport", "SafeTensors"]),
         .target(name: "BLAS", dependencies: ["COpenBLAS"]),
-        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "JSON", "DeltaArchive", "Checkpoints", "BLAS"]),
+        .target(name: "LoRA", dependencies: ["SystemSupport", "SafeTensors", "GGUF", "JSON", "DeltaArchive", "Checkpoints", "BLAS"]),
         // The runtime's kernels are built for the host CPU in release builds (like -march=native):
         // FlowGuard is always built from source on the machine that runs it.
         .target(name: "TensorRuntime", dependencies: ["SystemSupport", "BLAS"],
@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "DeltaArchiveTests", dependencies: ["DeltaArchive", "SafeTensors", "SystemSupport", "JSON", "TestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SafeTensors", "TestSupport"]),
         .testTarget(name: "BLASTests", dependencies: ["BLAS", "TestSupport"]),
-        .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "SafeTensors", "BLAS", "TestSupport"]),
+        .testTarget(name: "LoRATests", dependencies: ["LoRA", "Checkpoints", "GGUF", "SafeTensors", "BLAS", "TestSupport"]),
         .testTarget(name: "TensorRuntimeTests", dependencies: ["TensorRuntime", "BLAS", "TestSupport"]),
         .testTarget(name: "TransformersTests", dependencies: ["Transformers", "TensorRuntime", "Checkpoints", "GGUF", "LoRA", "SafeTensors", "TestSupport"]),
         .testTarget(name: "FlowMatchingTests", dependencies: ["FlowMatching", "TensorRuntime", "SafeTensors", "TestSupport"]),

@@ -20,6 +20,13 @@ public struct GGUFConversionResult: Sendable {
     public var elapsedSeconds: Double
 }
 
+/// Changes rows of a source tensor in place on their way into a converted GGUF file: called with
+/// the source tensor's name, the rows held (source rows, dim 0), their values (`rows.count ×
+/// columns`, row-major) and `columns`. A LoRA merge writing GGUF directly adds each row's delta
+/// here. Called from several threads at once, for disjoint rows.
+public typealias SourceRowTransform = @Sendable (_ source: String, _ rows: Range<Int>, _ values: UnsafeMutableBufferPointer<Float>,
+                                                 _ columns: Int) -> Void
+
 extension Converter {
     /// The GGUF types a checkpoint can be written in (gguf-py's quantizer writes them all).
     public static let ggufOutputTypes: [GGUFType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1]
@@ -39,11 +46,12 @@ extension Converter {
     /// `general.architecture` = the family id, `general.quantization_version`, `general.file_type`;
     /// small and 1-d tensors F32; bytes of each tensor equal to gguf-py's `quantize`), streamed in
     /// blocks of whole rows on `threads` workers through an atomic file: on failure nothing is
-    /// left at `path`.
+    /// left at `path`. `transform`, when given, changes the decoded source rows before they are
+    /// encoded (see `SourceRowTransform`).
     /// Non-finite values are refused (gguf-py's block scales of them are not reproducible).
     @discardableResult
-    public func writeGGUF(to path: String, type: GGUFType, threads: Int = 1,
-                          progress: ((Int, Int) -> Void)? = nil) throws(CheckpointError) -> GGUFConversionResult {
+    public func writeGGUF(to path: String, type: GGUFType, threads: Int = 1, progress: ((Int, Int) -> Void)? = nil,
+                          transform: SourceRowTransform? = nil) throws(CheckpointError) -> GGUFConversionResult {
         let start = monotonicSeconds()
         guard type.isQuantizable else {
             throw .file(.io(file: path, operation: "write GGUF", message: "\(type.name) cannot be written; choose one of "
@@ -67,7 +75,8 @@ extension Converter {
             var done = layout.dataStart
             var scratch: [GGUFBlockScratch] = []
             for (index, (planned, spec)) in zip(ggufOutputs, specs).enumerated() {
-                try writeGGUFTensor(planned, as: spec.type, to: file, fileName: path, threads: threads, scratch: &scratch)
+                try writeGGUFTensor(planned, as: spec.type, to: file, fileName: path, threads: threads, transform: transform,
+                                    scratch: &scratch)
                 try file.write([UInt8](repeating: 0, count: layout.padding(after: index)))
                 done = layout.tensors[index].byteRange.upperBound + layout.padding(after: index)
                 progress?(done, layout.totalSize)
@@ -93,7 +102,7 @@ extension Converter {
     /// it and write it in place (`pwrite`); a wave of blocks is appended once all are written.
     /// Memory: one block of values and of bytes per worker, whatever the tensor's size.
     private func writeGGUFTensor(_ planned: PlannedTensor, as type: GGUFType, to file: AtomicFile, fileName: String,
-                                 threads: Int, scratch: inout [GGUFBlockScratch]) throws {
+                                 threads: Int, transform: SourceRowTransform?, scratch: inout [GGUFBlockScratch]) throws {
         let rowElements = planned.shape.dropFirst().reduce(1, *)
         // 0- and 1-d tensors are one row of blocks (city96 keeps them F32, so any length works).
         let oneRow = planned.shape.count <= 1
@@ -102,8 +111,11 @@ extension Converter {
         for piece in planned.pieces {
             guard let entry = source.entry(piece.source) else { throw SafeTensorsError.tensorNotFound(file: source.path, tensor: piece.source) }
             guard !oneRow, let rowBytes = type.byteCount(elements: rowElements) else {
-                let values = try entry.floats()
-                try encode(values[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)], type, planned.name, file, fileName)
+                var values = Array(try entry.floats()[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)])
+                if let transform {
+                    values.withUnsafeMutableBufferPointer { transform(piece.source, piece.rows, $0, rowElements) }
+                }
+                try encode(values[...], type, planned.name, file, fileName)
                 continue
             }
             let blockRows = max(1, (1 << 20) / max(rowElements, 1))
@@ -121,7 +133,9 @@ extension Converter {
                 for worker in scratch { worker.failure = nil; worker.nonFinite = 0 }
                 parallelForDynamic(blocks.count, threads: workers) { w, i in
                     scratch[w].encode(entry, rows: blocks[i], rowElements: rowElements, as: type, to: file,
-                                      at: (blocks[i].lowerBound - waveStart) * rowBytes)
+                                      at: (blocks[i].lowerBound - waveStart) * rowBytes, transform: transform.map { t in
+                                          { t(piece.source, blocks[i], $0, rowElements) }
+                                      })
                 }
                 for worker in scratch {
                     if let failure = worker.failure { throw failure }
@@ -171,9 +185,10 @@ final class GGUFBlockScratch {
     /// Non-finite values met in the current wave.
     var nonFinite = 0
 
-    /// Decodes `rows` of `entry` (their bytes read with one `pread`), quantizes them as `type`
-    /// and writes them `offset` bytes past the file's end.
-    func encode(_ entry: TensorEntry, rows: Range<Int>, rowElements: Int, as type: GGUFType, to file: AtomicFile, at offset: Int) {
+    /// Decodes `rows` of `entry` (their bytes read with one `pread`), passes them through
+    /// `transform`, quantizes them as `type` and writes them `offset` bytes past the file's end.
+    func encode(_ entry: TensorEntry, rows: Range<Int>, rowElements: Int, as type: GGUFType, to file: AtomicFile, at offset: Int,
+                transform: ((UnsafeMutableBufferPointer<Float>) -> Void)? = nil) {
         guard failure == nil else { return }
         let count = rows.count * rowElements
         let bytes = type.byteCount(elements: count) ?? 0
@@ -186,6 +201,7 @@ final class GGUFBlockScratch {
                 try stored.withUnsafeMutableBytes { raw in
                     try entry.decodeRows(rows, into: UnsafeMutableBufferPointer(rebasing: all[0..<count]), reading: raw)
                 }
+                transform?(UnsafeMutableBufferPointer(rebasing: all[0..<count]))
             }
             values.withUnsafeBufferPointer { all in
                 encoded.withUnsafeMutableBytes { raw in

@@ -62,26 +62,9 @@ public enum LoRAMerge {
                              progress: ((Int, Int) -> Void)? = nil) throws -> MergeReport {
         let start = monotonicSeconds()
         if let dtype, !FloatCodec.canEncode(dtype) { throw LoRAMergeError.badDType(dtype) }
-        try checkFinite(adapter)
         let asFolder = writesFolder(output, base: base)
-        try checkOutput(output, folder: asFolder, inputs: base.files.map(\.path) + (base.indexPath.map { [$0] } ?? []))
-        if adapter.modules.isEmpty && adapter.deltas.isEmpty {
-            throw LoRAError.nothingToMerge(file: adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile,
-                                           reason: "it adapts only text encoders (\(adapter.textEncoderModules.count) modules of \(adapter.components.joined(separator: ", ")))")
-        }
-        if unmerge && !adapter.magnitudes.isEmpty {
-            throw LoRAMergeError.badOutput(path: output, reason: "a DoRA adapter cannot be unmerged (its magnitude rescaling is not undone by subtracting a delta)")
-        }
-        if unmerge && adapter.deltas.contains(where: \.replaces) {
-            throw LoRAMergeError.badOutput(path: output, reason: "an adapter that replaces norm scales cannot be unmerged")
-        }
-        // An all-in-one base: the transformer is detected and merged, every other component
-        // is copied byte for byte.
-        let detected = try Architecture.detect(base.transformerOnly().infos)
-        var shapes: [String: [Int]] = [:]
-        for info in base.infos { shapes[info.name] = info.shape }
-        let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
-        let kernel = MergeKernel(adapter: adapter, placement: placement, scale: scale, sign: unmerge ? -1 : 1)
+        let (detected, placement, kernel) = try prepare(base: base, adapter: adapter, scale: scale, unmerge: unmerge,
+                                                        output: output, folder: asFolder)
         var scratch: [BlockScratch] = []
         // `--dtype` applies to the transformer; the other components of an all-in-one file are
         // copied byte for byte.
@@ -156,6 +139,30 @@ public enum LoRAMerge {
         result.textEncoderModulesSkipped = adapter.textEncoderModules.count
         result.kinds = adapter.kinds.filter { $0 != "lora" || !adapter.modules.isEmpty }
         return result
+    }
+
+    /// What every merge checks and builds before writing: finite factors, an output that is not
+    /// an input, something to merge, no unmerge the adapter cannot undo; the base's architecture
+    /// (its transformer, for an all-in-one file), where each delta lands and the kernel.
+    static func prepare(base: TensorCollection, adapter: LoRAAdapter, scale: Float, unmerge: Bool, output: String,
+                        folder: Bool) throws -> (DetectedCheckpoint, DeltaPlacement, MergeKernel) {
+        try checkFinite(adapter)
+        try checkOutput(output, folder: folder, inputs: base.files.map(\.path) + (base.indexPath.map { [$0] } ?? []))
+        if adapter.modules.isEmpty && adapter.deltas.isEmpty {
+            throw LoRAError.nothingToMerge(file: adapter.sourceFile.isEmpty ? "adapter" : adapter.sourceFile,
+                                           reason: "it adapts only text encoders (\(adapter.textEncoderModules.count) modules of \(adapter.components.joined(separator: ", ")))")
+        }
+        if unmerge && !adapter.magnitudes.isEmpty {
+            throw LoRAMergeError.badOutput(path: output, reason: "a DoRA adapter cannot be unmerged (its magnitude rescaling is not undone by subtracting a delta)")
+        }
+        if unmerge && adapter.deltas.contains(where: \.replaces) {
+            throw LoRAMergeError.badOutput(path: output, reason: "an adapter that replaces norm scales cannot be unmerged")
+        }
+        let detected = try Architecture.detect(base.transformerOnly().infos)
+        var shapes: [String: [Int]] = [:]
+        for info in base.infos { shapes[info.name] = info.shape }
+        let placement = try DeltaPlacement(adapter: adapter, base: detected, shapes: shapes)
+        return (detected, placement, MergeKernel(adapter: adapter, placement: placement, scale: scale, sign: unmerge ? -1 : 1))
     }
 
     /// Applies every slice of one base tensor (low-rank, other deltas, then DoRA) with the user's

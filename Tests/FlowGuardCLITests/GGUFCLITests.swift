@@ -209,6 +209,22 @@ import TestSupport
         #expect(dir.listing().allSatisfy { !$0.hasPrefix(".flowguard-merge") })
     }
 
+    /// An all-in-one base merged into a GGUF file: the transformer alone is written (stderr says
+    /// what was left out), equal to converting the merged all-in-one file; `--json` describes it.
+    @Test func loraMergeOfAllInOneIntoGGUF() throws {
+        let base = Repository.path("fixtures/sd35_tiny/allinone.safetensors")
+        let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
+        let out = dir.file("aio.gguf"), merged = dir.file("aio-merged.safetensors"), expected = dir.file("expected.gguf")
+        let result = try flowguard("lora", "merge", base, lora, out, "--dtype", "q8_0", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("left out text encoder CLIP-L"), "\(result.stderr)")
+        #expect(result.stderr.contains("a GGUF output holds the merged transformer only"))
+        #expect(result.stdout.contains("\"container\":\"gguf\",\"gguf_type\":\"Q8_0\""), "\(result.stdout)")
+        #expect(try flowguard("lora", "merge", base, lora, merged, "--dtype", "fp32", "--quiet").status == 0)
+        #expect(try flowguard("convert", merged, expected, "--dtype", "q8_0", "--quiet").status == 0)
+        #expect(try readBytes(out) == readBytes(expected))
+    }
+
     @Test func diffAcrossContainersAndLayouts() throws {
         let gguf = dir.file("sd3-f32.gguf")
         #expect(try flowguard("convert", Repository.path("fixtures/sd35_tiny/original.safetensors"), gguf, "--dtype", "f32", "--quiet").status == 0)
