@@ -56,7 +56,8 @@ private enum Encoders {
 
     /// numpy's float32 → int8/uint8 cast (`astype`) as the hardware does it: truncation toward
     /// zero to a 32-bit integer (NaN and values outside ±2^31 give −2^31), then the low 8 bits.
-    /// Only NaN reaches this from gguf-py's quantizers with values out of range.
+    /// Only NaN reaches this from gguf-py's quantizers with values out of range. The truncation
+    /// is gguf-py's `trunc` before the cast too (no separate rounding call needed).
     @inline(__always)
     static func castByte(_ v: Float) -> UInt8 {
         guard v >= -2_147_483_648.0, v < 2_147_483_648.0 else { return 0 }
@@ -146,8 +147,24 @@ private enum Encoders {
         let d = amax / 127
         let id = inverse(d)
         storeHalf(d, out, 0)
+        guard amax.isFinite, id.isFinite else {
+            for j in 0..<32 {
+                out.storeBytes(of: castByte(roundHalfAway(x[j] * id)), toByteOffset: 2 + j, as: UInt8.self)
+            }
+            return
+        }
+        // Finite values and scale: |x · id| is at most about 127, where `roundHalfAway` is exact
+        // in integers (floor of a non-negative value is truncation; floor(2 · fraction) is 0 or
+        // 1), without a libm call per value.
+        // The sign is applied with the sign bit (no branch on it: signs are random).
         for j in 0..<32 {
-            out.storeBytes(of: castByte(roundHalfAway(x[j] * id)), toByteOffset: 2 + j, as: UInt8.self)
+            let n = x[j] * id
+            let a = abs(n)
+            let whole = Int32(a)
+            let up: Int32 = 2 * (a - Float(whole)) >= 1 ? 1 : 0
+            let sign = Int32(bitPattern: n.bitPattern) >> 31
+            let q = ((whole &+ up) ^ sign) &- sign
+            out.storeBytes(of: UInt8(truncatingIfNeeded: q), toByteOffset: 2 + j, as: UInt8.self)
         }
     }
 
@@ -157,7 +174,7 @@ private enum Encoders {
         let id = inverse(d)
         storeHalf(d, out, 0)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { q in
-            for j in 0..<32 { q[j] = min(castByte((x[j] * id + 8.5).rounded(.towardZero)), 15) }
+            for j in 0..<32 { q[j] = min(castByte(x[j] * id + 8.5), 15) }
             storeNibbles(UnsafePointer(q.baseAddress!), out, 2)
         }
     }
@@ -170,7 +187,7 @@ private enum Encoders {
         storeHalf(d, out, 0)
         storeHalf(lo, out, 2)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { q in
-            for j in 0..<32 { q[j] = min(castByte(((x[j] - lo) * id + 0.5).rounded(.towardZero)), 15) }
+            for j in 0..<32 { q[j] = min(castByte((x[j] - lo) * id + 0.5), 15) }
             storeNibbles(UnsafePointer(q.baseAddress!), out, 4)
         }
     }
@@ -181,7 +198,7 @@ private enum Encoders {
         let id = inverse(d)
         storeHalf(d, out, 0)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { q in
-            for j in 0..<32 { q[j] = min(castByte((x[j] * id + 16.5).rounded(.towardZero)), 31) }
+            for j in 0..<32 { q[j] = min(castByte(x[j] * id + 16.5), 31) }
             let codes = UnsafePointer(q.baseAddress!)
             storeFifthBits(codes, out, 2)
             storeNibbles(codes, out, 6)
@@ -196,7 +213,7 @@ private enum Encoders {
         storeHalf(d, out, 0)
         storeHalf(lo, out, 2)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { q in
-            for j in 0..<32 { q[j] = min(castByte(((x[j] - lo) * id + 0.5).rounded(.towardZero)), 31) }
+            for j in 0..<32 { q[j] = min(castByte((x[j] - lo) * id + 0.5), 31) }
             let codes = UnsafePointer(q.baseAddress!)
             storeFifthBits(codes, out, 4)
             storeNibbles(codes, out, 8)

@@ -47,6 +47,44 @@ import TestSupport
         #expect(nonFinite == quantizable.subtracting([.f32]))
     }
 
+    /// Q8_0 against gguf-py's formula written out (d = max|x| / 127, q = np_roundf(x · (1/d)) with
+    /// its floors) on blocks full of exact rounding ties at scales from 2^-30 to 2^30, ±0, and
+    /// random values: the quantizer's integer rounding agrees everywhere.
+    @Test func q8_0RoundsLikeGGUFPyOnTiesAndRandomBlocks() {
+        func reference(_ x: ArraySlice<Float>) -> [UInt8] {
+            let amax = x.map { abs($0) }.max()!
+            let d = amax / 127
+            let id: Float = d == 0 ? 0 : 1 / d
+            var out = withUnsafeBytes(of: Float16(d).bitPattern.littleEndian) { Array($0) }
+            for v in x {
+                let n = v * id, a = abs(n), floored = a.rounded(.down)
+                let b = floored + (2 * (a - floored)).rounded(.down)
+                out.append(UInt8(truncatingIfNeeded: Int32((n > 0 ? 1 : n < 0 ? -1 : 0) * b)))
+            }
+            return out
+        }
+        var generator = SeededGenerator(seed: 8)
+        var values: [Float] = []
+        for exponent in stride(from: -30, through: 30, by: 3) {
+            let scale = Float(sign: .plus, exponent: exponent, significand: 1)
+            // One value of magnitude 127 sets d = scale exactly; the rest are ties (m + 0.5)·scale.
+            values.append(127 * scale)
+            for _ in 0..<31 {
+                let m = Float(Int.random(in: -127...126, using: &generator))
+                values.append((m + 0.5) * scale)
+            }
+            values += (0..<32).map { _ in Float.random(in: -1...1, using: &generator) * scale }
+        }
+        values += [Float](repeating: 0, count: 16) + [Float](repeating: -0.0, count: 16)
+        values += (0..<32 * 64).map { _ in Float.random(in: -3...3, using: &generator) }
+        var ours = [UInt8](repeating: 0, count: GGUFType.q8_0.byteCount(elements: values.count)!)
+        values.withUnsafeBufferPointer { input in ours.withUnsafeMutableBytes { _ = GGUFType.q8_0.quantize(input, into: $0) } }
+        for block in 0..<(values.count / 32) {
+            let expected = reference(values[(block * 32)..<((block + 1) * 32)])
+            #expect(Array(ours[(block * 34)..<((block + 1) * 34)]) == expected, "block \(block)")
+        }
+    }
+
     /// The quantizer counts NaN and infinite inputs, so a converter can refuse them.
     @Test func countsNonFiniteInputs() {
         var values = [Float](repeating: 0.25, count: 64)
