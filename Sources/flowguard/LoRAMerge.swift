@@ -34,7 +34,7 @@ struct LoRAMergeCommand: ParsableCommand {
     @Argument(help: "Adapter: a .safetensors file in any dialect or a PEFT folder.")
     var adapter: String
 
-    @Argument(help: "Output .safetensors file (or folder, for a folder base).")
+    @Argument(help: "Output .safetensors file (or folder, for a folder base), or .gguf file.")
     var output: String
 
     @Option(parsing: .unconditional, help: "Multiplier of the adapter's delta (on top of its own α/r); may be negative.")

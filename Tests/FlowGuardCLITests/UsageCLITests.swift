@@ -65,7 +65,8 @@ import TestSupport
             (["lora", "convert", adapter, out, "--to", "xlabs"],
              "The value 'xlabs' is invalid for '--to <format>'. Please provide one of 'peft', 'diffusers', 'kohya' or 'comfy'."),
             (["lora", "merge", model, adapter, out, "--scale", "nan"], "--scale must be a finite number."),
-            (["lora", "merge", model, adapter, out, "--dtype", "i8"], invalidDType),
+            (["lora", "merge", model, adapter, out, "--dtype", "i8"],
+             "The value 'i8' is invalid for '--dtype <dtype>'. Please provide one of the following:"),
             (["lora", "extract", model, model, out, "--rank", "0"], "--rank must be at least 1, not 0."),
             (["lora", "pack", adapter, out, "--level", "fast"], "The value 'fast' is invalid for '--level <level>'"),
             (["lora", "pack", adapter, out, "--threads", "0"], "--threads must be between 1 and 1024."),
@@ -218,14 +219,15 @@ import TestSupport
         OUT is a single .safetensors file in the base's layout; when BASE is a model
         folder and OUT does not end in .safetensors, OUT is a diffusers folder
         (diffusion_pytorch_model.safetensors and the base's config.json); OUT ending in
-        .gguf is a GGUF file (city96 names; the base's GGUF type, or --dtype,
-        re-quantized by the same rule). Tensors without a delta are copied unchanged;
-        merged tensors are computed in float32 and written back in their own dtype, or
-        in --dtype (which then applies to every floating-point tensor of the
-        transformer; the other components of an all-in-one file are copied byte for
-        byte). Streamed: blocks of a base tensor's rows are merged on --threads threads
-        (default: all processors), a few blocks in memory at a time. The output appears
-        only when complete.
+        .gguf is a GGUF file holding the merged transformer (city96 names; the base's
+        GGUF type, or --dtype: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1, by
+        city96's rule), the delta added to each block of base rows on its way to the
+        quantizer. Tensors without a delta are copied unchanged; merged tensors are
+        computed in float32 and written back in their own dtype, or in --dtype (which
+        then applies to every floating-point tensor of the transformer; the other
+        components of an all-in-one file are copied byte for byte). Streamed: blocks of
+        a base tensor's rows are merged on --threads threads (default: all processors),
+        a few blocks in memory at a time. The output appears only when complete.
 
         --unmerge subtracts the delta instead (undoing an earlier merge with the same
         scale).
@@ -246,14 +248,15 @@ import TestSupport
           <adapter>               Adapter: a .safetensors file in any dialect or a PEFT
                                   folder.
           <output>                Output .safetensors file (or folder, for a folder
-                                  base).
+                                  base), or .gguf file.
 
         OPTIONS:
           --scale <scale>         Multiplier of the adapter's delta (on top of its own
                                   α/r); may be negative. (default: 1.0)
           --dtype <dtype>         Dtype of floating-point tensors in the output
-                                  (default: each keeps its own). (values: bf16, fp16,
-                                  fp32, f8_e4m3, f8_e5m2)
+                                  (default: each keeps its own); a GGUF type for a
+                                  .gguf output. (values: bf16, fp16, fp32, f8_e4m3,
+                                  f8_e5m2, q8_0, q4_0, q4_1, q5_0, q5_1)
           --unmerge               Subtract the delta instead of adding it.
           --threads <threads>     Worker threads, 1 to 1024 (default: all processors in
                                   convert to GGUF, lora merge, pack and unpack; 1 in
