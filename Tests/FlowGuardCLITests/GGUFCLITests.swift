@@ -225,6 +225,20 @@ import TestSupport
         #expect(try readBytes(out) == readBytes(expected))
     }
 
+    /// A scaled-fp8 base merged into GGUF without --dtype is written as Q8_0 (its weights are 8-bit),
+    /// equal to merging into float32 and converting that to Q8_0.
+    @Test func loraMergeOfScaledFP8IntoGGUFDefaultsToQ8_0() throws {
+        let base = Repository.path("fixtures/sd35_tiny/scaled_fp8.safetensors")
+        let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
+        let out = dir.file("fp8.gguf"), merged = dir.file("fp8-merged.safetensors"), expected = dir.file("fp8-expected.gguf")
+        let result = try flowguard("lora", "merge", base, lora, out)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("(GGUF Q8_0, 95 tensors)"), "\(result.stdout)")
+        #expect(try flowguard("lora", "merge", base, lora, merged, "--dtype", "fp32", "--quiet").status == 0)
+        #expect(try flowguard("convert", merged, expected, "--dtype", "q8_0", "--quiet").status == 0)
+        #expect(try readBytes(out) == readBytes(expected))
+    }
+
     @Test func diffAcrossContainersAndLayouts() throws {
         let gguf = dir.file("sd3-f32.gguf")
         #expect(try flowguard("convert", Repository.path("fixtures/sd35_tiny/original.safetensors"), gguf, "--dtype", "f32", "--quiet").status == 0)
