@@ -20,12 +20,23 @@ public struct GGUFConversionResult: Sendable {
     public var elapsedSeconds: Double
 }
 
-/// Changes rows of a source tensor in place on their way into a converted GGUF file: called with
-/// the source tensor's name, the rows held (source rows, dim 0), their values (`rows.count ×
-/// columns`, row-major) and `columns`. A LoRA merge writing GGUF directly adds each row's delta
-/// here. Called from several threads at once, for disjoint rows.
-public typealias SourceRowTransform = @Sendable (_ source: String, _ rows: Range<Int>, _ values: UnsafeMutableBufferPointer<Float>,
-                                                 _ columns: Int) -> Void
+/// Changes rows of some source tensors in place on their way into a converted GGUF file: `apply`
+/// is called with a tensor of `sources`, the rows held (source rows, dim 0), their values
+/// (`rows.count × columns`, row-major) and `columns`. A LoRA merge writing GGUF directly adds each
+/// row's delta here. Called from several threads at once, for disjoint rows.
+public struct SourceRowTransform: Sendable {
+    /// The source tensors `apply` changes; the others are not passed to it.
+    public var sources: Set<String>
+    /// The change.
+    public var apply: @Sendable (_ source: String, _ rows: Range<Int>, _ values: UnsafeMutableBufferPointer<Float>, _ columns: Int) -> Void
+
+    /// A transform of `sources` by `apply`.
+    public init(sources: Set<String>,
+                apply: @escaping @Sendable (_ source: String, _ rows: Range<Int>, _ values: UnsafeMutableBufferPointer<Float>, _ columns: Int) -> Void) {
+        self.sources = sources
+        self.apply = apply
+    }
+}
 
 extension Converter {
     /// The GGUF types a checkpoint can be written in (gguf-py's quantizer writes them all).
@@ -97,7 +108,8 @@ extension Converter {
                                     elapsedSeconds: monotonicSeconds() - start)
     }
 
-    /// Decodes `planned` from the source in blocks of whole rows and writes it encoded as `type`:
+    /// Decodes `planned` from the source in blocks of whole rows (of innermost rows, for a tensor
+    /// whose dim-0 rows are each larger than a block) and writes it encoded as `type`:
     /// `threads` workers each read a block's stored bytes with one `pread`, decode and quantize
     /// it and write it in place (`pwrite`); a wave of blocks is appended once all are written.
     /// Memory: one block of values and of bytes per worker, whatever the tensor's size.
@@ -110,21 +122,35 @@ extension Converter {
         while scratch.count < workers { scratch.append(GGUFBlockScratch()) }
         for piece in planned.pieces {
             guard let entry = source.entry(piece.source) else { throw SafeTensorsError.tensorNotFound(file: source.path, tensor: piece.source) }
-            guard !oneRow, let rowBytes = type.byteCount(elements: rowElements) else {
+            let transformed = transform.map { $0.sources.contains(piece.source) } ?? false
+            guard !oneRow, type.byteCount(elements: rowElements) != nil else {
                 var values = Array(try entry.floats()[(piece.rows.lowerBound * rowElements)..<(piece.rows.upperBound * rowElements)])
-                if let transform {
-                    values.withUnsafeMutableBufferPointer { transform(piece.source, piece.rows, $0, rowElements) }
+                if let transform, transformed {
+                    values.withUnsafeMutableBufferPointer { transform.apply(piece.source, piece.rows, $0, rowElements) }
                 }
                 try encode(values[...], type, planned.name, file, fileName)
                 continue
             }
-            let blockRows = max(1, (1 << 20) / max(rowElements, 1))
-            var row = piece.rows.lowerBound
-            while row < piece.rows.upperBound {
+            // A dim-0 row larger than a block (SD3's pos_embed: one row of 226 M values) streams
+            // in runs of innermost rows instead, unless a transform works on its dim-0 rows.
+            var unitElements = rowElements
+            var units = piece.rows
+            if rowElements > 1 << 20, !transformed, let inner = planned.shape.last, inner > 0, rowElements % inner == 0,
+               type.byteCount(elements: inner) != nil, entry.innerRowByteCount != nil {
+                unitElements = inner
+                units = (piece.rows.lowerBound * (rowElements / inner))..<(piece.rows.upperBound * (rowElements / inner))
+            }
+            let inner = unitElements != rowElements
+            guard let rowBytes = type.byteCount(elements: unitElements) else {
+                throw SafeTensorsError.conversion(file: fileName, tensor: planned.name, reason: "rows of \(unitElements) values are not whole \(type.name) blocks")
+            }
+            let blockRows = max(1, (1 << 20) / max(unitElements, 1))
+            var row = units.lowerBound
+            while row < units.upperBound {
                 let waveStart = row
                 var blocks: [Range<Int>] = []
-                while row < piece.rows.upperBound && blocks.count < 4 * workers {
-                    let end = min(piece.rows.upperBound, row + blockRows)
+                while row < units.upperBound && blocks.count < 4 * workers {
+                    let end = min(units.upperBound, row + blockRows)
                     blocks.append(row..<end)
                     row = end
                 }
@@ -132,10 +158,10 @@ extension Converter {
                 let scratch = scratch
                 for worker in scratch { worker.failure = nil; worker.nonFinite = 0 }
                 parallelForDynamic(blocks.count, threads: workers) { w, i in
-                    scratch[w].encode(entry, rows: blocks[i], rowElements: rowElements, as: type, to: file,
-                                      at: (blocks[i].lowerBound - waveStart) * rowBytes, transform: transform.map { t in
-                                          { t(piece.source, blocks[i], $0, rowElements) }
-                                      })
+                    scratch[w].encode(entry, rows: blocks[i], rowElements: unitElements, innermost: inner, as: type, to: file,
+                                      at: (blocks[i].lowerBound - waveStart) * rowBytes, transform: transformed ? transform.map { t in
+                                          { t.apply(piece.source, blocks[i], $0, rowElements) }
+                                      } : nil)
                 }
                 for worker in scratch {
                     if let failure = worker.failure { throw failure }
@@ -185,21 +211,27 @@ final class GGUFBlockScratch {
     /// Non-finite values met in the current wave.
     var nonFinite = 0
 
-    /// Decodes `rows` of `entry` (their bytes read with one `pread`), passes them through
-    /// `transform`, quantizes them as `type` and writes them `offset` bytes past the file's end.
-    func encode(_ entry: TensorEntry, rows: Range<Int>, rowElements: Int, as type: GGUFType, to file: AtomicFile, at offset: Int,
-                transform: ((UnsafeMutableBufferPointer<Float>) -> Void)? = nil) {
+    /// Decodes `rows` of `entry` (dim-0 rows, or innermost rows when `innermost`; their bytes
+    /// read with one `pread`), passes them through `transform`, quantizes them as `type` and
+    /// writes them `offset` bytes past the file's end.
+    func encode(_ entry: TensorEntry, rows: Range<Int>, rowElements: Int, innermost: Bool = false, as type: GGUFType,
+                to file: AtomicFile, at offset: Int, transform: ((UnsafeMutableBufferPointer<Float>) -> Void)? = nil) {
         guard failure == nil else { return }
         let count = rows.count * rowElements
         let bytes = type.byteCount(elements: count) ?? 0
         if values.count < count { values = [Float](repeating: 0, count: count) }
         if encoded.count < bytes { encoded = [UInt8](repeating: 0, count: bytes) }
-        let storedBytes = (entry.rowByteCount ?? 0) * rows.count
+        let storedBytes = ((innermost ? entry.innerRowByteCount : entry.rowByteCount) ?? 0) * rows.count
         if stored.count < storedBytes { stored = [UInt8](repeating: 0, count: storedBytes) }
         do {
             try values.withUnsafeMutableBufferPointer { all in
                 try stored.withUnsafeMutableBytes { raw in
-                    try entry.decodeRows(rows, into: UnsafeMutableBufferPointer(rebasing: all[0..<count]), reading: raw)
+                    let output = UnsafeMutableBufferPointer(rebasing: all[0..<count])
+                    if innermost {
+                        try entry.decodeInnerRows(rows, into: output, reading: raw)
+                    } else {
+                        try entry.decodeRows(rows, into: output, reading: raw)
+                    }
                 }
                 transform?(UnsafeMutableBufferPointer(rebasing: all[0..<count]))
             }

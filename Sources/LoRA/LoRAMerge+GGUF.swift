@@ -35,10 +35,11 @@ extension LoRAMerge {
         let previousBLASThreads = BLAS.threadCount
         if threads > 1 { BLAS.setThreadCount(1) }
         defer { if threads > 1 { BLAS.setThreadCount(previousBLASThreads) } }
-        let written = try converter.writeGGUF(to: output, type: type, threads: threads, progress: progress) { source, rows, values, columns in
+        let transform = SourceRowTransform(sources: Set(slices.keys)) { source, rows, values, columns in
             guard let tensorSlices = slices[source] else { return }
             kernel.apply(tensorSlices, block: rows, to: values, columns: columns)
         }
+        let written = try converter.writeGGUF(to: output, type: type, threads: threads, progress: progress, transform: transform)
         var report = MergeReport(architecture: detected.architecture.name, baseLayout: detected.layout,
                                  adapterLayout: adapter.layout, modulesMerged: adapter.modules.count + adapter.deltas.count,
                                  touchedTensors: placement.touchedTensors, tensorsWritten: written.tensorsWritten,

@@ -145,9 +145,43 @@ extension TensorEntry {
         }
         precondition(rows.lowerBound >= 0 && rows.upperBound <= rowCount, "decodeRows: rows outside the tensor")
         precondition(output.count == rows.count * rowElements, "decodeRows: output size does not match the rows")
-        let count = rows.count * rowBytes
-        precondition(scratch.count >= count, "decodeRows: scratch smaller than the rows' bytes")
-        let begin = file.fileOffset(of: info) + rows.lowerBound * rowBytes
+        try read(bytes: file.fileOffset(of: info) + rows.lowerBound * rowBytes, count: rows.count * rowBytes, into: output, scratch)
+    }
+
+    /// Bytes one innermost row (a run of `shape.last` values) takes; nil for 0- and 1-d tensors
+    /// and for sub-byte plain dtypes whose innermost rows are not whole bytes.
+    public var innerRowByteCount: Int? {
+        guard info.shape.count >= 2, let inner = info.shape.last else { return nil }
+        guard let encoding else { return info.dtype.byteCount(elements: inner) }
+        return inner > 0 ? encoding.rowByteCount(rowLength: inner) : 0
+    }
+
+    /// Decodes innermost rows `rows` (row i holds values i·inner ..< (i + 1)·inner of the tensor
+    /// in row-major order, inner = `shape.last`) into `output`, their bytes read with one `pread`
+    /// into `scratch`: for a dim-0 row too large to hold at once (SD3's `pos_embed`, one row of
+    /// 226 M values). Requires `innerRowByteCount`.
+    public func decodeInnerRows(_ rows: Range<Int>, into output: UnsafeMutableBufferPointer<Float>,
+                                reading scratch: UnsafeMutableRawBufferPointer) throws(SafeTensorsError) {
+        guard let rowBytes = innerRowByteCount, let inner = info.shape.last else {
+            preconditionFailure("decodeInnerRows: '\(info.name)' has no whole-byte innermost rows")
+        }
+        if let encoding, !encoding.isDecodable {
+            throw .conversion(file: file.path, tensor: info.name, reason: "\(encoding.name) blocks cannot be decoded by FlowGuard "
+                              + "(it decodes F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K–Q6_K)")
+        }
+        guard encoding != nil || FloatCodec.canDecode(info.dtype) else {
+            throw .conversion(file: file.path, tensor: info.name, reason: "\(info.dtype.rawValue) values cannot be read as numbers")
+        }
+        precondition(rows.lowerBound >= 0 && rows.upperBound * inner <= info.elementCount, "decodeInnerRows: rows outside the tensor")
+        precondition(output.count == rows.count * inner, "decodeInnerRows: output size does not match the rows")
+        try read(bytes: (file.fileOffset(of: info) + rows.lowerBound * rowBytes), count: rows.count * rowBytes, into: output, scratch)
+    }
+
+    /// Reads `count` bytes at file offset `begin` into `scratch` with one `pread` and decodes them
+    /// into `output`.
+    private func read(bytes begin: Int, count: Int, into output: UnsafeMutableBufferPointer<Float>,
+                      _ scratch: UnsafeMutableRawBufferPointer) throws(SafeTensorsError) {
+        precondition(scratch.count >= count, "decode: scratch smaller than the rows' bytes")
         let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count])
         let read: Int
         do { read = try file.descriptor.read(into: bytes, at: begin) } catch { throw .system(error) }

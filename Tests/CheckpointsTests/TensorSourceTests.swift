@@ -29,6 +29,40 @@ import TestSupport
         #expect(collection.entry("quant.f16")?.isPlain == true)
     }
 
+    /// A dim-0 row larger than a block of work (SD3's pos_embed is one row of 226 M values at
+    /// SD3.5-Medium size) is streamed in runs of innermost rows: here [1, 36864, 32], 1.2 M values.
+    /// Its values equal the whole tensor encoded at once, in every output type, on 1 and 3 threads.
+    @Test func ggufOutputOfOneHugeRowStreamsInnermostRows() throws {
+        let dir = TemporaryDirectory()
+        let architecture = try Architecture(config: .sd3(SD3Config(
+            hiddenSize: 32, numLayers: 1, attentionHeadDim: 8, dualAttentionLayers: [], qkNorm: false,
+            patchSize: 2, inChannels: 4, outChannels: 4, jointAttentionDim: 16, pooledProjectionDim: 24, posEmbedMaxSize: 192)))
+        let source = dir.file("huge-row.safetensors")
+        try SyntheticWriter.write(architecture: architecture, layout: .original, dtype: .bf16, to: source,
+                                  options: SyntheticOptions(seed: 5, scale: 0.5))
+        let base = try TensorCollection(path: source)
+        let pos = try #require(base.entries.first { $0.info.name.hasSuffix("pos_embed") })
+        #expect(pos.info.shape == [1, 36864, 32] && pos.rowElements > 1 << 20)
+        let want = try pos.floats()
+        for type in [GGUFType.q8_0, .bf16, .f32] {
+            let stored = GGUFConventions.city96Type(shape: pos.info.shape, requested: type)
+            var encoded = [UInt8](repeating: 0, count: stored.byteCount(elements: want.count)!)
+            var expected = [Float](repeating: 0, count: want.count)
+            want.withUnsafeBufferPointer { w in encoded.withUnsafeMutableBytes { _ = stored.quantize(w, into: $0) } }
+            encoded.withUnsafeBytes { e in expected.withUnsafeMutableBufferPointer { stored.dequantize(e, into: $0) } }
+            var files: [[UInt8]] = []
+            for threads in [1, 3] {
+                let path = dir.file("huge-row-\(type.name)-\(threads).gguf")
+                try Converter(source: base, to: .original, prefix: KeyPrefix.none).writeGGUF(to: path, type: type, threads: threads)
+                let entry = try #require(try TensorCollection.checkpoint(path).entry("pos_embed"))
+                #expect(entry.storageName == stored.name)
+                #expect(try entry.floats() == expected, "\(type.name) on \(threads) threads")
+                files.append(try readBytes(path))
+            }
+            #expect(files[0] == files[1], "\(type.name)")
+        }
+    }
+
     /// Tensors whose encoded rows are larger than the output's write buffer (4 MiB): a
     /// [4096, 1024] MLP weight is 4.25 MiB as Q8_0 and 8 MiB as F16. FLUX-size conversions once
     /// stopped on such tensors; every type now writes them in pieces of whole blocks.
