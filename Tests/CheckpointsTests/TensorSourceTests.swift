@@ -29,18 +29,24 @@ import TestSupport
         #expect(collection.entry("quant.f16")?.isPlain == true)
     }
 
+    /// A one-block SD3 checkpoint (bf16, original layout) of width `hiddenSize` written by the
+    /// synthetic writer into `dir`.
+    static func syntheticSD3(hiddenSize: Int, posEmbedMaxSize: Int, seed: UInt64, in dir: TemporaryDirectory) throws -> TensorCollection {
+        let architecture = try Architecture(config: .sd3(SD3Config(
+            hiddenSize: hiddenSize, numLayers: 1, attentionHeadDim: hiddenSize / 4, dualAttentionLayers: [], qkNorm: false,
+            patchSize: 2, inChannels: 4, outChannels: 4, jointAttentionDim: 16, pooledProjectionDim: 24, posEmbedMaxSize: posEmbedMaxSize)))
+        let source = dir.file("sd3-\(hiddenSize)-\(posEmbedMaxSize).safetensors")
+        try SyntheticWriter.write(architecture: architecture, layout: .original, dtype: .bf16, to: source,
+                                  options: SyntheticOptions(seed: seed, scale: 0.5))
+        return try TensorCollection(path: source)
+    }
+
     /// A dim-0 row larger than a block of work (SD3's pos_embed is one row of 226 M values at
     /// SD3.5-Medium size) is streamed in runs of innermost rows: here [1, 36864, 32], 1.2 M values.
     /// Its values equal the whole tensor encoded at once, in every output type, on 1 and 3 threads.
     @Test func ggufOutputOfOneHugeRowStreamsInnermostRows() throws {
         let dir = TemporaryDirectory()
-        let architecture = try Architecture(config: .sd3(SD3Config(
-            hiddenSize: 32, numLayers: 1, attentionHeadDim: 8, dualAttentionLayers: [], qkNorm: false,
-            patchSize: 2, inChannels: 4, outChannels: 4, jointAttentionDim: 16, pooledProjectionDim: 24, posEmbedMaxSize: 192)))
-        let source = dir.file("huge-row.safetensors")
-        try SyntheticWriter.write(architecture: architecture, layout: .original, dtype: .bf16, to: source,
-                                  options: SyntheticOptions(seed: 5, scale: 0.5))
-        let base = try TensorCollection(path: source)
+        let base = try Self.syntheticSD3(hiddenSize: 32, posEmbedMaxSize: 192, seed: 5, in: dir)
         let pos = try #require(base.entries.first { $0.info.name.hasSuffix("pos_embed") })
         #expect(pos.info.shape == [1, 36864, 32] && pos.rowElements > 1 << 20)
         let want = try pos.floats()
@@ -68,13 +74,7 @@ import TestSupport
     /// stopped on such tensors; every type now writes them in pieces of whole blocks.
     @Test func ggufOutputOfTensorsLargerThanTheWriteBuffer() throws {
         let dir = TemporaryDirectory()
-        let architecture = try Architecture(config: .sd3(SD3Config(
-            hiddenSize: 1024, numLayers: 1, attentionHeadDim: 64, dualAttentionLayers: [], qkNorm: false,
-            patchSize: 2, inChannels: 4, outChannels: 4, jointAttentionDim: 16, pooledProjectionDim: 24, posEmbedMaxSize: 4)))
-        let source = dir.file("wide.safetensors")
-        try SyntheticWriter.write(architecture: architecture, layout: .original, dtype: .bf16, to: source,
-                                  options: SyntheticOptions(seed: 3, scale: 0.5))
-        let base = try TensorCollection(path: source)
+        let base = try Self.syntheticSD3(hiddenSize: 1024, posEmbedMaxSize: 4, seed: 3, in: dir)
         let mlp = try #require(base.entries.first { $0.info.shape == [4096, 1024] })
         let want = try mlp.floats()
         for type in [GGUFType.q8_0, .q4_0, .f16, .bf16, .f32] {

@@ -209,34 +209,33 @@ import TestSupport
         #expect(dir.listing().allSatisfy { !$0.hasPrefix(".flowguard-merge") })
     }
 
-    /// An all-in-one base merged into a GGUF file: the transformer alone is written (stderr says
-    /// what was left out), equal to converting the merged all-in-one file; `--json` describes it.
-    @Test func loraMergeOfAllInOneIntoGGUF() throws {
-        let base = Repository.path("fixtures/sd35_tiny/allinone.safetensors")
+    /// `lora merge BASE tiny-lora OUT.gguf` with `options`; its bytes must equal merging into a
+    /// float32 file and converting that to Q8_0. Returns the merge's output.
+    func mergeIntoGGUFEqualsMergeThenConvert(_ base: String, _ name: String, _ options: [String]) throws -> ProcessResult {
         let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
-        let out = dir.file("aio.gguf"), merged = dir.file("aio-merged.safetensors"), expected = dir.file("expected.gguf")
-        let result = try flowguard("lora", "merge", base, lora, out, "--dtype", "q8_0", "--json")
+        let out = dir.file("\(name).gguf"), merged = dir.file("\(name)-merged.safetensors"), expected = dir.file("\(name)-expected.gguf")
+        let result = try runProcess(CLITests.binary, ["lora", "merge", base, lora, out] + options)
         #expect(result.status == 0, "\(result.stderr)")
+        #expect(try flowguard("lora", "merge", base, lora, merged, "--dtype", "fp32", "--quiet").status == 0)
+        #expect(try flowguard("convert", merged, expected, "--dtype", "q8_0", "--quiet").status == 0)
+        #expect(try readBytes(out) == readBytes(expected), "\(name)")
+        return result
+    }
+
+    /// An all-in-one base merged into a GGUF file: the transformer alone is written (stderr says
+    /// what was left out); `--json` describes it.
+    @Test func loraMergeOfAllInOneIntoGGUF() throws {
+        let result = try mergeIntoGGUFEqualsMergeThenConvert(Repository.path("fixtures/sd35_tiny/allinone.safetensors"), "aio",
+                                                             ["--dtype", "q8_0", "--json"])
         #expect(result.stderr.contains("left out text encoder CLIP-L"), "\(result.stderr)")
         #expect(result.stderr.contains("a GGUF output holds the merged transformer only"))
         #expect(result.stdout.contains("\"container\":\"gguf\",\"gguf_type\":\"Q8_0\""), "\(result.stdout)")
-        #expect(try flowguard("lora", "merge", base, lora, merged, "--dtype", "fp32", "--quiet").status == 0)
-        #expect(try flowguard("convert", merged, expected, "--dtype", "q8_0", "--quiet").status == 0)
-        #expect(try readBytes(out) == readBytes(expected))
     }
 
-    /// A scaled-fp8 base merged into GGUF without --dtype is written as Q8_0 (its weights are 8-bit),
-    /// equal to merging into float32 and converting that to Q8_0.
+    /// A scaled-fp8 base merged into GGUF without --dtype is written as Q8_0 (its weights are 8-bit).
     @Test func loraMergeOfScaledFP8IntoGGUFDefaultsToQ8_0() throws {
-        let base = Repository.path("fixtures/sd35_tiny/scaled_fp8.safetensors")
-        let lora = Repository.path("fixtures/sd35_tiny/lora/pytorch_lora_weights.safetensors")
-        let out = dir.file("fp8.gguf"), merged = dir.file("fp8-merged.safetensors"), expected = dir.file("fp8-expected.gguf")
-        let result = try flowguard("lora", "merge", base, lora, out)
-        #expect(result.status == 0, "\(result.stderr)")
+        let result = try mergeIntoGGUFEqualsMergeThenConvert(Repository.path("fixtures/sd35_tiny/scaled_fp8.safetensors"), "fp8", [])
         #expect(result.stdout.contains("(GGUF Q8_0, 95 tensors)"), "\(result.stdout)")
-        #expect(try flowguard("lora", "merge", base, lora, merged, "--dtype", "fp32", "--quiet").status == 0)
-        #expect(try flowguard("convert", merged, expected, "--dtype", "q8_0", "--quiet").status == 0)
-        #expect(try readBytes(out) == readBytes(expected))
     }
 
     @Test func diffAcrossContainersAndLayouts() throws {
