@@ -66,18 +66,13 @@ struct Convert: ParsableCommand {
             if layout == .diffusers { throw ValidationError("a .gguf output is written in the original layout (city96's names); drop --layout diffusers.") }
             if prefix != nil { throw ValidationError("--prefix does not apply to a .gguf output (city96's names have no prefix).") }
             if shardSize != nil { throw ValidationError("--shard-size does not apply to a .gguf output.") }
-            if let dtype, dtype.gguf == nil {
-                throw ValidationError("--dtype \(dtype.text) cannot be written to GGUF; choose one of "
-                                      + Converter.ggufOutputTypes.map { $0.name.lowercased() }.joined(separator: ", ") + ".")
-            }
+            try dtype?.check(writingGGUF: true)
             try overwrite.check(output, writes: .file)
             return
         }
         guard let layout else { throw ValidationError("Missing expected argument '--layout <layout>'.") }
         if prefix != nil && layout == .diffusers { throw ValidationError("--prefix applies only to --layout original.") }
-        if let dtype, dtype.float == nil {
-            throw ValidationError("--dtype \(dtype.text) is a GGUF block type: it is written only to a .gguf output.")
-        }
+        try dtype?.check(writingGGUF: false)
         try overwrite.check(output, writes: Converter.writesFolder(output, layout: layout, shardSize: shardSize) ? .folder : .file)
     }
 
@@ -184,6 +179,18 @@ struct ConvertDType: ExpressibleByArgument {
         let name = aliases[lower] ?? lower
         gguf = GGUFType(name: name).flatMap { Converter.ggufOutputTypes.contains($0) ? $0 : nil }
         if float == nil && gguf == nil { return nil }
+    }
+
+    /// Refuses a type the output's container cannot hold: a GGUF block type for a safetensors
+    /// output, a float dtype GGUF has no type for (fp8) for a `.gguf` output.
+    func check(writingGGUF: Bool) throws {
+        if writingGGUF, gguf == nil {
+            throw ValidationError("--dtype \(text) cannot be written to GGUF; choose one of "
+                                  + Converter.ggufOutputTypes.map { $0.name.lowercased() }.joined(separator: ", ") + ".")
+        }
+        if !writingGGUF, float == nil {
+            throw ValidationError("--dtype \(text) is a GGUF block type: it is written only to a .gguf output.")
+        }
     }
 
     /// The float dtypes, then the GGUF block types.

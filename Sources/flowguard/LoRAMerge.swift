@@ -57,14 +57,7 @@ struct LoRAMergeCommand: ParsableCommand {
     func validate() throws {
         guard scale.isFinite else { throw ValidationError("--scale must be a finite number.") }
         let baseIsFolder = FileSystem.isFolder(base)
-        if output.lowercased().hasSuffix(".gguf") {
-            if let dtype, dtype.gguf == nil {
-                throw ValidationError("--dtype \(dtype.text) cannot be written to GGUF; choose one of "
-                                      + Converter.ggufOutputTypes.map { $0.name.lowercased() }.joined(separator: ", ") + ".")
-            }
-        } else if let dtype, dtype.float == nil {
-            throw ValidationError("--dtype \(dtype.text) is a GGUF block type: it is written only to a .gguf output.")
-        }
+        try dtype?.check(writingGGUF: output.lowercased().hasSuffix(".gguf"))
         try overwrite.check(output, writes: baseIsFolder && !output.hasSuffix(".safetensors") ? .folder : .file)
     }
 

@@ -283,12 +283,17 @@ enum MergeFixtures {
         return list.map { (Repository.path("fixtures/lora_dialects/" + ($0["adapter"] as! String)), Repository.path($0["base"] as! String)) }
     }()
 
+    /// A dialect fixture's base and its adapter, read for the base's architecture.
+    static func load(adapter adapterPath: String, base basePath: String) throws -> (base: TensorCollection, adapter: LoRAAdapter) {
+        let base = try TensorCollection(path: basePath)
+        let detected = try Architecture.detect(base.infos)
+        return (base, try LoRAReader.load(path: adapterPath, architecture: detected.architecture).adapter)
+    }
+
     @Test func everyDialectMergesToTheSameBytesInBlocksOnThreads() throws {
         #expect(Self.fixtures.count >= 18)
         for (adapterPath, basePath) in Self.fixtures {
-            let base = try TensorCollection(path: basePath)
-            let detected = try Architecture.detect(base.infos)
-            let adapter = try LoRAReader.load(path: adapterPath, architecture: detected.architecture).adapter
+            let (base, adapter) = try Self.load(adapter: adapterPath, base: basePath)
             let whole = dir.path + "/whole.safetensors", blocks = dir.path + "/blocks.safetensors"
             try LoRAMerge.merge(base: base, adapter: adapter, scale: 0.7, output: whole, dtype: .f32)
             // 40 values a block: one row or a few per block, and blocks that cut fused slices.

@@ -39,9 +39,7 @@ import TestSupport
     @Test func everyDialectEqualsMergeThenConvert() throws {
         #expect(RowBlockMergeTests.fixtures.count >= 18)
         for (adapterPath, basePath) in RowBlockMergeTests.fixtures {
-            let base = try TensorCollection(path: basePath)
-            let detected = try Architecture.detect(base.infos)
-            let adapter = try LoRAReader.load(path: adapterPath, architecture: detected.architecture).adapter
+            let (base, adapter) = try RowBlockMergeTests.load(adapter: adapterPath, base: basePath)
             let expected = try twoStep(base, adapter, scale: 0.7, type: .q8_0)
             for threads in [1, 3] {
                 let (report, bytes) = try direct(base, adapter, scale: 0.7, type: .q8_0, threads: threads)
